@@ -1,0 +1,5 @@
+import sys
+
+from seqsearch.cli import main
+
+sys.exit(main())

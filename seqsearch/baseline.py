@@ -1,0 +1,78 @@
+"""The study's baseline: built, trained once, cached by a hash of what decides it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqsearch import atomic
+from seqsearch.config import StudyConfig
+from seqsearch.data import DataBundle, load_data
+from seqsearch.metrics import measure
+from seqsearch.models import create_model
+from seqsearch.progress import note
+from seqsearch.train import evaluate, fit, resolve_device
+
+
+@dataclass
+class Baseline:
+    model: nn.Module
+    data: DataBundle
+    metrics: dict[str, Any]
+    from_cache: bool
+
+
+def build_data(study: StudyConfig, device: torch.device) -> DataBundle:
+    d = study.data
+    return load_data(
+        d.name, root=d.root, download=d.download, limit=d.limit, val_fraction=d.val_fraction,
+        test_fraction=d.test_fraction, image_size=d.image_size, augment=d.augment,
+        seed=study.seed, device=device,
+    )
+
+
+def build_model(study: StudyConfig, data: DataBundle) -> nn.Module:
+    return create_model(
+        study.model.name, in_channels=data.in_channels, num_classes=data.num_classes,
+        kwargs=study.model.kwargs,
+    )
+
+
+def baseline_path(study: StudyConfig, out_dir: Path | None = None) -> Path:
+    root = out_dir if out_dir is not None else study.output_dir()
+    return root / "baseline" / f"{study.baseline_key()}.pt"
+
+
+def get_baseline(
+    study: StudyConfig, *, out_dir: Path | None = None, device: torch.device | None = None
+) -> Baseline:
+    """Load the cached baseline or train it (and cache it atomically)."""
+    dev = device or resolve_device(study.device)
+    data = build_data(study, dev)
+    model = build_model(study, data)
+    cost = measure(model, data.input_shape)  # also checks the model takes this input
+    model.to(dev)
+    path = baseline_path(study, out_dir)
+    if path.is_file():
+        saved = torch.load(path, map_location=dev, weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        note(f"[baseline] loaded from cache {path}")
+        return Baseline(model, data, dict(saved["metrics"]), from_cache=True)
+    result = fit(model, data, study.train.settings(study.seed), label="baseline")
+    metrics: dict[str, Any] = {
+        "val_accuracy": evaluate(model, data.val),
+        "test_accuracy": evaluate(model, data.test),
+        "macs": cost.macs,
+        "params": cost.params,
+        "bitops": cost.bitops,
+        "param_bits": cost.param_bits,
+        "epochs": result.epochs,
+        "seconds": round(result.seconds, 2),
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic.torch_save(path, {"state_dict": state, "metrics": metrics})
+    return Baseline(model, data, metrics, from_cache=False)

@@ -1,0 +1,121 @@
+"""The `seqsearch` command line. It only wires the library's functions together."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from seqsearch import __version__
+from seqsearch.errors import SeqsearchError
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise SeqsearchError(f"--input-shape {text!r}: expected C,H,W as integers, e.g. 3,32,32")
+    if len(shape) != 3 or min(shape) < 1:
+        raise SeqsearchError(f"--input-shape {text!r}: expected three positive integers C,H,W")
+    return shape
+
+
+def _parse_kwargs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise SeqsearchError(f"--kwargs {text!r}: expected a JSON object, e.g. '{{\"width\": 0.5}}'")
+    if not isinstance(value, dict):
+        raise SeqsearchError(f"--kwargs {text!r}: expected a JSON object")
+    return value
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from seqsearch.metrics import measure
+    from seqsearch.models import create_model
+
+    shape = _parse_shape(args.input_shape)
+    if args.num_classes < 1:
+        raise SeqsearchError(f"--num-classes {args.num_classes}: must be at least 1")
+    model = create_model(args.model, in_channels=shape[0], num_classes=args.num_classes,
+                         kwargs=_parse_kwargs(args.kwargs))
+    cost = measure(model, shape)
+    row = {"model": args.model, "input_shape": list(shape), "num_classes": args.num_classes,
+           "macs": cost.macs, "params": cost.params, "bitops": cost.bitops}
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(f"model    {args.model}  input {','.join(map(str, shape))}  "
+              f"classes {args.num_classes}")
+        print(f"MACs     {cost.macs:,}")
+        print(f"params   {cost.params:,}")
+        print(f"BitOps   {cost.bitops:,}  (FP32: MACs x 32 x 32)")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seqsearch.baseline import get_baseline
+    from seqsearch.config import load_study
+
+    study = load_study(args.study)
+    base = get_baseline(study, out_dir=Path(args.out) if args.out else None)
+    m = base.metrics
+    if args.json:
+        print(json.dumps({"study": study.name, "from_cache": base.from_cache, **m}))
+    else:
+        source = "cache" if base.from_cache else f"trained {m['epochs']} epochs, {m['seconds']} s"
+        print(f"study {study.name}: {study.model.name} on {study.data.name} ({source})")
+        print(f"val accuracy   {100 * m['val_accuracy']:.2f} %")
+        print(f"test accuracy  {100 * m['test_accuracy']:.2f} %")
+        print(f"MACs {m['macs']:,}  params {m['params']:,}  BitOps {m['bitops']:,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seqsearch",
+        description="Find the best order in which to compress a CNN "
+        "(distillation, pruning, quantization, early exit).",
+    )
+    parser.add_argument("--version", action="version", version=f"seqsearch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("count", help="MACs, params and FP32 BitOps of a model")
+    p.add_argument("model", help="registry name (e.g. resnet20) or spec 'module:callable' / "
+                   "'file.py:callable'")
+    p.add_argument("--input-shape", default="3,32,32", help="C,H,W (default 3,32,32)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes (default 10)")
+    p.add_argument("--kwargs", help="model keyword arguments as JSON, e.g. '{\"width\": 0.5}'")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_count)
+
+    p = sub.add_parser("baseline", help="train (or load from cache) the study's baseline")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_baseline)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SeqsearchError as exc:
+        print(f"seqsearch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqsearch: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Study config v1: YAML, versioned, strict.
+
+Unknown keys and out-of-range values are errors that name the key and the file. The sections
+`model`, `data` and `train` are shared with the chain files that `seqsearch apply` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from seqsearch.errors import SeqsearchError
+from seqsearch.train import TrainSettings
+
+CONFIG_VERSION = 1
+DEFAULT_STAGES = ("distill", "prune", "quantize", "early_exit")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    name: str = Field(min_length=1)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataSection(_Strict):
+    name: str = "digits"
+    limit: int | None = Field(default=None, ge=20)
+    root: str | None = None
+    download: bool = False
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
+    image_size: int | None = Field(default=None, ge=4, le=1024)
+    augment: Literal["none", "crop", "crop_flip"] = "none"
+
+
+class TrainSection(_Strict):
+    epochs: int = Field(default=10, ge=0, le=10_000)
+    stage_epochs: int = Field(default=2, ge=0, le=10_000)
+    lr: float = Field(default=0.1, gt=0.0, le=10.0)
+    finetune_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0, le=1.0)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+
+    def settings(self, seed: int, *, finetune: bool = False) -> TrainSettings:
+        """Baseline settings, or a stage's fine-tune settings (stage epochs, lr x factor)."""
+        return TrainSettings(
+            epochs=self.stage_epochs if finetune else self.epochs,
+            lr=self.lr * (self.finetune_lr_factor if finetune else 1.0),
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            schedule=self.schedule,
+            seed=seed,
+        )
+
+
+class ProbeSection(_Strict):
+    samples: int = Field(default=8, ge=1, le=10_000)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    tie_threshold: float = Field(default=0.02, ge=0.0)
+
+
+class TuneSection(_Strict):
+    trials: int = Field(default=20, ge=1, le=100_000)
+    budget: float = Field(default=1.0, ge=0.0, le=100.0)
+
+
+class StudyConfig(_Strict):
+    version: Literal[1]
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    output: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), min_length=1)
+    first_last_bits: tuple[int, int] = (8, 8)
+    probe: ProbeSection = Field(default_factory=ProbeSection)
+    tune: TuneSection = Field(default_factory=TuneSection)
+
+    @field_validator("first_last_bits")
+    @classmethod
+    def _bits(cls, v: tuple[int, int]) -> tuple[int, int]:
+        for b in v:
+            if b not in (1, 2, 4, 8, 16, 32):
+                raise ValueError(f"bits must be one of 1, 2, 4, 8, 16, 32, not {b}")
+        return v
+
+    @field_validator("stages")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each stage may be listed once")
+        return v
+
+    def output_dir(self) -> Path:
+        return Path(self.output) if self.output else Path("runs") / self.name
+
+    def baseline_key(self) -> str:
+        """Hash of everything that decides the baseline: model, data, baseline training, seed."""
+        payload = {
+            "model": self.model.model_dump(),
+            "data": self.data.model_dump(),
+            "train": self.train.settings(self.seed).__dict__,
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line naming the key (dotted path) and what is wrong, for the first error."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key {key!r}"
+    if first["type"] == "missing":
+        return f"{source}: missing key {key!r}"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{source}: {key}: {first['msg']}{shown}"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SeqsearchError(f"{path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise SeqsearchError(f"{path}: not valid YAML{line}") from None
+    if not isinstance(raw, dict):
+        raise SeqsearchError(f"{path}: expected a mapping of keys at the top level")
+    return raw
+
+
+def check_version(raw: dict[str, Any], source: str) -> None:
+    version = raw.get("version")
+    if version is None:
+        raise SeqsearchError(f"{source}: missing key 'version' (this seqsearch reads version "
+                             f"{CONFIG_VERSION})")
+    if version != CONFIG_VERSION:
+        raise SeqsearchError(f"{source}: version {version!r} is not supported; this seqsearch "
+                             f"reads version {CONFIG_VERSION}")
+
+
+def parse_study(raw: dict[str, Any], source: str = "study") -> StudyConfig:
+    check_version(raw, source)
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise SeqsearchError(format_validation_error(err, source)) from None
+
+
+def quickstart_path() -> Path:
+    return Path(str(resources.files("seqsearch") / "studies" / "quickstart.yaml"))
+
+
+def load_study(path: str | Path | None = None) -> StudyConfig:
+    """Load and validate a study file; with no path, the embedded quickstart."""
+    p = Path(path) if path is not None else quickstart_path()
+    return parse_study(read_yaml(p), str(p))

