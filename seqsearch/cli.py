@@ -16,7 +16,9 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in text.split(","))
     except ValueError:
-        raise SeqsearchError(f"--input-shape {text!r}: expected C,H,W as integers, e.g. 3,32,32")
+        raise SeqsearchError(
+            f"--input-shape {text!r}: expected C,H,W as integers, e.g. 3,32,32"
+        ) from None
     if len(shape) != 3 or min(shape) < 1:
         raise SeqsearchError(f"--input-shape {text!r}: expected three positive integers C,H,W")
     return shape
@@ -28,7 +30,9 @@ def _parse_kwargs(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        raise SeqsearchError(f"--kwargs {text!r}: expected a JSON object, e.g. '{{\"width\": 0.5}}'")
+        raise SeqsearchError(
+            f"--kwargs {text!r}: expected a JSON object, e.g. '{{\"width\": 0.5}}'"
+        ) from None
     if not isinstance(value, dict):
         raise SeqsearchError(f"--kwargs {text!r}: expected a JSON object")
     return value

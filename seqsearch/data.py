@@ -104,7 +104,9 @@ def _torchvision(kind: str) -> Loader:
             )
         try:
             if kind == "svhn":
-                train, test = (tvd.SVHN(root, split=s, download=download) for s in ("train", "test"))
+                train, test = (
+                    tvd.SVHN(root, split=s, download=download) for s in ("train", "test")
+                )
             else:
                 cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST,
                        "fashionmnist": tvd.FashionMNIST}[kind]
@@ -168,22 +170,38 @@ DATASETS: dict[str, Loader] = {
 }
 
 
+def _quotas(class_sizes: list[int], frac: float) -> list[int]:
+    """Per-class counts summing exactly to round(frac * total), by largest remainder."""
+    target = int(round(frac * sum(class_sizes)))
+    ideal = [frac * n for n in class_sizes]
+    counts = [int(v) for v in ideal]
+    by_remainder = sorted(range(len(ideal)), key=lambda i: (counts[i] - ideal[i], i))
+    for i in by_remainder[: max(0, target - sum(counts))]:
+        counts[i] += 1
+    return counts
+
+
 def stratified_indices(
     y: torch.Tensor, fractions: Sequence[float], seed: int
 ) -> list[torch.Tensor]:
-    """Split indices class by class into parts of the given fractions (the last takes the rest)."""
+    """Split indices into parts of the given fractions of the whole (the last takes the rest),
+    each part keeping the class proportions; part sizes are exact (largest remainder)."""
     gen = torch.Generator().manual_seed(seed)
-    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
-    for cls in torch.unique(y).tolist():
+    classes = torch.unique(y).tolist()
+    pools = []
+    for cls in classes:
         idx = torch.nonzero(y == cls).flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        start = 0
-        for k, frac in enumerate(fractions):
-            end = idx.numel() if k == len(fractions) - 1 else start + int(round(frac * idx.numel()))
-            parts[k].append(idx[start:end])
-            start = end
+        pools.append(idx[torch.randperm(idx.numel(), generator=gen)])
+    sizes = [p.numel() for p in pools]
+    per_part = [_quotas(sizes, f) for f in fractions[:-1]]
     out = []
-    for chunks in parts:
+    starts = [0] * len(pools)
+    for k in range(len(fractions)):
+        chunks = []
+        for c, pool in enumerate(pools):
+            end = pool.numel() if k == len(fractions) - 1 else starts[c] + per_part[k][c]
+            chunks.append(pool[starts[c]:end])
+            starts[c] = end
         joined = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.long)
         out.append(joined[torch.randperm(joined.numel(), generator=gen)])
     return out

@@ -187,6 +187,8 @@ def predict(model: nn.Module, split: Split, *, batch_size: int = 1024) -> object
 
 def evaluate(model: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
     """Top-1 accuracy (fraction) of a single-output model on a split."""
+    if len(split) == 0:
+        return math.nan
     logits = predict(model, split, batch_size=batch_size)
     assert isinstance(logits, torch.Tensor)
-    return float((logits.argmax(1) == split.y).float().mean().item()) if len(split) else math.nan
+    return float((logits.argmax(1) == split.y).float().mean().item())

@@ -84,11 +84,13 @@ def resolve_factory(name: str) -> ModelFactory:
         try:
             module = importlib.import_module(target)
         except ImportError as exc:
-            raise SeqsearchError(f"model spec {name!r}: cannot import module {target!r} ({exc})")
+            raise SeqsearchError(
+                f"model spec {name!r}: cannot import module {target!r} ({exc})"
+            ) from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise SeqsearchError(f"model spec {name!r}: {target!r} has no callable {attr!r}")
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def create_model(
@@ -100,18 +102,20 @@ def create_model(
 ) -> nn.Module:
     """Build a model from a registry name or spec.
 
-    `in_channels` and `num_classes` are passed when the factory accepts them (built-ins always
+    `in_channels` and `num_classes` are passed when the factory names them (built-ins always
     do); `kwargs` go through as given (`width` for the width multiplier).
     """
     factory = resolve_factory(name)
     args = dict(kwargs or {})
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    # Passed only to factories that name them; a `**kwargs` factory gets them via `kwargs`.
     for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if key in params or takes_any:
+        if key in params:
             args.setdefault(key, value)
     unknown = [k for k in args if k not in params and not takes_any]
     if params and unknown:
