@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from seqsearch import atomic
-from seqsearch.config import StudyConfig
+from seqsearch.config import RunSection
 from seqsearch.data import DataBundle, load_data
 from seqsearch.metrics import measure
 from seqsearch.models import create_model
@@ -26,7 +26,7 @@ class Baseline:
     from_cache: bool
 
 
-def build_data(study: StudyConfig, device: torch.device) -> DataBundle:
+def build_data(study: RunSection, device: torch.device) -> DataBundle:
     d = study.data
     return load_data(
         d.name, root=d.root, download=d.download, limit=d.limit, val_fraction=d.val_fraction,
@@ -35,20 +35,20 @@ def build_data(study: StudyConfig, device: torch.device) -> DataBundle:
     )
 
 
-def build_model(study: StudyConfig, data: DataBundle) -> nn.Module:
+def build_model(study: RunSection, data: DataBundle) -> nn.Module:
     return create_model(
         study.model.name, in_channels=data.in_channels, num_classes=data.num_classes,
         kwargs=study.model.kwargs,
     )
 
 
-def baseline_path(study: StudyConfig, out_dir: Path | None = None) -> Path:
+def baseline_path(study: RunSection, out_dir: Path | None = None) -> Path:
     root = out_dir if out_dir is not None else study.output_dir()
     return root / "baseline" / f"{study.baseline_key()}.pt"
 
 
 def get_baseline(
-    study: StudyConfig, *, out_dir: Path | None = None, device: torch.device | None = None
+    study: RunSection, *, out_dir: Path | None = None, device: torch.device | None = None
 ) -> Baseline:
     """Load the cached baseline or train it (and cache it atomically)."""
     dev = device or resolve_device(study.device)

@@ -81,6 +81,57 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt_row(label: str, order: str, r: dict[str, Any], cached: str = "") -> str:
+    return (f"{label:<6}{order:<7}{100 * r['val_accuracy']:>8.2f}{100 * r['test_accuracy']:>9.2f}"
+            f"{r['bitops']:>16,.0f}{r['bitops_cr']:>10.2f}x{r['cr']:>8.2f}x"
+            f"{r.get('seconds', 0.0):>8.1f}s {cached}")
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seqsearch.baseline import get_baseline
+    from seqsearch.chain import letters, plan, runner_for, save_model
+    from seqsearch.config import load_chain
+
+    path = Path(args.chain)
+    cfg = load_chain(path)
+    if not cfg.stages:
+        raise SeqsearchError(f"{path}: 'stages' is empty; list at least one {{stage: NAME}}")
+    steps = plan([(s.stage, s.params) for s in cfg.stages])  # every check before any training
+    out = Path(args.out) if args.out else path.with_suffix(".pt")
+    base = get_baseline(cfg)
+    runner = runner_for(cfg, base, cfg.output_dir() / "cache")
+    result = runner.run(steps)
+    m = base.metrics
+    baseline = {"accuracy": m["test_accuracy"], "test_accuracy": m["test_accuracy"],
+                "val_accuracy": m["val_accuracy"], "bitops": float(m["bitops"]),
+                "bitops_cr": 1.0, "cr": 1.0}
+    final = {k: v for k, v in result.records[-1].items()
+             if k not in ("stage", "letter", "params", "seconds", "from_cache")}
+    chain = letters(steps)
+    save_model(out, result.model, {"chain": chain, "final": final,
+                                   "steps": [[s.stage, dict(s.params)] for s in steps]})
+    if args.json:
+        print(json.dumps({"chain": chain, "baseline": baseline, "stages": result.records,
+                          "final": final, "model_file": str(out),
+                          "stage_trainings": result.trained, "cached": result.cached}))
+        return 0
+    print(f"chain {chain}: {cfg.model.name} on {cfg.data.name}, first/last bits "
+          f"{cfg.first_last_bits[0]}/{cfg.first_last_bits[1]}")
+    print(f"{'step':<6}{'order':<7}{'val %':>8}{'test %':>9}{'BitOps':>16}{'BitOpsCR':>11}"
+          f"{'CR':>9}{'time':>9}")
+    print(_fmt_row("base", "-", baseline))
+    for i, r in enumerate(result.records, start=1):
+        print(_fmt_row(f"{i} {r['letter']}", r["order"], r, "(cached)" if r["from_cache"] else ""))
+    drop = 100 * (baseline["accuracy"] - final["accuracy"])
+    print(f"final: test accuracy {100 * final['accuracy']:.2f} % (drop {drop:+.2f} pts), "
+          f"BitOpsCR {final['bitops_cr']:.2f}x, CR {final['cr']:.2f}x; "
+          f"{result.trained} stage training(s), {result.cached} from cache")
+    print(f"model saved to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqsearch",
@@ -104,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_baseline)
+
+    p = sub.add_parser("apply", help="apply a chain of stages (CHAIN.yaml) to its baseline")
+    p.add_argument("chain", help="chain YAML: version, model, data, train, stages")
+    p.add_argument("--out", help="where to save the compressed model (default: next to the "
+                   "chain file, same name, .pt)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_apply)
     return parser
 
 

@@ -45,6 +45,7 @@ class DataSection(_Strict):
 class TrainSection(_Strict):
     epochs: int = Field(default=10, ge=0, le=10_000)
     stage_epochs: int = Field(default=2, ge=0, le=10_000)
+    student_epochs: int | None = Field(default=None, ge=0, le=10_000)
     lr: float = Field(default=0.1, gt=0.0, le=10.0)
     finetune_lr_factor: float = Field(default=0.1, gt=0.0, le=1.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -78,7 +79,9 @@ class TuneSection(_Strict):
     budget: float = Field(default=1.0, ge=0.0, le=100.0)
 
 
-class StudyConfig(_Strict):
+class RunSection(_Strict):
+    """What decides a baseline and how stages train: shared by study and chain files."""
+
     version: Literal[1]
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     output: str | None = None
@@ -87,10 +90,7 @@ class StudyConfig(_Strict):
     model: ModelSection
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
-    stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), min_length=1)
     first_last_bits: tuple[int, int] = (8, 8)
-    probe: ProbeSection = Field(default_factory=ProbeSection)
-    tune: TuneSection = Field(default_factory=TuneSection)
 
     @field_validator("first_last_bits")
     @classmethod
@@ -98,13 +98,6 @@ class StudyConfig(_Strict):
         for b in v:
             if b not in (1, 2, 4, 8, 16, 32):
                 raise ValueError(f"bits must be one of 1, 2, 4, 8, 16, 32, not {b}")
-        return v
-
-    @field_validator("stages")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("each stage may be listed once")
         return v
 
     def output_dir(self) -> Path:
@@ -119,6 +112,36 @@ class StudyConfig(_Strict):
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class StudyConfig(RunSection):
+    stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), min_length=1)
+    probe: ProbeSection = Field(default_factory=ProbeSection)
+    tune: TuneSection = Field(default_factory=TuneSection)
+
+    @field_validator("stages")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each stage may be listed once")
+        return v
+
+
+class StepSection(_Strict):
+    stage: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChainConfig(RunSection):
+    """A chain file for `seqsearch apply`: the run settings plus an ordered list of stages.
+
+    `name` defaults to the file's stem; `metrics` is what an exported chain reached (kept for
+    comparison, never read as input).
+    """
+
+    stages: list[StepSection] = Field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    versions: dict[str, str] | None = None
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -164,6 +187,18 @@ def parse_study(raw: dict[str, Any], source: str = "study") -> StudyConfig:
         return StudyConfig.model_validate(raw)
     except ValidationError as err:
         raise SeqsearchError(format_validation_error(err, source)) from None
+
+
+def load_chain(path: str | Path) -> ChainConfig:
+    """Load and validate a chain file (stage names and params are checked by the chain module)."""
+    p = Path(path)
+    raw = read_yaml(p)
+    check_version(raw, str(p))
+    raw.setdefault("name", p.stem)
+    try:
+        return ChainConfig.model_validate(raw)
+    except ValidationError as err:
+        raise SeqsearchError(format_validation_error(err, str(p))) from None
 
 
 def quickstart_path() -> Path:

@@ -24,7 +24,9 @@ def exit_points_of(model: nn.Module) -> tuple[str, ...]:
     """Declared exit points, or, for any other model, the direct children that hold a conv."""
     declared = getattr(model, "exit_points", None)
     if declared:
-        return tuple(declared)
+        # A derived model (e.g. a shallower student) may have lost some declared points.
+        present = {name for name, _ in model.named_modules()}
+        return tuple(p for p in declared if p in present)
     points = []
     children = list(model.named_children())
     for name, child in children[:-1]:

@@ -1,0 +1,269 @@
+"""Apply a list of (stage, params) to a baseline, with a prefix cache and per-stage metrics.
+
+The prefix cache: the model after stages 1..k is saved (atomically) under a hash of the
+baseline, those k stages with their training params, and the training settings and seed, so a
+second chain that shares a prefix trains only its new stages. Policy params that cost no
+training (E's τ and criterion) are left out of the key and set after loading.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqsearch import atomic
+from seqsearch.data import DataBundle, Split
+from seqsearch.errors import SeqsearchError
+from seqsearch.metrics import count_bitops, param_bits
+from seqsearch.metrics import expected_exit_cost as _expected
+from seqsearch.models.multi_exit import MultiExit, exit_costs, exit_decisions
+from seqsearch.stages import StageContext, get_stage, resolve_params
+from seqsearch.train import predict
+
+MODEL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str
+    params: Mapping[str, Any]
+
+    @property
+    def letter(self) -> str:
+        return get_stage(self.stage).info.letter
+
+    def training_params(self) -> dict[str, Any]:
+        policy = getattr(get_stage(self.stage), "policy_params", ())
+        return {k: v for k, v in sorted(self.params.items()) if k not in policy}
+
+
+def plan(steps: Sequence[tuple[str, Mapping[str, Any] | None]]) -> list[Step]:
+    """Check a whole chain before anything trains: stage names, params, forbidden repeats."""
+    out: list[Step] = []
+    seen: set[str] = set()
+    for name, params in steps:
+        stage = get_stage(name)
+        info = stage.info
+        if info.name in seen and not info.repeatable:
+            raise SeqsearchError(
+                f"stage {info.name!r} ({info.letter}) cannot be applied twice "
+                f"({info.letter} after {info.letter})"
+            )
+        seen.add(info.name)
+        out.append(Step(info.name, resolve_params(info, params)))
+    return out
+
+
+def letters(steps: Sequence[Step]) -> str:
+    return "".join(s.letter for s in steps)
+
+
+# --- metrics of a (possibly multi-exit) model -------------------------------------------------
+
+
+def accuracy_and_bitops(model: nn.Module, split: Split, input_shape: tuple[int, ...],
+                        *, threshold: float | None = None) -> tuple[float, float]:
+    """Top-1 accuracy and BitOps per sample; for a multi-exit model, expected BitOps from the
+    exits its samples really take under its policy (or under `threshold`)."""
+    outputs = predict(model, split)
+    if isinstance(model, MultiExit):
+        assert isinstance(outputs, list)
+        tau = model.policy.threshold if threshold is None else threshold
+        taken, preds = exit_decisions(outputs, tau, model.policy.criterion)
+        backbone_to, heads = exit_costs(model, input_shape)
+        bitops = _expected(taken.cpu(), backbone_to, heads)
+    else:
+        assert isinstance(outputs, torch.Tensor)
+        preds = outputs.argmax(1)
+        bitops = float(count_bitops(model, input_shape))
+    return float((preds == split.y).float().mean().item()), bitops
+
+
+def threshold_sweep(model: MultiExit, split: Split, input_shape: tuple[int, ...],
+                    thresholds: Sequence[float]) -> list[tuple[float, float, float]]:
+    """(τ, accuracy, expected BitOps) for each τ, from one forward pass over the split."""
+    outputs = predict(model, split)
+    assert isinstance(outputs, list)
+    backbone_to, heads = exit_costs(model, input_shape)
+    rows = []
+    for tau in thresholds:
+        taken, preds = exit_decisions(outputs, tau, model.policy.criterion)
+        acc = float((preds == split.y).float().mean().item())
+        rows.append((float(tau), acc, _expected(taken.cpu(), backbone_to, heads)))
+    return rows
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What compression ratios are measured against: the FP32 baseline."""
+
+    bitops: float
+    param_bits: float
+    test_accuracy: float
+    val_accuracy: float
+
+
+def model_metrics(model: nn.Module, data: DataBundle, ref: Reference) -> dict[str, float]:
+    val_acc, val_bitops = accuracy_and_bitops(model, data.val, data.input_shape)
+    test_acc, test_bitops = accuracy_and_bitops(model, data.test, data.input_shape)
+    bits = param_bits(model)
+    return {
+        "accuracy": test_acc,
+        "test_accuracy": test_acc,
+        "val_accuracy": val_acc,
+        "bitops": test_bitops,
+        "val_bitops": val_bitops,
+        "bitops_cr": ref.bitops / test_bitops,
+        "cr": ref.param_bits / bits,
+        "params": float(sum(p.numel() for p in model.parameters())),
+        "param_bits": float(bits),
+    }
+
+
+# --- save / load ------------------------------------------------------------------------------
+
+
+def save_model(path: Path, model: nn.Module, meta: Mapping[str, Any] | None = None) -> None:
+    """The whole module (pruned shapes, fake-quant layers, exits) in one file, atomically."""
+    cpu = copy.deepcopy(model).cpu()
+    atomic.torch_save(path, {"format": MODEL_FORMAT, "model": cpu, "meta": dict(meta or {})})
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> nn.Module:
+    if not Path(path).is_file():
+        raise SeqsearchError(f"{path}: no such model file")
+    blob = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise SeqsearchError(f"{path}: not a seqsearch model file (format {MODEL_FORMAT})")
+    model = blob["model"]
+    assert isinstance(model, nn.Module)
+    return model.eval()
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+
+@dataclass
+class ChainResult:
+    model: nn.Module
+    records: list[dict[str, Any]]
+    trained: int = 0
+    cached: int = 0
+
+
+@dataclass
+class ChainRunner:
+    """Runs chains from one baseline, sharing a prefix cache folder."""
+
+    baseline: nn.Module
+    data: DataBundle
+    ctx: StageContext
+    reference: Reference
+    cache_dir: Path | None
+    base_key: str
+    trained: int = 0
+    cached: int = 0
+    _settings_key: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self._settings_key = json.dumps(
+            {"train": self.ctx.train.model_dump(), "bits": list(self.ctx.first_last_bits),
+             "seed": self.ctx.seed}, sort_keys=True, default=str)
+
+    def prefix_key(self, steps: Sequence[Step]) -> str:
+        payload = json.dumps(
+            {"base": self.base_key, "settings": self._settings_key,
+             "steps": [[s.stage, s.training_params()] for s in steps]},
+            sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    def _paths(self, steps: Sequence[Step]) -> tuple[Path, Path] | None:
+        if self.cache_dir is None:
+            return None
+        key = self.prefix_key(steps)
+        return self.cache_dir / f"{key}.pt", self.cache_dir / f"{key}.json"
+
+    def _apply_policies(self, model: nn.Module, steps: Sequence[Step]) -> None:
+        for s in steps:
+            stage = get_stage(s.stage)
+            if getattr(stage, "policy_params", ()):
+                stage.set_policy(model, s.params)  # type: ignore[attr-defined]
+
+    def run(self, steps: Sequence[Step]) -> ChainResult:
+        records: list[dict[str, Any]] = []
+        model: nn.Module | None = None
+        start = 0
+        for k in range(len(steps), 0, -1):
+            paths = self._paths(steps[:k])
+            if paths and paths[0].is_file() and paths[1].is_file():
+                model = load_model(paths[0], self.ctx.device)
+                start = k
+                break
+        for k in range(1, start + 1):
+            paths = self._paths(steps[:k])
+            assert paths is not None
+            rec = json.loads(paths[1].read_text())["record"]
+            if rec["params"] != json.loads(json.dumps(dict(steps[k - 1].params))):
+                # Same training, other policy (E's τ): re-measure that prefix, no training.
+                prefix_model = load_model(paths[0], self.ctx.device)
+                self._apply_policies(prefix_model, steps[:k])
+                rec = self._record(prefix_model, steps, k - 1, 0.0)
+            records.append({**rec, "from_cache": True})
+        if model is None:
+            model = copy.deepcopy(self.baseline)
+        self.cached += start
+        result = ChainResult(model, records, cached=start)
+        for j in range(start, len(steps)):
+            step = steps[j]
+            stage = get_stage(step.stage)
+            ctx = copy.copy(self.ctx)
+            ctx.seed = self.ctx.seed + j
+            ctx.label = f"{letters(steps[: j + 1])}: "
+            t0 = time.perf_counter()
+            model = stage.apply(model, ctx, step.params)
+            self._apply_policies(model, steps[: j + 1])
+            seconds = time.perf_counter() - t0
+            self.trained += 1
+            result.trained += 1
+            rec = self._record(model, steps, j, seconds)
+            records.append(rec)
+            paths = self._paths(steps[: j + 1])
+            if paths:
+                save_model(paths[0], model, {"steps": [[s.stage, dict(s.params)]
+                                                       for s in steps[: j + 1]]})
+                atomic.write_json(paths[1], {"record": rec})
+        self._apply_policies(model, steps)
+        result.model = model
+        return result
+
+    def _record(self, model: nn.Module, steps: Sequence[Step], j: int,
+                seconds: float) -> dict[str, Any]:
+        step = steps[j]
+        return {
+            "stage": step.stage,
+            "letter": step.letter,
+            "order": letters(steps[: j + 1]),
+            "params": dict(step.params),
+            **model_metrics(model, self.data, self.reference),
+            "seconds": round(seconds, 3),
+            "from_cache": False,
+        }
+
+
+def runner_for(cfg: Any, base: Any, cache_dir: Path | None, *, progress: bool = True
+               ) -> ChainRunner:
+    """A runner for a study or chain config (`RunSection`) and its trained `Baseline`."""
+    ctx = StageContext(base.data, cfg.train, cfg.seed, tuple(cfg.first_last_bits), progress)
+    m = base.metrics
+    ref = Reference(float(m["bitops"]), float(m["param_bits"]), float(m["test_accuracy"]),
+                    float(m["val_accuracy"]))
+    return ChainRunner(base.model, base.data, ctx, ref, cache_dir, cfg.baseline_key())

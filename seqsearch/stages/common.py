@@ -1,0 +1,156 @@
+"""Helpers the stages share: the task loss, layer lookup, re-initialisation, calibration, heads."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqsearch.metrics import profile
+from seqsearch.models.multi_exit import MultiExit
+from seqsearch.stages.quant_layers import QConv2d, QLinear, to_quant
+
+
+def task_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy; for a multi-exit model the mean over every exit and the final output."""
+    if isinstance(outputs, list | tuple):
+        return torch.stack([F.cross_entropy(o, targets) for o in outputs]).mean()
+    assert isinstance(outputs, torch.Tensor)
+    return F.cross_entropy(outputs, targets)
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    return model.backbone if isinstance(model, MultiExit) else model
+
+
+def counted_layers(module: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    for name, m in module.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            yield name, m
+
+
+def first_last_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[str, str]:
+    """Names (in `model`) of the backbone's first and last conv/linear layers in execution."""
+    calls, _ = profile(model, input_shape)
+    backbone = [c.name for c in calls if not c.name.startswith("heads.")]
+    return backbone[0], backbone[-1]
+
+
+def classifier_layers(model: nn.Module, input_shape: tuple[int, ...]) -> list[nn.Module]:
+    """Layers whose outputs are class logits: the final classifier and each head's last layer."""
+    modules = dict(model.named_modules())
+    out = [modules[first_last_layers(model, input_shape)[1]]]
+    if isinstance(model, MultiExit):
+        for head in model.heads:
+            layers = [m for _, m in counted_layers(head)]
+            out.append(layers[-1])
+    return out
+
+
+def replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, attr, new)
+
+
+def body_bits(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The (weight, activation) bits most quantized layers use, first/last excluded."""
+    first, last = first_last_layers(model, input_shape)
+    bits = Counter(
+        (m.weight_bits, m.act_bits)
+        for n, m in model.named_modules()
+        if isinstance(m, QConv2d | QLinear) and n not in (first, last)
+    )
+    return bits.most_common(1)[0][0] if bits else None
+
+
+def quantize_module(module: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
+    """Every conv/linear inside `module` replaced by its fake-quant version (in place)."""
+    if isinstance(module, nn.Conv2d | nn.Linear):
+        return to_quant(module, weight_bits, act_bits)
+    for name, layer in list(counted_layers(module)):
+        replace_module(module, name, to_quant(layer, weight_bits, act_bits))
+    return module
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = None) -> None:
+    """Set each quantized layer's activation range from its float inputs on one batch."""
+    layers = [m for m in model.modules() if isinstance(m, QConv2d | QLinear)]
+    if only is not None:
+        layers = [m for m in layers if m in only]
+    if not layers:
+        return
+    saved = {m: m.act_bits for m in layers}
+    seen: set[nn.Module] = set()
+
+    def grab(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if m not in seen:
+            seen.add(m)
+            m.calibrate(inputs[0])  # type: ignore[operator]
+
+    handles = [m.register_forward_pre_hook(grab) for m in layers]
+    was_training = model.training
+    try:
+        for m in layers:
+            m.act_bits = 32  # calibrate on float activations
+        model.eval()
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, b in saved.items():
+            m.act_bits = b
+        model.train(was_training)
+
+
+def reinitialise(model: nn.Module) -> None:
+    """Fresh weights everywhere (a student trained from scratch keeps only the structure)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+        reset = getattr(m, "reset_parameters", None)
+        if callable(reset) and any(True for _ in m.parameters(recurse=False)):
+            reset()
+
+
+def feature_shapes(model: nn.Module, points: list[str], x: torch.Tensor) -> dict[str, torch.Size]:
+    modules = dict(model.named_modules())
+    shapes: dict[str, torch.Size] = {}
+    handles = []
+    for p in points:
+        def grab(_m: nn.Module, _i: object, out: torch.Tensor, p: str = p) -> None:
+            shapes.setdefault(p, out.shape)
+
+        handles.append(modules[p].register_forward_hook(grab))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return shapes
+
+
+def make_head(channels: int, num_classes: int, kind: str) -> nn.Module:
+    """An exit head. `linear`: global pool, BN, Linear. `conv`: 3x3 conv-BN-ReLU first.
+
+    The BatchNorm on the pooled features puts them on the scale the classifier's fresh weights
+    expect, so heads trained for a few epochs on a frozen backbone converge.
+    """
+    pooled: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(channels),
+                               nn.Linear(channels, num_classes)]
+    if kind == "linear":
+        return nn.Sequential(*pooled)
+    if kind == "conv":
+        return nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+            nn.ReLU(), *pooled,
+        )
+    raise ValueError(f"unknown head kind {kind!r}")

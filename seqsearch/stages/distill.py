@@ -1,0 +1,218 @@
+"""D: knowledge distillation into a smaller student (Hinton KD by default, CRD as an option).
+
+The student is derived from the current model, so it inherits every compression already
+applied: it is a deep copy that is made shallower (trailing shape-preserving blocks of each
+residual stage dropped: ResNet-20 -> ResNet-8 at depth 1/3) and/or narrower (uniform channel
+shrink by torch-pruning, which works for any traceable model), then re-initialised and trained
+from scratch against the teacher. So a pruned teacher gives a student with the pruned widths,
+a quantized teacher a student with the same bit config trained QAT from scratch, and a teacher
+with exits a student with exits at the matching places, each teacher exit supervising its
+student exit (the paper's ED).
+
+CRD here is the contrastive objective of Tian et al. on penultimate features with trainable
+128-d embeddings and temperature 0.07, using in-batch negatives instead of a 16,384-entry memory
+bank (the training loop has no sample indices); it is added to the KD loss.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from torch import nn
+
+from seqsearch.models.multi_exit import MultiExit
+from seqsearch.stages.base import Range, StageContext, StageInfo
+from seqsearch.stages.common import (
+    backbone_of,
+    calibrate,
+    first_last_layers,
+    reinitialise,
+)
+from seqsearch.stages.prune import prune_channels
+from seqsearch.train import fit
+
+METHODS = ("kd", "crd")
+
+
+def _has_conv(m: nn.Module) -> bool:
+    return any(isinstance(x, nn.Conv2d) for x in m.modules())
+
+
+@torch.no_grad()
+def _shape_preserving(model: nn.Module, seq: nn.Sequential, x: torch.Tensor) -> list[bool]:
+    flags: dict[int, bool] = {}
+    handles = []
+    for i, child in enumerate(seq):
+        def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor,
+                 i: int = i) -> None:
+            flags.setdefault(i, isinstance(out, torch.Tensor) and inp[0].shape == out.shape)
+
+        handles.append(child.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [flags.get(i, False) for i in range(len(seq))]
+
+
+def reduce_depth(backbone: nn.Module, depth: float, x: torch.Tensor) -> dict[str, str]:
+    """Drop trailing shape-preserving blocks of every sequence of blocks, keeping about
+    `depth` of each; returns {removed module name: the kept sibling that replaces it}."""
+    remap: dict[str, str] = {}
+    if depth >= 1.0:
+        return remap
+    for name, seq in list(backbone.named_modules()):
+        if not isinstance(seq, nn.Sequential) or len(seq) < 2:
+            continue
+        children = list(seq)
+        if not all(_has_conv(c) and any(True for _ in c.children()) for c in children):
+            continue  # not a sequence of blocks (e.g. a VGG block of conv/BN/ReLU layers)
+        keep = max(1, round(depth * len(children)))
+        flags = _shape_preserving(backbone, seq, x)
+        n = len(children)
+        while n > keep and flags[n - 1]:
+            n -= 1
+        for i in range(n, len(children)):
+            for sub, _ in children[i].named_modules():
+                full = f"{name}.{i}" + (f".{sub}" if sub else "")
+                remap[full] = f"{name}.{n - 1}"
+            del seq[n]
+    return remap
+
+
+def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton KD: KL(softmax(t/T) || softmax(s/T)) * T^2, batch mean."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1),
+                    reduction="batchmean") * t * t
+
+
+class _Penultimate:
+    """Catches the input of a model's final classifier layer during forward passes."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self.handle = layer.register_forward_pre_hook(self._grab)
+
+    def _grab(self, _m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.value = torch.flatten(inputs[0], 1)
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+class _CRDHead(nn.Module):
+    def __init__(self, d_student: int, d_teacher: int, dim: int = 128) -> None:
+        super().__init__()
+        self.s = nn.Linear(d_student, dim)
+        self.t = nn.Linear(d_teacher, dim)
+
+    def forward(self, fs: torch.Tensor, ft: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
+        zs = F.normalize(self.s(fs), dim=1)
+        zt = F.normalize(self.t(ft), dim=1)
+        logits = zs @ zt.t() / tau
+        labels = torch.arange(zs.shape[0], device=zs.device)
+        return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+class Distill:
+    info = StageInfo(
+        name="distill",
+        letter="D",
+        kind="static",
+        granularity="architecture",
+        repeatable=True,
+        space={
+            "distill.width": FloatDistribution(0.25, 1.0),
+            "distill.depth": FloatDistribution(0.3, 1.0),
+            "distill.temperature": FloatDistribution(1.0, 8.0),
+            "distill.alpha": FloatDistribution(0.5, 1.0),
+            "distill.method": CategoricalDistribution(METHODS),
+            "distill.crd_weight": FloatDistribution(0.1, 2.0),
+        },
+        defaults={"distill.width": 0.5, "distill.depth": 1.0, "distill.temperature": 4.0,
+                  "distill.alpha": 0.9, "distill.method": "kd", "distill.crd_weight": 0.8},
+        limits={"distill.width": Range(0.0, 1.0, low_open=True),
+                "distill.depth": Range(0.0, 1.0, low_open=True),
+                "distill.temperature": Range(0.0, 100.0, low_open=True),
+                "distill.alpha": Range(0.0, 1.0)},
+        description="KD (or CRD) into a shallower/narrower student derived from the model",
+    )
+
+    def build_student(self, teacher: nn.Module, ctx: StageContext, width: float, depth: float
+                      ) -> tuple[nn.Module, list[int]]:
+        """The student and, for each student exit head, the teacher head that supervises it."""
+        student = copy.deepcopy(teacher)
+        for p in student.parameters():
+            p.requires_grad_(True)  # tracing for the width shrink needs autograd
+        x = ctx.example_batch(2)
+        remap = reduce_depth(backbone_of(student), depth, x)
+        pairs: list[int] = []
+        if isinstance(student, MultiExit):
+            # Each exit moves to where its block went; two exits landing on one place merge,
+            # the deeper teacher exit supervising the merged student exit.
+            by_point: dict[str, int] = {}
+            for i, point in enumerate(student.points):
+                by_point[remap.get(point, point)] = i
+            keep = sorted(by_point.values())
+            student.points = [remap.get(student.points[i], student.points[i]) for i in keep]
+            student.heads = nn.ModuleList([student.heads[i] for i in keep])
+            pairs = keep
+        if width < 1.0:
+            prune_channels(student, ctx, 1.0 - width)
+        reinitialise(student)
+        calibrate(student, ctx.example_batch(256))
+        return student, pairs
+
+    def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
+        teacher = model.eval()
+        student, pairs = self.build_student(teacher, ctx, float(params["width"]),
+                                            float(params["depth"]))
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        temperature, alpha = float(params["temperature"]), float(params["alpha"])
+        crd: _CRDHead | None = None
+        taps: list[_Penultimate] = []
+        if params["method"] == "crd":
+            last_t = dict(teacher.named_modules())[first_last_layers(teacher, ctx.input_shape)[1]]
+            last_s = dict(student.named_modules())[first_last_layers(student, ctx.input_shape)[1]]
+            taps = [_Penultimate(last_s), _Penultimate(last_t)]
+            with torch.no_grad():  # one pass to learn the feature sizes
+                student.eval()(ctx.example_batch(2))
+                teacher(ctx.example_batch(2))
+            assert taps[0].value is not None and taps[1].value is not None
+            crd = _CRDHead(taps[0].value.shape[1], taps[1].value.shape[1]).to(ctx.device)
+
+        def loss(outputs: object, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+            feat_s = taps[0].value if taps else None
+            with torch.no_grad():
+                t_out = teacher(inputs)
+            s_list = outputs if isinstance(outputs, list) else [outputs]
+            t_list = t_out if isinstance(t_out, list) else [t_out]
+            # student exit j <- teacher exit pairs[j]; final <- final
+            matched = [t_list[i] for i in pairs] + [t_list[-1]]
+            terms = [(1 - alpha) * F.cross_entropy(s, targets) + alpha * kd_term(s, t, temperature)
+                     for s, t in zip(s_list, matched, strict=True)]
+            total = torch.stack(terms).mean()
+            if crd is not None and feat_s is not None and taps[1].value is not None:
+                total = total + float(params["crd_weight"]) * crd(feat_s, taps[1].value)
+            return total
+
+        trainable = list(student.parameters()) + (list(crd.parameters()) if crd else [])
+        try:
+            fit(student, ctx.data, ctx.student_settings(), loss_fn=loss, params=trainable,
+                label=f"{ctx.label}distill w{params['width']:.2f} d{params['depth']:.2f}",
+                progress=ctx.progress)
+        finally:
+            for tap in taps:
+                tap.close()
+        return student

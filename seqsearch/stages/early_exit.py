@@ -1,0 +1,102 @@
+"""E: exit heads at the model's candidate points, trained with the backbone frozen.
+
+How many heads and where are params; the exit rule (max softmax or entropy) and τ are policy:
+they cost no training, so the chain runner leaves them out of the prefix-cache key and a τ
+sweep on one trained model gives a whole curve. On a quantized model the heads are quantized
+from the start at the body bits (the paper's QE); on a pruned or distilled model they are sized
+for the current widths (PE, DE). E after E is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from torch import nn
+
+from seqsearch.errors import SeqsearchError
+from seqsearch.models.base import exit_points_of
+from seqsearch.models.multi_exit import CRITERIA, ExitPolicy, MultiExit
+from seqsearch.stages.base import Range, StageContext, StageInfo
+from seqsearch.stages.common import (
+    body_bits,
+    calibrate,
+    feature_shapes,
+    make_head,
+    quantize_module,
+)
+from seqsearch.train import fit
+
+PLACEMENTS = ("early", "even", "late")
+
+
+def choose_points(candidates: tuple[str, ...], k: int, placement: str) -> list[str]:
+    """k distinct points from the ordered candidates: spread evenly, or packed early/late."""
+    n = len(candidates)
+    k = max(1, min(k, n))
+    if placement == "early":
+        idx = list(range(k))
+    elif placement == "late":
+        idx = list(range(n - k, n))
+    else:
+        idx = sorted({min(n - 1, int((i + 1) * n / (k + 1))) for i in range(k)})
+    return [candidates[i] for i in idx]
+
+
+def heads_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the exit heads (the final output is frozen, so left out)."""
+    assert isinstance(outputs, list)
+    losses = [nn.functional.cross_entropy(o, targets) for o in outputs[:-1]]
+    return torch.stack(losses).mean()
+
+
+class EarlyExit:
+    info = StageInfo(
+        name="early_exit",
+        letter="E",
+        kind="dynamic",
+        granularity="architecture",
+        repeatable=False,
+        space={
+            "early_exit.exits": IntDistribution(1, 3),
+            "early_exit.placement": CategoricalDistribution(PLACEMENTS),
+            "early_exit.head": CategoricalDistribution(("linear", "conv")),
+            "early_exit.threshold": FloatDistribution(0.5, 1.0),
+            "early_exit.criterion": CategoricalDistribution(CRITERIA),
+        },
+        defaults={"early_exit.exits": 2, "early_exit.placement": "even",
+                  "early_exit.head": "linear", "early_exit.threshold": 0.9,
+                  "early_exit.criterion": "max_softmax"},
+        limits={"early_exit.exits": Range(1, 64), "early_exit.threshold": Range(0.0, 1e9)},
+        description="exit heads trained on a frozen backbone; leave when confident",
+    )
+    policy_params = ("threshold", "criterion")
+
+    def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
+        if isinstance(model, MultiExit):
+            raise SeqsearchError("stage 'early_exit' cannot follow early_exit (E after E)")
+        candidates = exit_points_of(model)
+        if not candidates:
+            raise SeqsearchError("stage 'early_exit': the model has no candidate exit points")
+        points = choose_points(candidates, int(params["exits"]), params["placement"])
+        shapes = feature_shapes(model, points, ctx.example_batch(2))
+        bits = body_bits(model, ctx.input_shape)
+        heads = []
+        for p in points:
+            head = make_head(int(shapes[p][1]), ctx.data.num_classes, params["head"])
+            heads.append(quantize_module(head, *bits) if bits else head)
+        multi = MultiExit(model, points, heads).to(ctx.device)
+        self.set_policy(multi, params)
+        if bits:
+            calibrate(multi, ctx.example_batch(256), only=set(multi.heads.modules()))
+        fit(multi, ctx.data, ctx.settings(finetune=False), loss_fn=heads_loss,
+            params=multi.heads.parameters(), label=f"{ctx.label}early_exit x{len(points)}",
+            progress=ctx.progress)
+        return multi
+
+    @staticmethod
+    def set_policy(model: nn.Module, params: Mapping[str, Any]) -> None:
+        if isinstance(model, MultiExit):
+            model.policy = ExitPolicy(params["criterion"], float(params["threshold"]))

@@ -1,0 +1,54 @@
+"""Q: DoReFa quantization-aware training at chosen weight/activation bits.
+
+First and last backbone layers get the study's first/last bits (default 8/8). Exit heads already
+present are quantized too at the body bits and fine-tuned with the rest (the paper's EQ). A
+quantized model can be quantized again (QQ re-sets the bits). Layers expose `weight_bits` and
+`act_bits`, which the BitOps counter reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from optuna.distributions import CategoricalDistribution
+from torch import nn
+
+from seqsearch.stages.base import StageContext, StageInfo
+from seqsearch.stages.common import (
+    calibrate,
+    counted_layers,
+    first_last_layers,
+    replace_module,
+    task_loss,
+)
+from seqsearch.stages.quant_layers import ACT_BITS, WEIGHT_BITS, to_quant
+from seqsearch.train import fit
+
+
+class Quantize:
+    info = StageInfo(
+        name="quantize",
+        letter="Q",
+        kind="static",
+        granularity="sub-neuron",
+        repeatable=True,
+        space={
+            "quantize.weight_bits": CategoricalDistribution(WEIGHT_BITS),
+            "quantize.act_bits": CategoricalDistribution(ACT_BITS),
+        },
+        defaults={"quantize.weight_bits": 4, "quantize.act_bits": 8},
+        description="DoReFa QAT; first/last layer bits from the study",
+    )
+
+    def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
+        wb, ab = int(params["weight_bits"]), int(params["act_bits"])
+        first, last = first_last_layers(model, ctx.input_shape)
+        fl_w, fl_a = ctx.first_last_bits
+        for name, layer in list(counted_layers(model)):
+            bits = (fl_w, fl_a) if name in (first, last) else (wb, ab)
+            replace_module(model, name, to_quant(layer, *bits))
+        calibrate(model, ctx.example_batch(256))
+        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=task_loss,
+            label=f"{ctx.label}quantize w{wb}a{ab}", progress=ctx.progress)
+        return model
