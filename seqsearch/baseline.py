@@ -15,7 +15,7 @@ from seqsearch.data import DataBundle, load_data
 from seqsearch.metrics import measure
 from seqsearch.models import create_model
 from seqsearch.progress import note
-from seqsearch.train import evaluate, fit, resolve_device
+from seqsearch.train import evaluate, fit, resolve_device, seed_everything
 
 
 @dataclass
@@ -53,6 +53,7 @@ def get_baseline(
     """Load the cached baseline or train it (and cache it atomically)."""
     dev = device or resolve_device(study.device)
     data = build_data(study, dev)
+    seed_everything(study.seed)  # the initial weights are part of what the seed fixes
     model = build_model(study, data)
     cost = measure(model, data.input_shape)  # also checks the model takes this input
     model.to(dev)

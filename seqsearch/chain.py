@@ -27,7 +27,7 @@ from seqsearch.metrics import count_bitops, param_bits
 from seqsearch.metrics import expected_exit_cost as _expected
 from seqsearch.models.multi_exit import MultiExit, exit_costs, exit_decisions
 from seqsearch.stages import StageContext, get_stage, resolve_params
-from seqsearch.train import predict
+from seqsearch.train import predict, seed_everything
 
 MODEL_FORMAT = 1
 
@@ -124,7 +124,7 @@ def model_metrics(model: nn.Module, data: DataBundle, ref: Reference) -> dict[st
         "val_bitops": val_bitops,
         "bitops_cr": ref.bitops / test_bitops,
         "cr": ref.param_bits / bits,
-        "params": float(sum(p.numel() for p in model.parameters())),
+        "num_params": float(sum(p.numel() for p in model.parameters())),
         "param_bits": float(bits),
     }
 
@@ -229,6 +229,7 @@ class ChainRunner:
             ctx.seed = self.ctx.seed + j
             ctx.label = f"{letters(steps[: j + 1])}: "
             t0 = time.perf_counter()
+            seed_everything(ctx.seed)  # stages draw fresh weights (students, heads) first
             model = stage.apply(model, ctx, step.params)
             self._apply_policies(model, steps[: j + 1])
             seconds = time.perf_counter() - t0

@@ -14,3 +14,25 @@ def digits_small():
     from seqsearch.data import load_data
 
     return load_data("digits", limit=300, seed=0)
+
+
+@pytest.fixture(scope="session")
+def stage_setup():
+    """A trained tiny model on a few hundred digits and a context for one-epoch stages."""
+    from seqsearch.chain import Reference
+    from seqsearch.config import TrainSection
+    from seqsearch.data import load_data
+    from seqsearch.metrics import count_bitops, param_bits
+    from seqsearch.models import create_model
+    from seqsearch.stages import StageContext
+    from seqsearch.train import TrainSettings, evaluate, fit
+
+    data = load_data("digits", limit=300, seed=0)
+    torch.manual_seed(0)
+    model = create_model("resnet8", in_channels=1, num_classes=10, kwargs={"width": 0.5})
+    fit(model, data, TrainSettings(epochs=3, lr=0.05, batch_size=32), progress=False)
+    train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=32, lr=0.05)
+    ctx = StageContext(data, train, 0, (8, 8), progress=False)
+    ref = Reference(float(count_bitops(model, data.input_shape)), float(param_bits(model)),
+                    evaluate(model, data.test), evaluate(model, data.val))
+    return model, data, ctx, ref

@@ -1,0 +1,59 @@
+"""The contract every registered stage passes (user stages included, if registered)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from optuna.distributions import BaseDistribution
+
+from seqsearch.chain import accuracy_and_bitops, load_model, save_model
+from seqsearch.models.multi_exit import MultiExit
+from seqsearch.stages import get_stage, list_stages, resolve_params
+
+STAGES = list_stages()
+
+
+def test_builtin_stages_registered():
+    assert {"distill", "prune", "quantize", "early_exit"} <= set(STAGES)
+    assert [get_stage(x).info.name for x in "DPQE"] == [
+        "distill", "prune", "quantize", "early_exit"]
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_info_is_data(name):
+    info = get_stage(name).info
+    assert len(info.letter) == 1 and info.kind in ("static", "dynamic")
+    assert info.granularity in ("architecture", "neuron", "sub-neuron")
+    assert info.space and all(k.startswith(f"{name}.") for k in info.space)
+    assert all(isinstance(d, BaseDistribution) for d in info.space.values())
+    resolved = resolve_params(info, {})
+    assert set(resolved) >= {k.split(".", 1)[1] for k in info.space}
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_apply_contract(name, stage_setup, tmp_path):
+    model, data, ctx, _ = stage_setup
+    stage = get_stage(name)
+    before = accuracy_and_bitops(model, data.val, data.input_shape)[1]
+    out = stage.apply(copy.deepcopy(model), ctx, resolve_params(stage.info, {}))
+    # forward and backward work on the result
+    out.train()
+    y = out(data.train.x[:8])
+    logits = y if isinstance(y, list) else [y]
+    torch.stack([o.sum() for o in logits]).sum().backward()
+    assert all(torch.isfinite(o).all() for o in logits)
+    out.eval()
+    # metrics move the right way: the most aggressive setting costs fewer BitOps
+    after = accuracy_and_bitops(out, data.val, data.input_shape,
+                                threshold=0.0 if isinstance(out, MultiExit) else None)[1]
+    assert after < before
+    # save / load round-trips to identical outputs
+    save_model(tmp_path / "m.pt", out)
+    back = load_model(tmp_path / "m.pt")
+    with torch.no_grad():
+        a, b = out(data.val.x), back(data.val.x)
+    for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b],
+                    strict=True):
+        assert torch.equal(u, v)
