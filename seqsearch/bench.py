@@ -2,8 +2,15 @@
 
     python -m seqsearch.bench loop [--model resnet8] [--data mnist5k] [--limit 2000] [--rounds 5]
 
+    python -m seqsearch.bench qat [--model resnet20] [--bits 4,8] [--rounds 5]
+    python -m seqsearch.bench cache [--model resnet8] [--limit 1000]
+
 `loop`: throughput of seqsearch's `fit` over a plain PyTorch loop on the same model, data and
 optimizer, measured alternately; prints each round and the median ratio.
+`qat`: time of one QAT training step (DoReFa fake-quant layers) over one float step, same
+model and batch, alternately.
+`cache`: wall time of a two-stage chain whose first stage is in the prefix cache against the
+same chain from scratch.
 """
 
 from __future__ import annotations
@@ -66,6 +73,87 @@ def bench_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _step_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (time.perf_counter() - start) / steps
+
+
+def bench_qat(args: argparse.Namespace) -> int:
+    from seqsearch.stages.common import calibrate, counted_layers, replace_module
+    from seqsearch.stages.quant_layers import to_quant
+
+    wb, ab = (int(b) for b in args.bits.split(","))
+    torch.manual_seed(0)
+    fp = create_model(args.model, in_channels=3, num_classes=10)
+    q = copy.deepcopy(fp)
+    for name, layer in list(counted_layers(q)):
+        replace_module(q, name, to_quant(layer, wb, ab))
+    x = torch.randn(args.batch_size, 3, 32, 32)
+    y = torch.randint(0, 10, (args.batch_size,))
+    calibrate(q, x)
+    print(f"QAT step benchmark: {args.model}, w{wb}a{ab}, batch {args.batch_size} at 3x32x32, "
+          f"{torch.get_num_threads()} threads")
+    _step_time(fp, x, y, 2)
+    _step_time(q, x, y, 2)
+    ratios = []
+    for r in range(1, args.rounds + 1):
+        t_fp = _step_time(fp, x, y, args.steps)
+        t_q = _step_time(q, x, y, args.steps)
+        ratios.append(t_q / t_fp)
+        print(f"round {r}/{args.rounds}: float {1000 * t_fp:7.1f} ms/step   "
+              f"QAT {1000 * t_q:7.1f} ms/step   ratio {t_q / t_fp:.3f}")
+    print(f"median QAT/float step-time ratio: {statistics.median(ratios):.3f}")
+    return 0
+
+
+def bench_cache(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from seqsearch.chain import ChainRunner, Reference, plan
+    from seqsearch.config import TrainSection
+    from seqsearch.metrics import count_bitops, param_bits
+    from seqsearch.stages import StageContext
+    from seqsearch.train import evaluate
+
+    data = load_data(args.data, limit=args.limit, seed=0)
+    torch.manual_seed(0)
+    model = create_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    fit(model, data, TrainSettings(epochs=1, lr=0.05, batch_size=64), progress=False)
+    train = TrainSection(epochs=2, stage_epochs=2, batch_size=64, lr=0.05)
+    ctx = StageContext(data, train, 0, (8, 8), progress=False)
+    ref = Reference(float(count_bitops(model, data.input_shape)), float(param_bits(model)),
+                    evaluate(model, data.test), evaluate(model, data.val))
+    first = plan([("distill", {"width": 0.5}), ("prune", {"ratio": 0.3})])
+    second = plan([("distill", {"width": 0.5}), ("quantize", {})])
+    print(f"prefix-cache benchmark: {args.model} on {args.data} ({len(data.train)} train), "
+          f"chains {''.join(s.letter for s in first)} then "
+          f"{''.join(s.letter for s in second)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        cached = ChainRunner(model, data, ctx, ref, Path(tmp), "bench")
+        cached.run(first)  # fills the cache with D
+        t0 = time.perf_counter()
+        res_c = cached.run(second)
+        t_cached = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res_f = ChainRunner(model, data, ctx, ref, None, "bench").run(second)
+    t_fresh = time.perf_counter() - t0
+    same = res_c.records[-1]["bitops"] == res_f.records[-1]["bitops"]
+    print(f"from scratch: {t_fresh:.2f} s ({res_f.trained} stage trainings)")
+    print(f"with cached prefix: {t_cached:.2f} s ({res_c.trained} stage training, "
+          f"{res_c.cached} from cache); same result: {same}")
+    print(f"time saved by the cache: {t_fresh - t_cached:.2f} s "
+          f"({100 * (1 - t_cached / t_fresh):.0f} %)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqsearch.bench")
     sub = parser.add_subparsers(dest="bench", required=True)
@@ -77,6 +165,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=5)
     p.set_defaults(func=bench_loop)
+    p = sub.add_parser("qat", help="QAT step time / float step time")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--bits", default="4,8", help="weight,activation bits")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
+    p.set_defaults(func=bench_qat)
+    p = sub.add_parser("cache", help="time a cached prefix saves")
+    p.add_argument("--model", default="resnet8")
+    p.add_argument("--data", default="mnist5k")
+    p.add_argument("--limit", type=int, default=1000)
+    p.set_defaults(func=bench_cache)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
