@@ -260,10 +260,12 @@ class ChainRunner:
         }
 
 
-def runner_for(cfg: Any, base: Any, cache_dir: Path | None, *, progress: bool = True
-               ) -> ChainRunner:
-    """A runner for a study or chain config (`RunSection`) and its trained `Baseline`."""
-    ctx = StageContext(base.data, cfg.train, cfg.seed, tuple(cfg.first_last_bits), progress)
+def runner_for(cfg: Any, base: Any, cache_dir: Path | None, *, progress: bool = True,
+               seed: int | None = None) -> ChainRunner:
+    """A runner for a study or chain config (`RunSection`) and its trained `Baseline`; stage
+    training seeds start at `seed` (default: the config's seed)."""
+    ctx = StageContext(base.data, cfg.train, cfg.seed if seed is None else seed,
+                       tuple(cfg.first_last_bits), progress)
     m = base.metrics
     ref = Reference(float(m["bitops"]), float(m["param_bits"]), float(m["test_accuracy"]),
                     float(m["val_accuracy"]))

@@ -132,6 +132,65 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
+    from pathlib import Path
+
+    from seqsearch.config import load_study
+
+    study = load_study(args.study)
+    return study, Path(args.out) if args.out else study.output_dir()
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from seqsearch.search.workflow import run_probe
+
+    study, out = _study_and_dir(args)
+    summary = run_probe(study, out, storage=args.storage, insert=args.insert,
+                        repeat=args.repeat)
+    t = summary["totals"]
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"probe {study.name}: {t['units']} runs in {out / 'runs.csv'}")
+    print(f"stage trainings: {t['stage_trainings']} run, {t['saved_by_cache']} saved by the "
+          f"prefix cache (the pair chains alone would train {t['pair_stages_without_cache']} "
+          f"without it); {t['failed']} failed")
+    for r in summary.get("insertions", []):
+        verdict = "holds" if r["holds"] else ("tie" if r["tie"] else "breaks")
+        print(f"insert {r['inserted']} into {r['pair']}: {verdict} (margin {r['margin']:+.3f}, "
+              f"confidence {r['confidence']:.2f})")
+    for r in summary.get("repeats", []):
+        verdict = "helps" if r["repeat_helps"] else ("tie" if r["tie"] else "does not help")
+        print(f"repeat {r['stage']}{r['stage']}: {verdict} (margin {r['margin']:+.3f})")
+    print(f"next: seqsearch order {args.study or ''}".rstrip())
+    return 0
+
+
+def cmd_order(args: argparse.Namespace) -> int:
+    from seqsearch.search.workflow import run_order
+
+    study, out = _study_and_dir(args)
+    result = run_order(study, out)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'pair':<6}{'winner':<8}{'margin':>8}{'conf':>7}  note")
+    for p in result["pairs"]:
+        note = "tie (fronts cross)" if p["crosses"] else ("tie" if p["tie"] else "")
+        print(f"{p['pair']:<6}{p['winner'] or '-':<8}{p['margin']:>+8.3f}"
+              f"{p['confidence']:>7.2f}  {note}")
+    edges = ", ".join(f"{e['from']}->{e['to']}" for e in result["edges"]) or "none"
+    print(f"DAG edges: {edges}")
+    if result["cycles"]:
+        broken = ", ".join(b["edge"] for b in result["broken_edges"])
+        print(f"cycles: {', '.join(result['cycles'])}; broken at {broken}")
+    orders = result["orders"]
+    label = "order" if len(orders) == 1 else f"{len(orders)} orders consistent with the DAG"
+    print(f"{label}: {' '.join(orders)}")
+    print(f"written: {out / 'order.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqsearch",
@@ -162,6 +221,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "chain file, same name, .pt)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("probe", help="run every pair of stages in both orders (paired samples)")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.add_argument("--storage", help="Optuna storage: RDB URL (sqlite:///…, postgresql://…) "
+                   "or a journal file path (default: a journal in the study folder)")
+    p.add_argument("--insert", action="store_true", help="also run the insertion check (§4)")
+    p.add_argument("--repeat", action="store_true", help="also run the repetition check (§6)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("order", help="decide each pair, build the DAG, print the order(s)")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_order)
     return parser
 
 

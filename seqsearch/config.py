@@ -71,7 +71,14 @@ class TrainSection(_Strict):
 class ProbeSection(_Strict):
     samples: int = Field(default=8, ge=1, le=10_000)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    tie_threshold: float = Field(default=0.02, ge=0.0)
+    sampler_seed: int = 0
+    tie_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
+    max_drop: float = Field(default=5.0, gt=0.0, le=100.0)
+    budgets: list[float] = Field(default_factory=lambda: [0.2, 0.6, 1.0, 2.0], min_length=1)
+    thresholds: list[float] = Field(
+        default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01], min_length=1)
+    bootstrap: int = Field(default=200, ge=0, le=100_000)
+    fixed: dict[str, Any] = Field(default_factory=dict)
 
 
 class TuneSection(_Strict):

@@ -1,0 +1,1 @@
+"""Search over orders and hyperparameters: sampling, Pareto fronts, the probe, the order DAG."""

@@ -1,0 +1,47 @@
+"""Pareto fronts and 2-D hypervolume in (accuracy, log BitOpsCR), both maximised."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+Point = tuple[float, float]
+
+
+def pareto_front(points: Iterable[Point]) -> list[Point]:
+    """Non-dominated points (maximising both coordinates), sorted by accuracy descending."""
+    pts = sorted({(float(x), float(y)) for x, y in points if math.isfinite(x) and
+                  math.isfinite(y)}, key=lambda p: (-p[0], -p[1]))
+    front: list[Point] = []
+    best_y = -math.inf
+    for x, y in pts:
+        if y > best_y:
+            front.append((x, y))
+            best_y = y
+    return front
+
+
+def hypervolume(points: Iterable[Point], ref: Point) -> float:
+    """Area dominated by the points and bounded below by `ref` (points not above it ignored)."""
+    front = [p for p in pareto_front(points) if p[0] > ref[0] and p[1] > ref[1]]
+    area = 0.0
+    prev_y = ref[1]
+    for x, y in front:  # accuracy descending, so log CR ascending
+        area += (x - ref[0]) * (y - prev_y)
+        prev_y = y
+    return area
+
+
+def best_within(points: Iterable[Point], min_accuracy: float) -> float | None:
+    """Highest second coordinate among points whose accuracy is at least `min_accuracy`."""
+    ys = [y for x, y in points if x >= min_accuracy - 1e-12]
+    return max(ys) if ys else None
+
+
+def dominated_share(a: Sequence[Point], b: Sequence[Point]) -> float:
+    """Share of front `a`'s points that some point of `b` weakly dominates."""
+    fa, fb = pareto_front(a), pareto_front(b)
+    if not fa:
+        return 1.0
+    hit = sum(any(bx >= ax and by >= ay for bx, by in fb) for ax, ay in fa)
+    return hit / len(fa)

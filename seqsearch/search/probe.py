@@ -1,0 +1,306 @@
+"""The pairwise order probe (paper §3): every pair of stages in both orders over K shared samples.
+
+Work comes in units — one chain (e.g. `DP`, sample 3, seed 0) each — and every unit is an
+Optuna trial in the study's storage, so any number of processes share one probe and a killed
+probe resumes by running the same command. Each finished unit is written atomically to
+`units/<key>.json` and the runs table `runs.csv` is rebuilt from the units as it goes.
+Stage trainings are shared through the prefix cache: the model after `A(θ_k)` trains once for
+every chain that starts with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from seqsearch import atomic
+from seqsearch.errors import SeqsearchError
+from seqsearch.progress import note
+from seqsearch.search.sampling import stage_samples
+from seqsearch.search.storage import claim, reap_dead_trials
+from seqsearch.stages import get_stage
+from seqsearch.train import DivergedError
+
+KINDS = ("single", "pair", "insert", "repeat", "stronger")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One chain to run: its letters, the sample index, the training seed and what it is for."""
+
+    order: str
+    sample: int
+    seed: int
+    kind: str = "pair"
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}-{self.order}-k{self.sample}-s{self.seed}"
+
+
+@dataclass
+class UnitResult:
+    rows: list[dict[str, Any]]
+    trained: int
+    cached: int
+    seconds: float
+    error: str | None = None
+
+
+Executor = Callable[[list[tuple[str, dict[str, Any]]], int], UnitResult]
+"""(steps as (stage name, params), seed) -> rows of evaluated points."""
+
+
+@dataclass
+class ProbePlan:
+    letters: list[str]
+    samples: dict[str, list[dict[str, Any]]]
+    seeds: list[int]
+    units: list[Unit] = field(default_factory=list)
+
+
+def make_samples(stage_names: Sequence[str], k: int, seed: int,
+                 fixed: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """K samples per stage letter, policy params (τ) left out: they are swept instead."""
+    out = {}
+    for name in stage_names:
+        stage = get_stage(name)
+        info = stage.info
+        own = {info.short(k2): v for k2, v in fixed.items() if k2.startswith(f"{info.name}.")}
+        skip = tuple(getattr(stage, "policy_params", ()))
+        out[info.letter] = stage_samples(info, k, seed, fixed=own, skip=skip)
+    return out
+
+
+def pair_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Unit]:
+    """Singles (free: their models are the pairs' cached prefixes) then both orders of every
+    pair, interleaved sample by sample so a partial probe already covers every pair."""
+    units = [Unit(a, s, seed, "single") for seed in seeds for s in range(k) for a in letters]
+    for seed in seeds:
+        for s in range(k):
+            for a, b in itertools.combinations(letters, 2):
+                units += [Unit(a + b, s, seed), Unit(b + a, s, seed)]
+    return units
+
+
+def insert_units(winners: Sequence[str], letters: Sequence[str], k: int,
+                 seeds: Sequence[int]) -> list[Unit]:
+    """For each winning pair AB and each other stage C: ACB and BCA (paper §4)."""
+    units = []
+    for ab in winners:
+        a, b = ab[0], ab[1]
+        for c in letters:
+            if c in (a, b):
+                continue
+            for seed in seeds:
+                for s in range(k):
+                    units += [Unit(a + c + b, s, seed, "insert"),
+                              Unit(b + c + a, s, seed, "insert")]
+    return units
+
+
+def repeat_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Unit]:
+    """AA next to A with stronger params, for the repeatable static stages (paper §6)."""
+    units = []
+    for a in letters:
+        if a not in ("P", "Q", "D"):
+            continue
+        for seed in seeds:
+            for s in range(k):
+                units += [Unit(a + a, s, seed, "repeat"), Unit(a, s, seed, "stronger")]
+    return units
+
+
+def stronger(letter: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One application as strong as two: P keeps (1-r)^2 of the channels, D shrinks w^2 and
+    d^2; Q is compared at the same final bits (QQ goes through 8/8 first)."""
+    p = dict(params)
+    if letter == "P":
+        p["ratio"] = round(1 - (1 - p["ratio"]) ** 2, 6)
+    elif letter == "D":
+        p["width"] = round(max(0.05, p["width"] ** 2), 6)
+        p["depth"] = round(max(0.05, p["depth"] ** 2), 6)
+    return p
+
+
+def unit_steps(unit: Unit, samples: dict[str, list[dict[str, Any]]]
+               ) -> list[tuple[str, dict[str, Any]]]:
+    names = {get_stage(letter).info.letter: get_stage(letter).info.name for letter in unit.order}
+    if unit.kind == "stronger":
+        a = unit.order[0]
+        return [(names[a], stronger(a, samples[a][unit.sample]))]
+    if unit.kind == "repeat":
+        a = unit.order[0]
+        first = {"weight_bits": 8, "act_bits": 8} if a == "Q" else samples[a][unit.sample]
+        return [(names[a], dict(first)), (names[a], dict(samples[a][unit.sample]))]
+    return [(names[c], dict(samples[c][unit.sample])) for c in unit.order]
+
+
+class Prober:
+    """Runs probe units as Optuna trials and keeps the runs table."""
+
+    def __init__(self, out_dir: Path, storage: optuna.storages.BaseStorage, study_name: str,
+                 executor: Executor, samples: dict[str, list[dict[str, Any]]]) -> None:
+        self.out_dir = out_dir
+        self.units_dir = out_dir / "units"
+        self.storage = storage
+        self.study_name = study_name
+        self.executor = executor
+        self.samples = samples
+
+    def unit_path(self, unit: Unit) -> Path:
+        return self.units_dir / f"{unit.key}.json"
+
+    def _study(self) -> optuna.Study:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.create_study(storage=self.storage, study_name=self.study_name,
+                                   load_if_exists=True, direction="maximize")
+
+    def run(self, units: Sequence[Unit]) -> dict[str, int]:
+        """Run every unit not yet done (by this or another worker); returns counts."""
+        study = self._study()
+        reap_dead_trials(study)
+        by_key = {u.key: u for u in units}
+        active: set[str] = set()
+        for t in study.get_trials(deepcopy=False):
+            key = t.user_attrs.get("unit")
+            if key in by_key and t.state in (TrialState.WAITING, TrialState.RUNNING,
+                                             TrialState.COMPLETE):
+                active.add(key)
+        for u in units:
+            if u.key not in active and not self.unit_path(u).is_file():
+                study.enqueue_trial({}, user_attrs={"unit": u.key})
+        counts = {"units": 0, "trained": 0, "cached": 0, "failed": 0}
+        todo = sum(1 for u in units if not self.unit_path(u).is_file())
+        start = time.perf_counter()
+        while True:
+            waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                       if t.user_attrs.get("unit") in by_key]
+            if not waiting:
+                break
+            trial = study.ask()
+            key = trial.user_attrs.get("unit")
+            if key not in by_key:  # another worker took the last queued unit first
+                trial.set_user_attr("idle", True)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            unit = by_key[key]
+            if self.unit_path(unit).is_file():
+                study.tell(trial, 0.0)
+                continue
+            claim(trial)
+            counts["units"] += 1
+            elapsed = time.perf_counter() - start
+            eta = elapsed / (counts["units"] - 1) * (todo - counts["units"] + 1) \
+                if counts["units"] > 1 else 0.0
+            note(f"[probe] run {counts['units']}/{todo}: {unit.kind} {unit.order} "
+                 f"sample {unit.sample} seed {unit.seed} (ETA {eta:.0f} s)")
+            try:
+                result = self.executor(unit_steps(unit, self.samples), unit.seed)
+            except (DivergedError, SeqsearchError) as exc:
+                result = UnitResult([], 0, 0, 0.0, error=str(exc))
+            except KeyboardInterrupt:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            for row in result.rows:
+                row.update(order=unit.order, kind=unit.kind, sample=unit.sample, seed=unit.seed)
+            atomic.write_json(self.unit_path(unit), {"unit": asdict(unit), **asdict(result)})
+            counts["trained"] += result.trained
+            counts["cached"] += result.cached
+            if result.error:
+                counts["failed"] += 1
+                trial.set_user_attr("error", result.error)
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, float(len(result.rows)))
+            self.write_table()
+        self.write_table()
+        return counts
+
+    def load_units(self) -> list[dict[str, Any]]:
+        if not self.units_dir.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.units_dir.glob("*.json"))]
+
+    def table(self) -> pd.DataFrame:
+        rows = [r for u in self.load_units() for r in u["rows"]]
+        return pd.DataFrame(rows)
+
+    def write_table(self) -> None:
+        df = self.table()
+        atomic.write_bytes(self.out_dir / "runs.csv", df.to_csv(index=False).encode())
+
+    def totals(self) -> dict[str, int]:
+        """Stage trainings run and saved by the prefix cache; `pair_stages_without_cache` is
+        what the pair chains alone would train without it (two stages per chain)."""
+        units = self.load_units()
+        pairs = [u for u in units if u["unit"]["kind"] == "pair"]
+        return {
+            "units": len(units),
+            "stage_trainings": sum(u["trained"] for u in units),
+            "saved_by_cache": sum(u["cached"] for u in units),
+            "pair_stages_without_cache": sum(len(u["unit"]["order"]) for u in pairs),
+            "failed": sum(1 for u in units if u.get("error")),
+        }
+
+
+class ChainExecutor:
+    """Runs a unit's chain on the real baseline through the prefix cache and turns the result
+    into rows: one per model, or one per τ for a model with exits (τ costs no training)."""
+
+    def __init__(self, cfg: Any, base: Any, cache_dir: Path, thresholds: Sequence[float]) -> None:
+        self.cfg = cfg
+        self.base = base
+        self.cache_dir = cache_dir
+        self.thresholds = list(thresholds)
+        self.runners: dict[int, Any] = {}
+
+    def __call__(self, steps: list[tuple[str, dict[str, Any]]], seed: int) -> UnitResult:
+        from seqsearch.chain import plan, runner_for, threshold_sweep
+        from seqsearch.models.multi_exit import MultiExit
+
+        if seed not in self.runners:
+            self.runners[seed] = runner_for(self.cfg, self.base, self.cache_dir, seed=seed)
+        runner = self.runners[seed]
+        result = runner.run(plan(steps))
+        final = result.records[-1]
+        common: dict[str, Any] = {"trained": result.trained, "cached": result.cached,
+                                  "seconds": round(sum(r["seconds"] for r in result.records), 3),
+                                  "epochs": self._epochs(steps[len(steps) - result.trained:]),
+                                  "from_cache": result.trained == 0, "cr": final["cr"]}
+        seen: dict[str, int] = {}
+        for name, params in steps:
+            seen[name] = seen.get(name, 0) + 1
+            suffix = "" if seen[name] == 1 else f"#{seen[name]}"
+            for key, value in params.items():
+                common[f"{name}.{key}{suffix}"] = value
+        ref = runner.reference
+        data = runner.data
+        model = result.model
+        if isinstance(model, MultiExit):
+            val = threshold_sweep(model, data.val, data.input_shape, self.thresholds)
+            test = threshold_sweep(model, data.test, data.input_shape, self.thresholds)
+            rows = [{**common, "tau": tau, "val_accuracy": va, "test_accuracy": ta,
+                     "val_bitops": vb, "bitops": tb, "val_bitops_cr": ref.bitops / vb,
+                     "bitops_cr": ref.bitops / tb}
+                    for (tau, va, vb), (_, ta, tb) in zip(val, test, strict=True)]
+        else:
+            rows = [{**common, "tau": None, "val_accuracy": final["val_accuracy"],
+                     "test_accuracy": final["test_accuracy"], "val_bitops": final["val_bitops"],
+                     "bitops": final["bitops"], "val_bitops_cr": ref.bitops / final["val_bitops"],
+                     "bitops_cr": final["bitops_cr"]}]
+        return UnitResult(rows, result.trained, result.cached, common["seconds"])
+
+    def _epochs(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        t = self.cfg.train
+        student = t.epochs if t.student_epochs is None else t.student_epochs
+        return sum(student if name == "distill" else t.stage_epochs for name, _ in steps)

@@ -1,0 +1,166 @@
+"""The prober on synthetic stages whose metrics are known (no training), and on a real tiny
+study: planted order, planted tie, planted cycle, cache accounting, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from seqsearch.search.order import Criteria, decide
+from seqsearch.search.probe import Prober, UnitResult, make_samples, pair_units
+from seqsearch.search.storage import open_storage
+
+STAGES = ["distill", "prune", "quantize", "early_exit"]
+LETTER = {"distill": "D", "prune": "P", "quantize": "Q", "early_exit": "E"}
+
+
+def synthetic(preferences: set[tuple[str, str]]):
+    """Accuracy gains 0.5 pt for every pair applied in a preferred order and loses 0.5 pt in
+    the reverse one; BitOpsCR depends only on the sampled params (so orders tie on CR)."""
+
+    def execute(steps, seed):
+        letters = [LETTER[name] for name, _ in steps]
+        acc = 0.99 - 0.003 * len(letters)
+        for i, a in enumerate(letters):
+            for b in letters[i + 1:]:
+                acc += 0.005 * ((a, b) in preferences) - 0.005 * ((b, a) in preferences)
+        cr = 1.0
+        for _, params in steps:
+            numeric = [v for v in params.values() if isinstance(v, int | float)
+                       and not isinstance(v, bool)]
+            cr *= 2.0 + sum(abs(v) for v in numeric) % 7
+        acc -= 0.001 * (cr % 3)  # spread the points into a front
+        row = {"val_accuracy": acc, "test_accuracy": acc, "val_bitops_cr": cr,
+               "bitops_cr": cr, "bitops": 1e9 / cr, "val_bitops": 1e9 / cr, "cr": cr,
+               "tau": None, "trained": 1, "cached": len(steps) - 1}
+        return UnitResult([row], 1, len(steps) - 1, 0.0)
+
+    return execute
+
+
+def probe_synthetic(tmp_path, preferences, *, k=6, stop_after=None):
+    samples = make_samples(STAGES, k, 0, {})
+    execute = synthetic(preferences)
+    calls = {"n": 0}
+
+    def maybe_stop(steps, seed):
+        calls["n"] += 1
+        if stop_after is not None and calls["n"] > stop_after:
+            raise KeyboardInterrupt
+        return execute(steps, seed)
+
+    prober = Prober(tmp_path, open_storage(None, tmp_path), "syn-probe", maybe_stop, samples)
+    prober.run(pair_units("DPQE", k, [0]))
+    return prober
+
+
+CRIT = Criteria(baseline_accuracy=0.99, max_drop=5.0, tie_threshold=0.05, bootstrap=50)
+
+
+def test_recovers_planted_order(tmp_path):
+    planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
+    result = decide(probe_synthetic(tmp_path, planted).table(), list("DPQE"), CRIT)
+    assert result["orders"] == ["DPQE"]
+    assert {p["winner"] for p in result["pairs"]} == {"DP", "DQ", "DE", "PQ", "PE", "QE"}
+    assert all(p["confidence"] == 1.0 for p in result["pairs"])
+    assert result["cycles"] == []
+
+
+def test_reports_planted_tie(tmp_path):
+    planted = {("D", "P"), ("D", "Q"), ("D", "E"), ("P", "Q"), ("Q", "E")}  # P,E unplanted
+    result = decide(probe_synthetic(tmp_path, planted).table(), list("DPQE"), CRIT)
+    pe = next(p for p in result["pairs"] if p["pair"] == "PE")
+    assert pe["tie"] and pe["winner"] is None and pe["margin"] == 0.0
+    assert result["orders"] == ["DPQE"]  # still unique through P->Q->E
+
+
+def test_handles_planted_cycle(tmp_path):
+    planted = {("D", "P"), ("P", "Q"), ("Q", "D"), ("D", "E"), ("P", "E"), ("Q", "E")}
+    result = decide(probe_synthetic(tmp_path, planted).table(), list("DPQE"), CRIT)
+    assert len(result["cycles"]) == 1 and set(result["cycles"][0]) == {"D", "P", "Q"}
+    assert len(result["broken_edges"]) == 1
+    assert result["orders"] and all(o.endswith("E") for o in result["orders"])
+
+
+def test_interrupted_probe_resumes_to_the_same_result(tmp_path):
+    planted = {("D", "P"), ("P", "Q"), ("D", "Q"), ("E", "Q")}
+    full = decide(probe_synthetic(tmp_path / "a", planted).table(), list("DPQE"), CRIT)
+    with pytest.raises(KeyboardInterrupt):
+        probe_synthetic(tmp_path / "b", planted, stop_after=20)
+    done = len(list((tmp_path / "b" / "units").glob("*.json")))
+    assert done == 20
+    resumed = probe_synthetic(tmp_path / "b", planted)
+    assert decide(resumed.table(), list("DPQE"), CRIT) == full
+    assert resumed.totals()["units"] == len(pair_units("DPQE", 6, [0]))
+
+
+TINY_STUDY = """\
+version: 1
+name: tiny
+model: {{name: tiny}}
+data: {{name: digits, limit: 300}}
+train: {{epochs: 2, stage_epochs: 1, student_epochs: 1, batch_size: 32}}
+stages: [{stages}]
+probe: {{samples: {k}, seeds: [0], bootstrap: 20}}
+"""
+
+
+def _cli(*args, check=True):
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
+                          text=True, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_real_probe_counts_cache_savings(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(TINY_STUDY.format(stages="prune, quantize, early_exit", k=2))
+    out = json.loads(_cli("probe", str(study), "--out", str(tmp_path / "o"), "--json").stdout)
+    n, k = 3, 2
+    t = out["totals"]
+    assert t["stage_trainings"] == n * k + n * (n - 1) * k  # first stages + second stages
+    assert t["saved_by_cache"] == n * (n - 1) * k
+    assert t["pair_stages_without_cache"] == 2 * n * (n - 1) * k
+    order = json.loads(_cli("order", str(study), "--out", str(tmp_path / "o"), "--json").stdout)
+    assert {p["pair"] for p in order["pairs"]} == {"PQ", "PE", "QE"}
+    assert order["orders"]
+    assert (tmp_path / "o" / "order.json").is_file()
+    import pandas as pd
+
+    runs = pd.read_csv(tmp_path / "o" / "runs.csv")
+    need = {"order", "sample", "seed", "val_accuracy", "test_accuracy", "bitops", "bitops_cr",
+            "cr", "epochs", "seconds", "from_cache", "tau", "prune.ratio"}
+    assert need <= set(runs.columns)
+    assert runs[runs["order"] == "PE"]["tau"].notna().all()  # τ swept on E chains
+
+
+def test_sigkilled_probe_resumes_with_same_order(tmp_path):
+    study = tmp_path / "s.yaml"
+    study.write_text(TINY_STUDY.format(stages="prune, quantize", k=3))
+    _cli("probe", str(study), "--out", str(tmp_path / "clean"))
+    _cli("order", str(study), "--out", str(tmp_path / "clean"))
+    killed = tmp_path / "killed"
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "seqsearch", "probe", str(study), "--out",
+                             str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((killed / "units").glob("*.json"))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(list((killed / "units").glob("*.json"))) < 12  # it really was cut short
+    _cli("probe", str(study), "--out", str(killed))
+    _cli("order", str(study), "--out", str(killed))
+    a = json.loads((tmp_path / "clean" / "order.json").read_text())
+    b = json.loads((killed / "order.json").read_text())
+    assert a == b
+    assert len(list((killed / "units").glob("*.json"))) == 12  # 6 singles + 6 pair chains
