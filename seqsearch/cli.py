@@ -191,6 +191,78 @@ def cmd_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spawn_workers(args: argparse.Namespace, n: int) -> None:
+    import subprocess
+
+    base = [sys.executable, "-m", "seqsearch", "tune"] + ([args.study] if args.study else [])
+    for flag, value in (("--out", args.out), ("--chain", args.chain),
+                        ("--n-trials", args.n_trials), ("--storage", args.storage),
+                        ("--budget", args.budget)):
+        if value is not None:
+            base += [flag, str(value)]
+    if args.multi_objective:
+        base.append("--multi-objective")
+    if args.no_pruner:
+        base.append("--no-pruner")
+    procs = [subprocess.Popen(base + ["--worker-index", str(i), "--no-finalize"])
+             for i in range(n)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.wait()
+        raise
+    bad = [c for c in codes if c != 0]
+    if bad:
+        raise SeqsearchError(f"{len(bad)} of {n} tune workers failed (exit {bad[0]}); "
+                             "run the same command again to resume")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from seqsearch.baseline import get_baseline
+    from seqsearch.search.workflow import finish_tune, run_tune, tune_chains, tune_options
+
+    study, out = _study_and_dir(args)
+    chains = tune_chains(study, out, args.chain)
+    opts = tune_options(study, chains, trials=args.n_trials, budget=args.budget,
+                        multi_objective=args.multi_objective,
+                        pruner=False if args.no_pruner else None)
+    if args.workers < 1:
+        raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
+    if args.workers > 1:
+        from seqsearch.search.storage import open_storage
+        from seqsearch.search.tune import create_study, queue_slots, reap
+
+        get_baseline(study, out_dir=out)  # once, before the workers start
+        st = create_study(open_storage(args.storage, out), opts.study_name(study.name), opts)
+        reap(st)
+        queue_slots(st, opts.trials)  # queued once here, so workers never race to queue
+        _spawn_workers(args, args.workers)
+        summary = finish_tune(study, out, opts, storage=args.storage)
+    else:
+        summary = run_tune(study, out, opts, storage=args.storage, worker=args.worker_index,
+                           finalize=not args.no_finalize)
+        if args.no_finalize:
+            return 0
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"tune {summary['study']}: chains {', '.join(summary['chains'])}, budget "
+          f"{summary['budget']:g} pts; {summary['trials']} trials: {summary['complete']} "
+          f"complete, {summary['pruned']} pruned, {summary['failed']} failed; "
+          f"{summary['stage_trainings']} stage trainings")
+    best = summary.get("best")
+    if best is None:
+        print("no trial met the accuracy budget")
+        return 0
+    print(f"best: trial {best['number']} chain {best['chain']}: val drop {best['drop']:.2f} "
+          f"pts, test accuracy {100 * best['test_accuracy']:.2f} % (drop "
+          f"{best['test_drop']:+.2f}), BitOpsCR {best['bitops_cr']:.1f}x (val "
+          f"{best['val_bitops_cr']:.1f}x), CR {best['cr']:.1f}x")
+    print(f"chain: {best['chain_file']}  model: {best['model_file']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqsearch",
@@ -237,6 +309,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_order)
+
+    p = sub.add_parser("tune", help="tune the chain's stage params with Optuna (budgeted)")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.add_argument("--chain", help="order as stage letters, e.g. DPQE (default: order.json)")
+    p.add_argument("--n-trials", type=int, help="trials in the study, all workers together")
+    p.add_argument("--storage", help="Optuna storage: RDB URL (sqlite:///…, postgresql://…) "
+                   "or a journal file path (default: a journal in the study folder)")
+    p.add_argument("--budget", type=float, help="accuracy-drop budget in points (default: "
+                   "the study's tune.budget)")
+    p.add_argument("--multi-objective", action="store_true",
+                   help="maximise accuracy and BitOpsCR together; report the Pareto set")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--no-pruner", action="store_true", help="run every trial to the end")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_tune)
     return parser
 
 

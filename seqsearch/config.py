@@ -84,6 +84,11 @@ class ProbeSection(_Strict):
 class TuneSection(_Strict):
     trials: int = Field(default=20, ge=1, le=100_000)
     budget: float = Field(default=1.0, ge=0.0, le=100.0)
+    chains: list[str] | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    pruner: bool = True
+    prune_slack: float = Field(default=1.0, ge=0.0, le=100.0)
+    startup_trials: int = Field(default=5, ge=1, le=10_000)
 
 
 class RunSection(_Strict):

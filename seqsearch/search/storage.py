@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,11 @@ def open_storage(spec: str | None, study_dir: Path) -> BaseStorage:
         return _journal(study_dir / "optuna.journal")
     if "://" in spec:
         try:
-            return RDBStorage(spec, heartbeat_interval=30, grace_period=120,
-                              engine_kwargs={"pool_pre_ping": True}
-                              if not spec.startswith("sqlite") else {})
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(spec, heartbeat_interval=30, grace_period=120,
+                                  engine_kwargs={"pool_pre_ping": True}
+                                  if not spec.startswith("sqlite") else {})
         except Exception as exc:  # noqa: BLE001 - any driver/connection error is a user error
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SeqsearchError(f"--storage {spec}: cannot open it ({first})") from None

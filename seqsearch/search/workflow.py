@@ -94,3 +94,133 @@ def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
     result = decide(table, study_letters(study), criteria(study, base))
     atomic.write_json(out_dir / "order.json", result)
     return result
+
+
+# --- tune -----------------------------------------------------------------------------------
+
+
+def tune_chains(study: StudyConfig, out_dir: Path, chain: str | None) -> tuple[str, ...]:
+    """--chain, else the study's tune.chains, else the proposed orders in order.json."""
+    from seqsearch.search.tune import check_chain
+
+    if chain:
+        return (check_chain(chain),)
+    if study.tune.chains:
+        return tuple(check_chain(c) for c in study.tune.chains)
+    order = out_dir / "order.json"
+    if not order.is_file():
+        raise SeqsearchError(f"{order}: no proposed order yet; run 'seqsearch probe' and "
+                             "'seqsearch order' first, or give --chain (e.g. --chain DPQE)")
+    import json
+
+    orders = json.loads(order.read_text())["orders"]
+    if not orders:
+        raise SeqsearchError(f"{order}: lists no order")
+    return tuple(check_chain(o) for o in orders)
+
+
+def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | None,
+                 budget: float | None, multi_objective: bool, pruner: bool | None
+                 ) -> Any:
+    from seqsearch.search.tune import TuneOptions
+
+    t = study.tune
+    fixed = {**study.probe.fixed, **t.fixed}
+    b = t.budget if budget is None else budget
+    if not 0 <= b <= 100:
+        raise SeqsearchError(f"--budget {b}: must lie in [0, 100] (accuracy-drop points)")
+    n = t.trials if trials is None else trials
+    if n < 1:
+        raise SeqsearchError(f"--n-trials {n}: must be at least 1")
+    return TuneOptions(chains=chains, trials=n, budget=b, multi_objective=multi_objective,
+                       pruner=t.pruner if pruner is None else pruner,
+                       prune_slack=t.prune_slack, seed=study.seed,
+                       startup_trials=t.startup_trials, thresholds=tuple(study.probe.thresholds),
+                       fixed=tuple(sorted(fixed.items())))
+
+
+def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None,
+             worker: int = 0, finalize: bool = True) -> dict[str, Any]:
+    from seqsearch.chain import runner_for
+    from seqsearch.search.tune import Objective, create_study, queue_slots, reap, work
+
+    base = get_baseline(study, out_dir=out_dir)
+    runner = runner_for(study, base, out_dir / "cache")
+    st = create_study(open_storage(storage, out_dir), opts.study_name(study.name), opts, worker)
+    reap(st)
+    queue_slots(st, opts.trials)
+    did = work(st, Objective(runner, opts), label=f"tune w{worker}")
+    summary: dict[str, Any] = {"worker": worker, **did}
+    if finalize:
+        summary.update(finish_tune(study, out_dir, opts, storage=storage))
+    return summary
+
+
+def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None
+                ) -> dict[str, Any]:
+    """trials.csv, best.json, the best chain (apply format) and its model, from the storage
+    and the prefix cache (no training)."""
+    import optuna
+    import pandas as pd
+
+    from seqsearch.chain import plan, runner_for, save_model
+    from seqsearch.report.export import chain_document, write_chain
+    from seqsearch.search.tune import best_feasible, slot_trials
+
+    st = optuna.load_study(study_name=opts.study_name(study.name),
+                           storage=open_storage(storage, out_dir))
+    tune_dir = out_dir / "tune"
+    trials = slot_trials(st)
+    rows = []
+    for t in trials:
+        row = {"number": t.number, "slot": t.user_attrs.get("slot"), "state": t.state.name,
+               **{k: v for k, v in t.params.items()},
+               **{k: v for k, v in t.user_attrs.items()
+                  if k not in ("steps", "host", "pid", "slot")}}
+        if t.values:
+            for i, v in enumerate(t.values):
+                row[f"value{i}" if len(t.values) > 1 else "value"] = v
+        rows.append(row)
+    atomic.write_bytes(tune_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    states = [t.state.name for t in trials]
+    summary: dict[str, Any] = {
+        "study": opts.study_name(study.name), "budget": opts.budget, "chains": list(opts.chains),
+        "trials": len(trials), "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
+        "running": states.count("RUNNING") + states.count("WAITING"),
+        "stage_trainings": sum(int(t.user_attrs.get("trained", 0)) for t in trials),
+    }
+    if opts.multi_objective:
+        summary["pareto"] = [{"number": t.number, "val_accuracy": t.user_attrs.get(
+            "val_accuracy"), "val_bitops_cr": t.user_attrs.get("val_bitops_cr"),
+            "test_accuracy": t.user_attrs.get("test_accuracy"),
+            "bitops_cr": t.user_attrs.get("bitops_cr"), "chain": t.user_attrs.get("chain")}
+            for t in st.best_trials]
+    best = best_feasible(st)
+    if best is None:
+        summary["best"] = None
+        atomic.write_json(tune_dir / "best.json", summary)
+        return summary
+    steps = [(name, params) for name, params in best.user_attrs["steps"]]
+    base = get_baseline(study, out_dir=out_dir)
+    result = runner_for(study, base, out_dir / "cache").run(plan(steps))
+    metrics = {"accuracy": best.user_attrs["test_accuracy"],
+               "bitops_cr": best.user_attrs["bitops_cr"], "cr": best.user_attrs["cr"]}
+    model_path = tune_dir / "best_model.pt"
+    save_model(model_path, result.model, {"chain": best.user_attrs["chain"], "final": metrics})
+    doc = chain_document(study, steps, metrics, name=f"{study.name}-best",
+                         output=str(out_dir))
+    write_chain(tune_dir / "best_chain.yaml", doc)
+    summary["best"] = {
+        "number": best.number, "chain": best.user_attrs["chain"],
+        "val_accuracy": best.user_attrs["val_accuracy"],
+        "test_accuracy": best.user_attrs["test_accuracy"],
+        "val_bitops_cr": best.user_attrs["val_bitops_cr"],
+        "bitops_cr": best.user_attrs["bitops_cr"], "cr": best.user_attrs["cr"],
+        "drop": best.user_attrs["drop"], "test_drop": best.user_attrs["test_drop"],
+        "tau": best.user_attrs.get("tau"), "params": dict(best.params),
+        "stage_trainings_total": result.trained, "model_file": str(model_path),
+        "chain_file": str(tune_dir / "best_chain.yaml"),
+    }
+    atomic.write_json(tune_dir / "best.json", summary)
+    return summary

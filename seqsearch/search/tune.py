@@ -1,0 +1,301 @@
+"""Optuna tuning of a chain's stage hyperparameters under an accuracy-drop budget.
+
+Objective (default): maximise log BitOpsCR on the validation split subject to validation
+accuracy drop ≤ budget (an Optuna constraint, `trial.set_constraint`, which Optuna 5 uses in
+place of the deprecated `constraints_func`). `--multi-objective` maximises accuracy
+and log BitOpsCR together. E's τ is chosen per trial on the validation split (the most
+compressing τ within budget, else the most accurate), never on test; test figures are
+recorded beside. Each trial reports after every stage, and a budget pruner stops trials whose
+validation drop already exceeds the budget by more than a slack. The probe's prefix cache
+is shared, so a trial trains only the stages no earlier chain trained with the same params.
+
+Trials are slots: `trials` slots are queued in the storage and workers take them until none
+is left, so any number of workers complete exactly that many distinct trials; a slot whose
+worker died (SIGKILL) is queued again on the next run, and a failed trial (NaN loss, stage
+error) keeps its slot with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+
+from seqsearch.chain import ChainRunner, plan, threshold_sweep
+from seqsearch.errors import SeqsearchError
+from seqsearch.models.multi_exit import MultiExit
+from seqsearch.progress import note
+from seqsearch.search.storage import claim, reap_dead_trials
+from seqsearch.stages import get_stage
+from seqsearch.train import DivergedError
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    chains: tuple[str, ...]
+    trials: int
+    budget: float  # accuracy-drop budget, percentage points
+    multi_objective: bool = False
+    pruner: bool = True
+    prune_slack: float = 1.0
+    seed: int = 0
+    startup_trials: int = 5
+    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    def study_name(self, name: str) -> str:
+        mode = "-mo" if self.multi_objective else ""
+        return f"{name}-tune-b{self.budget:g}{mode}"
+
+
+def check_chain(letters: str) -> str:
+    """A chain given as letters: every letter a stage, no forbidden repeat."""
+    if not letters:
+        raise SeqsearchError("--chain: give the order as stage letters, e.g. DPQE")
+    plan([(c, {}) for c in letters])
+    return letters
+
+
+def search_space(chains: Sequence[str], fixed: dict[str, Any]) -> dict[str, BaseDistribution]:
+    """Union of the chains' stage spaces (prefixed names), without fixed and policy params."""
+    space: dict[str, BaseDistribution] = {}
+    for chain in chains:
+        for letter in chain:
+            stage = get_stage(letter)
+            policy = set(getattr(stage, "policy_params", ()))
+            for key, dist in stage.info.space.items():
+                if key not in fixed and stage.info.short(key) not in policy:
+                    space[key] = dist
+    return space
+
+
+def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str,
+            dist: BaseDistribution) -> Any:
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, log=dist.log, step=dist.step)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    raise TypeError(type(dist).__name__)
+
+
+def choose_tau(rows: Sequence[tuple[float, float, float]], base_acc: float, budget: float,
+               ref_bitops: float) -> tuple[float, float, float]:
+    """(τ, accuracy, BitOps) on validation: most compressing within budget, else most accurate."""
+    feasible = [r for r in rows if 100 * (base_acc - r[1]) <= budget + 1e-9]
+    if feasible:
+        return min(feasible, key=lambda r: (r[2], -r[1]))
+    return max(rows, key=lambda r: (r[1], -r[2]))
+
+
+class BudgetPruner(optuna.pruners.BasePruner):
+    """Prune a trial once its validation accuracy drop exceeds budget + slack after a stage
+    (later stages seldom win accuracy back, so it cannot meet the budget)."""
+
+    def __init__(self, budget: float, slack: float) -> None:
+        self.limit = budget + slack
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        drop = trial.user_attrs.get("last_drop")
+        return drop is not None and drop > self.limit
+
+
+class Objective:
+    """One trial: build the chain stage by stage through the prefix cache, report, decide τ."""
+
+    def __init__(self, runner: ChainRunner, opts: TuneOptions) -> None:
+        self.runner = runner
+        self.opts = opts
+        self.fixed = dict(opts.fixed)
+        self.space = search_space(opts.chains, self.fixed)
+
+    def steps_for(self, trial: optuna.Trial | optuna.trial.FixedTrial
+                  ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
+        chains = list(self.opts.chains)
+        chain = chains[0] if len(chains) == 1 else trial.suggest_categorical("chain", chains)
+        steps = []
+        for letter in chain:
+            info = get_stage(letter).info
+            params = {}
+            for key, dist in self.space.items():
+                if key.startswith(f"{info.name}."):
+                    params[info.short(key)] = suggest(trial, key, dist)
+            for key, value in self.fixed.items():
+                if key.startswith(f"{info.name}."):
+                    params[info.short(key)] = value
+            steps.append((info.name, params))
+        return chain, steps
+
+    def __call__(self, trial: optuna.Trial | optuna.trial.FixedTrial
+                 ) -> float | tuple[float, float]:
+        chain, raw = self.steps_for(trial)
+        steps = plan(raw)
+        ref = self.runner.reference
+        base_acc = ref.val_accuracy
+        trained = 0
+        result = None
+        for k in range(1, len(steps) + 1):
+            result = self.runner.run(steps[:k])  # only stage k can be new: 0 or 1 training
+            trained += result.trained
+            rec = result.records[-1]
+            drop = 100 * (base_acc - rec["val_accuracy"])
+            trial.set_user_attr("last_drop", drop)
+            trial.set_user_attr("trained", trained)
+            if not self.opts.multi_objective:
+                trial.report(math.log(ref.bitops / rec["val_bitops"]), k - 1)
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_after", chain[:k])
+                    trial.set_user_attr("constraint", drop - self.opts.budget)
+                    trial.set_constraint("accuracy_drop", drop - self.opts.budget)
+                    raise optuna.TrialPruned(f"val drop {drop:.2f} after {chain[:k]}")
+        assert result is not None
+        model = result.model
+        data = self.runner.data
+        attrs: dict[str, Any] = {"chain": chain, "trained": trained,
+                                 "saved_by_cache": len(steps) - trained,
+                                 "steps": [[s.stage, dict(s.params)] for s in steps]}
+        if isinstance(model, MultiExit):
+            val = threshold_sweep(model, data.val, data.input_shape, self.opts.thresholds)
+            tau, val_acc, val_bitops = choose_tau(val, base_acc, self.opts.budget, ref.bitops)
+            (_, test_acc, test_bitops), = threshold_sweep(model, data.test, data.input_shape,
+                                                           [tau])
+            attrs["tau"] = tau
+            for entry in attrs["steps"]:  # the exported chain carries the chosen τ
+                if "threshold" in getattr(get_stage(entry[0]), "policy_params", ()):
+                    entry[1]["threshold"] = tau
+        else:
+            rec = result.records[-1]
+            val_acc, val_bitops = rec["val_accuracy"], rec["val_bitops"]
+            test_acc, test_bitops = rec["test_accuracy"], rec["bitops"]
+        drop = 100 * (base_acc - val_acc)
+        attrs.update(val_accuracy=val_acc, test_accuracy=test_acc,
+                     val_bitops_cr=ref.bitops / val_bitops, bitops_cr=ref.bitops / test_bitops,
+                     cr=result.records[-1]["cr"], drop=drop,
+                     test_drop=100 * (ref.test_accuracy - test_acc),
+                     constraint=drop - self.opts.budget)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("accuracy_drop", drop - self.opts.budget)  # feasible when ≤ 0
+        log_cr = math.log(ref.bitops / val_bitops)
+        return (val_acc, log_cr) if self.opts.multi_objective else log_cr
+
+
+def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOptions,
+                 worker: int = 0) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Constraints reach the sampler through `trial.set_constraint` (Optuna 5's way).
+    sampler = optuna.samplers.TPESampler(
+        seed=opts.seed + 1000 * worker, multivariate=True, n_startup_trials=opts.startup_trials)
+    pruner: optuna.pruners.BasePruner = (
+        BudgetPruner(opts.budget, opts.prune_slack) if opts.pruner and not opts.multi_objective
+        else optuna.pruners.NopPruner())
+    kwargs: dict[str, Any] = ({"directions": ["maximize", "maximize"]}
+                              if opts.multi_objective else {"direction": "maximize"})
+    study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                pruner=pruner, load_if_exists=True, **kwargs)
+    study.set_user_attr("budget", opts.budget)
+    study.set_user_attr("chains", list(opts.chains))
+    return study
+
+
+def queue_slots(study: optuna.Study, n: int) -> None:
+    """Queue every slot 0..n-1 that has no live or finished trial (reaped ones go again)."""
+    taken = set()
+    for t in study.get_trials(deepcopy=False):
+        slot = t.user_attrs.get("slot")
+        if slot is None:
+            continue
+        if t.state == TrialState.FAIL and t.user_attrs.get("reaped"):
+            continue
+        taken.add(slot)
+    for slot in range(n):
+        if slot not in taken:
+            study.enqueue_trial({}, user_attrs={"slot": slot})
+
+
+def work(study: optuna.Study, objective: Objective, *, label: str = "tune") -> dict[str, int]:
+    """Take queued slots until none is left; returns what this worker did."""
+    done = {"complete": 0, "pruned": 0, "failed": 0}
+    while True:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if not any(t.user_attrs.get("slot") is not None for t in waiting):
+            return done
+        trial = study.ask()
+        slot = trial.user_attrs.get("slot")
+        if slot is None:  # another worker took the last slot between our look and our ask
+            trial.set_user_attr("idle", True)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        if _duplicate(study, slot, trial.number):  # two workers queued this slot at once
+            trial.set_user_attr("idle", True)
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        claim(trial)
+        total = len(study.get_trials(deepcopy=False))
+        note(f"[{label}] trial {trial.number} (slot {slot}), {total} in the study")
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("pruned", str(exc))
+            study.tell(trial, state=TrialState.PRUNED)
+            done["pruned"] += 1
+            continue
+        except (DivergedError, SeqsearchError, RuntimeError) as exc:
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            study.tell(trial, state=TrialState.FAIL)
+            done["failed"] += 1
+            continue
+        except KeyboardInterrupt:
+            trial.set_user_attr("reaped", True)  # interrupted, not failed: queue it again
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        study.tell(trial, value)
+        done["complete"] += 1
+
+
+def _duplicate(study: optuna.Study, slot: int, number: int) -> bool:
+    """True when a lower-numbered live or finished trial holds the same slot (it wins)."""
+    for t in study.get_trials(deepcopy=False):
+        if (t.number < number and t.user_attrs.get("slot") == slot
+                and not t.user_attrs.get("idle") and not t.user_attrs.get("reaped")):
+            return True
+    return False
+
+
+def best_feasible(study: optuna.Study) -> FrozenTrial | None:
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("constraint", 1.0) <= 0]
+    if not done:
+        return None
+    return max(done, key=lambda t: (t.user_attrs["val_bitops_cr"], t.user_attrs["val_accuracy"]))
+
+
+def slot_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials that count: one per slot (the live or final one), reaped/idle ones left out."""
+    out = {}
+    for t in study.get_trials(deepcopy=False):
+        slot = t.user_attrs.get("slot")
+        if slot is None or t.user_attrs.get("reaped") or t.user_attrs.get("idle"):
+            continue
+        out[slot] = t
+    return [out[s] for s in sorted(out)]
+
+
+def reap(study: optuna.Study) -> int:
+    return reap_dead_trials(study)
+
+
+def study_path(out_dir: Path) -> Path:
+    return out_dir / "tune"

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+import torch
+from optuna.distributions import FloatDistribution
+from optuna.trial import FixedTrial, TrialState
+
+from seqsearch.chain import ChainRunner, plan
+from seqsearch.config import load_study
+from seqsearch.search.storage import open_storage
+from seqsearch.search.tune import (
+    BudgetPruner,
+    Objective,
+    TuneOptions,
+    choose_tau,
+    search_space,
+    slot_trials,
+)
+from seqsearch.search.workflow import run_tune, tune_options
+from seqsearch.stages import StageInfo, register_stage, unregister_stage
+from seqsearch.train import fit
+
+PARAMS = {"prune.ratio": 0.3, "prune.importance": "magnitude", "prune.global_pruning": False,
+          "quantize.weight_bits": 4, "quantize.act_bits": 8}
+
+
+def test_search_space_is_the_union_without_policy_and_fixed():
+    space = search_space(("DPQE",), {"distill.method": "kd"})
+    assert "distill.method" not in space and "prune.ratio" in space
+    assert "early_exit.threshold" not in space and "early_exit.exits" in space
+
+
+def test_fixed_trial_objective_is_deterministic(stage_setup):
+    model, data, ctx, ref = stage_setup
+    opts = TuneOptions(chains=("PQ",), trials=1, budget=100.0)
+    runner = ChainRunner(model, data, ctx, ref, None, "k")
+    a, b = FixedTrial(dict(PARAMS)), FixedTrial(dict(PARAMS))
+    va, vb = Objective(runner, opts)(a), Objective(runner, opts)(b)
+    assert va == vb
+    direct = ChainRunner(model, data, ctx, ref, None, "k").run(
+        plan([("prune", {"ratio": 0.3}), ("quantize", {"weight_bits": 4, "act_bits": 8})]))
+    assert va == pytest.approx(math.log(ref.bitops / direct.records[-1]["val_bitops"]))
+    assert a.user_attrs["constraint"] == pytest.approx(a.user_attrs["drop"] - 100.0)
+    assert a.user_attrs["chain"] == "PQ"
+
+
+def test_tau_is_chosen_on_validation_within_budget(stage_setup):
+    model, data, ctx, ref = stage_setup
+    opts = TuneOptions(chains=("E",), trials=1, budget=100.0)
+    trial = FixedTrial({"early_exit.exits": 1, "early_exit.placement": "even",
+                        "early_exit.head": "linear"})
+    Objective(ChainRunner(model, data, ctx, ref, None, "k"), opts)(trial)
+    # budget 100 points: the most compressing τ on validation is the smallest one
+    assert trial.user_attrs["tau"] == min(opts.thresholds)
+
+
+def test_choose_tau():
+    rows = [(0.5, 0.90, 10.0), (0.9, 0.97, 50.0), (1.01, 0.98, 100.0)]
+    assert choose_tau(rows, 0.98, 1.0, 100.0)[0] == 0.9
+    assert choose_tau(rows, 0.98, 10.0, 100.0)[0] == 0.5
+    assert choose_tau(rows, 0.99, 0.1, 100.0)[0] == 1.01  # none feasible: most accurate
+
+
+def test_budget_pruner():
+    pruner = BudgetPruner(1.0, 0.5)
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("last_drop", 1.4)
+    assert not pruner.prune(study, study.trials[-1])
+    trial.set_user_attr("last_drop", 1.6)
+    assert pruner.prune(study, study.trials[-1])
+
+
+TINY = """\
+version: 1
+name: {name}
+model: {{name: tiny}}
+data: {{name: digits, limit: 300}}
+train: {{epochs: 2, stage_epochs: 1, student_epochs: 1, batch_size: 32}}
+stages: [prune, quantize]
+tune: {{trials: 6, budget: 5.0, startup_trials: 3}}
+"""
+
+
+def _study(tmp_path, name="tiny"):
+    path = tmp_path / "s.yaml"
+    path.write_text(TINY.format(name=name))
+    return path
+
+
+def _cli(*args):
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _slots(study_name, storage):
+    st = optuna.load_study(study_name=study_name, storage=storage)
+    trials = slot_trials(st)
+    return st, trials
+
+
+def _check_exactly(st, trials, n):
+    assert sorted(t.user_attrs["slot"] for t in trials) == list(range(n))
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    assert all(t.state in finished for t in trials)
+    numbers = [t.number for t in st.get_trials(deepcopy=False)
+               if t.user_attrs.get("slot") is not None and t.state == TrialState.COMPLETE]
+    assert len(numbers) == len(set(numbers))
+
+
+def test_two_workers_on_one_journal_complete_exactly_n(tmp_path):
+    study = _study(tmp_path)
+    out = tmp_path / "o"
+    res = json.loads(_cli("tune", str(study), "--out", str(out), "--chain", "PQ",
+                          "--workers", "2", "--json").stdout)
+    assert res["trials"] == 6 and res["running"] == 0
+    st, trials = _slots("tiny-tune-b5", open_storage(None, out))
+    _check_exactly(st, trials, 6)
+    assert (out / "tune" / "trials.csv").is_file()
+    if res["best"] is not None:
+        assert (out / "tune" / "best_chain.yaml").is_file()
+        assert (out / "tune" / "best_model.pt").is_file()
+
+
+@pytest.mark.skipif(not os.environ.get("SEQSEARCH_TEST_POSTGRES"),
+                    reason="set SEQSEARCH_TEST_POSTGRES (scripts/postgres-dev.sh prints it)")
+def test_two_workers_on_postgresql_complete_exactly_n(tmp_path):
+    url = os.environ["SEQSEARCH_TEST_POSTGRES"]
+    name = f"pg{uuid.uuid4().hex[:8]}"
+    study = _study(tmp_path, name)
+    res = json.loads(_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "PQ",
+                          "--workers", "2", "--storage", url, "--json").stdout)
+    assert res["trials"] == 6
+    st, trials = _slots(f"{name}-tune-b5", url)
+    _check_exactly(st, trials, 6)
+    assert len({t.user_attrs.get("pid") for t in trials}) >= 1
+
+
+def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path):
+    study = _study(tmp_path)
+    out = tmp_path / "o"
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    _cli("baseline", str(study), "--out", str(out))
+    proc = subprocess.Popen([sys.executable, "-m", "seqsearch", "tune", str(study), "--out",
+                             str(out), "--chain", "PQ"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = open_storage(None, out)
+    deadline = time.time() + 120
+    before: dict[int, float] = {}
+    while time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            st = optuna.load_study(study_name="tiny-tune-b5", storage=storage)
+        except KeyError:
+            continue
+        trials = st.get_trials(deepcopy=False)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
+        if len(done) >= 2 and running:
+            before = {t.number: t.value for t in done}
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert before, "the worker did not get far enough to be killed mid-trial"
+    _cli("tune", str(study), "--out", str(out), "--chain", "PQ")
+    st, trials = _slots("tiny-tune-b5", open_storage(None, out))
+    _check_exactly(st, trials, 6)
+    after = {t.number: t.value for t in st.get_trials(deepcopy=False)}
+    assert all(after[n] == v for n, v in before.items())  # completed trials kept as they were
+    assert sum(1 for t in st.get_trials(deepcopy=False) if t.user_attrs.get("reaped")) >= 1
+
+
+class _Boom:
+    """A user stage whose training diverges (NaN loss) when x > 0.5."""
+
+    info = StageInfo(name="boom", letter="B", kind="static", granularity="neuron",
+                     repeatable=True, space={"boom.x": FloatDistribution(0.0, 1.0)},
+                     defaults={"boom.x": 0.0})
+
+    def apply(self, model, ctx, params):
+        def nan_loss(outputs, targets, inputs):
+            out = outputs[-1] if isinstance(outputs, list) else outputs
+            return torch.nn.functional.cross_entropy(out, targets) * float("nan")
+
+        if params["x"] > 0.5:
+            fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=nan_loss, progress=False)
+        return model
+
+
+def test_nan_trial_fails_alone_and_study_completes(tmp_path):
+    register_stage(_Boom())
+    try:
+        study = load_study(_study(tmp_path))
+        out = tmp_path / "o"
+        opts = tune_options(study, ("PB",), trials=6, budget=100.0, multi_objective=False,
+                            pruner=False)
+        summary = run_tune(study, out, opts)
+        assert summary["trials"] == 6 and summary["running"] == 0
+        assert summary["failed"] >= 1 and summary["complete"] >= 1
+        st, trials = _slots("tiny-tune-b100", open_storage(None, out))
+        errors = [t.user_attrs["error"] for t in trials if t.state == TrialState.FAIL]
+        assert errors and all("loss is nan" in e for e in errors)
+    finally:
+        unregister_stage("boom")
+
+
+def test_multi_objective_reports_pareto_set(tmp_path):
+    study = _study(tmp_path)
+    res = json.loads(_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "QP",
+                          "--n-trials", "4", "--multi-objective", "--json").stdout)
+    assert res["pareto"] and all("val_accuracy" in p for p in res["pareto"])
