@@ -263,6 +263,43 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from seqsearch.report.build import build_report
+
+    study, out = _study_and_dir(args)
+    result = build_report(study, out)
+    print(f"report written: {out / 'summary.md'}, {out / 'index.html'} "
+          f"({len(result['figures'])} figures)")
+    for n in result["notes"]:
+        print(f"note: {n}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from seqsearch.search.workflow import run_all
+
+    study, out = _study_and_dir(args)
+    res = run_all(study, out, storage=args.storage)
+    order = res["order"]
+    best = res["tune"].get("best")
+    print(f"study {study.name} in {out}")
+    print("pairs: " + ", ".join(f"{p['pair']}: {p['winner'] or 'tie'}" for p in order["pairs"]))
+    print(f"proposed order(s): {' '.join(order['orders'])}")
+    if best:
+        print(f"tuned chain {best['chain']}: test accuracy {100 * best['test_accuracy']:.2f} % "
+              f"(drop {best['test_drop']:+.2f} pts), BitOpsCR {best['bitops_cr']:.1f}x, "
+              f"CR {best['cr']:.1f}x")
+    else:
+        print("no tuned chain met the accuracy budget")
+    if res["export"]:
+        print(f"exported: {res['export']['chain']} and {res['export']['model']}")
+    print(f"report: {out / 'summary.md'} and {out / 'index.html'}")
+    total = sum(res["timings"].values())
+    print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["timings"].items())
+          + f" (total {total:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seqsearch",
@@ -327,6 +364,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("run", help="baseline, probe, order, tune, report and export in one go")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.add_argument("--storage", help="Optuna storage URL or journal path (default: a journal "
+                   "in the study folder)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="rebuild tables, figures and summary from stored results")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

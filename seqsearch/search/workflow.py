@@ -220,7 +220,60 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
         "drop": best.user_attrs["drop"], "test_drop": best.user_attrs["test_drop"],
         "tau": best.user_attrs.get("tau"), "params": dict(best.params),
         "stage_trainings_total": result.trained, "model_file": str(model_path),
+        "trajectory": result.records,
         "chain_file": str(tune_dir / "best_chain.yaml"),
     }
     atomic.write_json(tune_dir / "best.json", summary)
     return summary
+
+
+# --- the whole pipeline -------------------------------------------------------------------------
+
+
+def export_best(out_dir: Path) -> dict[str, str] | None:
+    """chain.yaml (apply format, with metrics) and model.pt at the top of the study folder."""
+    import shutil
+
+    tune_dir = out_dir / "tune"
+    if not (tune_dir / "best_chain.yaml").is_file():
+        return None
+    chain, model = out_dir / "chain.yaml", out_dir / "model.pt"
+    atomic.write_bytes(chain, (tune_dir / "best_chain.yaml").read_bytes())
+    tmp = model.with_suffix(".pt.tmp")
+    shutil.copyfile(tune_dir / "best_model.pt", tmp)
+    tmp.replace(model)
+    return {"chain": str(chain), "model": str(model)}
+
+
+def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) -> dict[str, Any]:
+    """baseline → probe → order → tune → report → export; each step resumes on a rerun."""
+    import json
+    import time
+
+    from seqsearch.progress import note
+    from seqsearch.report.build import build_report
+
+    timings_path = out_dir / "timings.json"
+    timings: dict[str, float] = (json.loads(timings_path.read_text())
+                                 if timings_path.is_file() else {})
+    result: dict[str, Any] = {}
+
+    def step(name: str, k: int, fn: Any) -> Any:
+        note(f"[run] step {k}/6: {name}")
+        t0 = time.perf_counter()
+        value = fn()
+        timings[name] = round(time.perf_counter() - t0, 2)
+        atomic.write_json(timings_path, timings)
+        return value
+
+    step("baseline", 1, lambda: get_baseline(study, out_dir=out_dir))
+    result["probe"] = step("probe", 2, lambda: run_probe(study, out_dir, storage=storage))
+    result["order"] = step("order", 3, lambda: run_order(study, out_dir))
+    chains = tune_chains(study, out_dir, None)
+    opts = tune_options(study, chains, trials=None, budget=None, multi_objective=False,
+                        pruner=None)
+    result["tune"] = step("tune", 4, lambda: run_tune(study, out_dir, opts, storage=storage))
+    result["export"] = step("export", 5, lambda: export_best(out_dir))
+    result["report"] = step("report", 6, lambda: build_report(study, out_dir))
+    result["timings"] = timings
+    return result

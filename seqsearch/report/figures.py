@@ -1,0 +1,129 @@
+"""Plotly figures built from the report's tables (data first, figure second)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+
+
+def pareto_figure(points: pd.DataFrame, first: str, second: str, verdict: str) -> go.Figure:
+    """Both orders of a pair: every point, and each order's front as a line."""
+    fig = go.Figure()
+    for color, order in zip(COLORS, (first, second), strict=False):
+        part = points[points["order"] == order]
+        fig.add_trace(go.Scatter(x=part["val_bitops_cr"], y=100 * part["val_accuracy"],
+                                 mode="markers", name=f"{order} points",
+                                 marker={"color": color, "opacity": 0.45, "size": 7}))
+        front = part[part["on_front"]].sort_values("val_bitops_cr")
+        fig.add_trace(go.Scatter(x=front["val_bitops_cr"], y=100 * front["val_accuracy"],
+                                 mode="lines+markers", name=f"{order} front",
+                                 line={"color": color, "shape": "hv"}))
+    fig.update_layout(title=f"{first} vs {second}: {verdict}",
+                      xaxis={"title": "BitOpsCR (validation, log)", "type": "log"},
+                      yaxis={"title": "validation accuracy (%)"}, template="plotly_white",
+                      width=720, height=480)
+    return fig
+
+
+def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str]) -> go.Figure:
+    """Stages on a circle; an arrow A→B when AB wins, labelled with margin and confidence."""
+    n = max(1, len(letters))
+    pos = {c: (math.cos(math.pi / 2 - 2 * math.pi * i / n),
+               math.sin(math.pi / 2 - 2 * math.pi * i / n)) for i, c in enumerate(letters)}
+    fig = go.Figure()
+    for _, e in edges.iterrows():
+        (x0, y0), (x1, y1) = pos[e["from"]], pos[e["to"]]
+        fig.add_annotation(x=x0 + 0.85 * (x1 - x0), y=y0 + 0.85 * (y1 - y0),
+                           ax=x0 + 0.15 * (x1 - x0), ay=y0 + 0.15 * (y1 - y0),
+                           xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=3, arrowsize=1.5, arrowwidth=2, arrowcolor="#555")
+        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, showarrow=False,
+                           text=f"{e['margin']:.2f} ({e['confidence']:.2f})",
+                           bgcolor="white", font={"size": 11})
+    fig.add_trace(go.Scatter(x=[pos[c][0] for c in letters], y=[pos[c][1] for c in letters],
+                             mode="markers+text", text=letters, textfont={"size": 20},
+                             marker={"size": 46, "color": "#dbe9f6",
+                                     "line": {"color": "#1f77b4", "width": 2}},
+                             showlegend=False))
+    fig.update_layout(title=f"order DAG (edge: margin (confidence)); orders: "
+                            f"{', '.join(orders) or 'none'}",
+                      xaxis={"visible": False, "range": [-1.5, 1.5]},
+                      yaxis={"visible": False, "range": [-1.5, 1.5]},
+                      template="plotly_white", width=560, height=560)
+    return fig
+
+
+def trajectory_figure(traj: pd.DataFrame, chain: str) -> go.Figure:
+    labels = ["baseline"] + [f"+{o[-1]}" for o in traj["order"].iloc[1:]]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=labels, y=100 * traj["test_accuracy"], mode="lines+markers",
+                             name="test accuracy (%)", yaxis="y"))
+    fig.add_trace(go.Scatter(x=labels, y=traj["bitops_cr"], mode="lines+markers",
+                             name="BitOpsCR (test)", yaxis="y2"))
+    fig.update_layout(title=f"per-stage trajectory of the tuned chain {chain}",
+                      yaxis={"title": "test accuracy (%)"},
+                      yaxis2={"title": "BitOpsCR", "type": "log", "overlaying": "y",
+                              "side": "right"},
+                      template="plotly_white", width=720, height=440)
+    return fig
+
+
+def tuning_figure(tuning: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    if not tuning.empty:
+        for feasible, color, name in ((True, "#2ca02c", "feasible"),
+                                      (False, "#999", "infeasible / pruned / failed")):
+            part = tuning[tuning["feasible"] == feasible]
+            y = part.get("val_bitops_cr")
+            fig.add_trace(go.Scatter(x=part["number"], y=y, mode="markers", name=name,
+                                     marker={"color": color, "size": 9}))
+        fig.add_trace(go.Scatter(x=tuning["number"], y=tuning["best_feasible_so_far"],
+                                 mode="lines", name="best feasible so far",
+                                 line={"shape": "hv", "color": "#1f77b4"}))
+    fig.update_layout(title="tuning history (validation BitOpsCR per trial)",
+                      xaxis={"title": "trial"}, yaxis={"title": "BitOpsCR", "type": "log"},
+                      template="plotly_white", width=720, height=440)
+    return fig
+
+
+def tuning_pareto_figure(tuning: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    if not tuning.empty and "val_accuracy" in tuning:
+        done = tuning[tuning["state"] == "COMPLETE"]
+        fig.add_trace(go.Scatter(x=done["val_bitops_cr"], y=100 * done["val_accuracy"],
+                                 mode="markers", text=done["chain"], name="trials"))
+    fig.update_layout(title="tuning trials: accuracy vs BitOpsCR (validation)",
+                      xaxis={"title": "BitOpsCR", "type": "log"},
+                      yaxis={"title": "validation accuracy (%)"}, template="plotly_white",
+                      width=720, height=440)
+    return fig
+
+
+def save_html(fig: go.Figure, folder: Path, name: str) -> str:
+    """HTML with plotly.js written once beside it (no network needed to view it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    html = folder / f"{name}.html"
+    fig.write_html(html, include_plotlyjs="directory", full_html=True)
+    return html.name
+
+
+def save_pngs(figs: list[tuple[go.Figure, Path]], timeout: float = 120.0) -> str | None:
+    """All PNGs in one kaleido session (one headless browser); returns a problem or None."""
+    if not figs:
+        return None
+    import kaleido
+
+    jobs = [{"fig": fig.to_dict(), "path": str(path),
+             "opts": {"format": "png", "width": fig.layout.width, "height": fig.layout.height}}
+            for fig, path in figs]
+    try:
+        kaleido.write_fig_from_object_sync(jobs, kopts={"timeout": timeout})
+    except Exception as exc:  # noqa: BLE001 - no browser for kaleido: the HTML still stands
+        return f"PNGs not written ({type(exc).__name__}: {str(exc)[:160]})"
+    missing = [str(p) for _, p in figs if not p.is_file()]
+    return f"PNGs missing: {', '.join(missing)}" if missing else None

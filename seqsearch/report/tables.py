@@ -1,0 +1,121 @@
+"""The data behind every report figure and table, as pandas frames (tested, then plotted)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from seqsearch.search.pareto import pareto_front
+
+BUDGETS = (0.2, 0.6, 1.0, 2.0)
+
+
+def pairs_table(order: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for p in order["pairs"]:
+        a, b = p["orders"]
+        rows.append({"pair": p["pair"], "winner": p["winner"] or "tie", "tie": p["tie"],
+                     "fronts_cross": p["crosses"], "margin": p["margin"],
+                     "confidence": p["confidence"], "hv_first": p["hypervolume"][a],
+                     "hv_second": p["hypervolume"][b], "first": a, "second": b})
+    return pd.DataFrame(rows)
+
+
+def edges_table(order: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(order["edges"], columns=["from", "to", "margin", "confidence"])
+
+
+def pareto_points(runs: pd.DataFrame, orders: Sequence[str], kind: str = "pair"
+                  ) -> pd.DataFrame:
+    """Every evaluated point of the given orders, flagged when on its order's front
+    (validation accuracy vs log BitOpsCR, the decision split)."""
+    part = runs[(runs["kind"] == kind) & (runs["order"].isin(list(orders)))].copy()
+    part["on_front"] = False
+    for _, group in part.groupby("order"):
+        pts = list(zip(group["val_accuracy"], group["val_bitops_cr"].map(math.log), strict=True))
+        front = set(pareto_front(pts))
+        for idx, p in zip(group.index, pts, strict=True):
+            part.loc[idx, "on_front"] = (float(p[0]), float(p[1])) in front
+    cols = ["order", "sample", "seed", "tau", "val_accuracy", "val_bitops_cr",
+            "test_accuracy", "bitops_cr", "cr", "on_front"]
+    return part[[c for c in cols if c in part.columns]].reset_index(drop=True)
+
+
+def budget_table(runs: pd.DataFrame, base_val: float, base_test: float,
+                 budgets: Sequence[float] = BUDGETS, extra: pd.DataFrame | None = None
+                 ) -> pd.DataFrame:
+    """Like the paper's Table 1: for every order evaluated, the best BitOpsCR within each
+    accuracy-loss budget. The point is chosen on validation (best val BitOpsCR with val drop
+    ≤ budget) and its test BitOpsCR and test drop are reported."""
+    frames = [runs]
+    if extra is not None and not extra.empty:
+        frames.append(extra)
+    allrows = pd.concat(frames, ignore_index=True)
+    out = []
+    for (kind, order), group in allrows.groupby(["kind", "order"], sort=False):
+        row: dict[str, Any] = {"order": order, "kind": kind, "points": len(group)}
+        for b in budgets:
+            ok = group[100 * (base_val - group["val_accuracy"]) <= b + 1e-9]
+            if ok.empty:
+                row[f"bitops_cr@{b:g}"] = None
+                row[f"test_drop@{b:g}"] = None
+                continue
+            pick = ok.loc[ok["val_bitops_cr"].idxmax()]
+            row[f"bitops_cr@{b:g}"] = float(pick["bitops_cr"])
+            row[f"test_drop@{b:g}"] = 100 * (base_test - float(pick["test_accuracy"]))
+        out.append(row)
+    rank = {k: i for i, k in enumerate(("single", "pair", "tuned", "insert", "repeat",
+                                        "stronger"))}
+    out.sort(key=lambda r: (rank.get(r["kind"], 99), r["order"]))
+    return pd.DataFrame(out)
+
+
+def tuning_table(trials_csv: Path) -> pd.DataFrame:
+    if not trials_csv.is_file():
+        return pd.DataFrame()
+    df = pd.read_csv(trials_csv)
+    if "constraint" in df:
+        df["feasible"] = (df["state"] == "COMPLETE") & (df["constraint"] <= 0)
+    else:
+        df["feasible"] = False
+    best, track = -math.inf, []
+    for _, r in df.sort_values("number").iterrows():
+        if r["feasible"]:
+            best = max(best, float(r["val_bitops_cr"]))
+        track.append(best if math.isfinite(best) else None)
+    df = df.sort_values("number").reset_index(drop=True)
+    df["best_feasible_so_far"] = track
+    return df
+
+
+def tuning_rows_as_runs(tuning: pd.DataFrame) -> pd.DataFrame:
+    """Completed tuning trials as runs-table rows (kind `tuned`), for the budget table."""
+    if tuning.empty or "val_accuracy" not in tuning or "chain" not in tuning:
+        return pd.DataFrame()
+    done = tuning[tuning["state"] == "COMPLETE"]
+    return pd.DataFrame({"kind": "tuned", "order": done["chain"],
+                         "val_accuracy": done["val_accuracy"],
+                         "val_bitops_cr": done["val_bitops_cr"],
+                         "test_accuracy": done["test_accuracy"],
+                         "bitops_cr": done["bitops_cr"]})
+
+
+def trajectory_table(records: Sequence[dict[str, Any]], baseline: dict[str, Any]
+                     ) -> pd.DataFrame:
+    rows = [{"step": 0, "stage": "baseline", "order": "", "val_accuracy":
+             baseline["val_accuracy"], "test_accuracy": baseline["test_accuracy"],
+             "bitops_cr": 1.0, "cr": 1.0}]
+    for i, r in enumerate(records, start=1):
+        rows.append({"step": i, "stage": r["stage"], "order": r["order"],
+                     "val_accuracy": r["val_accuracy"], "test_accuracy": r["test_accuracy"],
+                     "bitops_cr": r["bitops_cr"], "cr": r["cr"]})
+    return pd.DataFrame(rows)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,140 @@
+"""End to end on a tiny study: `seqsearch run`, the report (tables, figures rendered in headless
+Chromium, real PNGs), the exported chain reproduced by `seqsearch apply`, `seqsearch report`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pandas as pd
+import pytest
+import yaml
+
+from seqsearch.report.tables import budget_table, pareto_points
+
+STUDY = """\
+version: 1
+name: tinyrun
+model: {name: resnet8, kwargs: {width: 0.5}}
+data: {name: digits, limit: 500}
+train: {epochs: 8, stage_epochs: 2, student_epochs: 2, batch_size: 32, lr: 0.1}
+stages: [prune, quantize]
+probe: {samples: 3, seeds: [0], bootstrap: 20}
+tune: {trials: 4, budget: 10.0, startup_trials: 2, prune_slack: 50.0}
+"""
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _cli(*args):
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    study = root / "study.yaml"
+    study.write_text(STUDY)
+    out = root / "out"
+    _cli("run", str(study), "--out", str(out))
+    return study, out
+
+
+def test_run_writes_everything(finished):
+    _, out = finished
+    for name in ("summary.md", "index.html", "order.json", "runs.csv", "chain.yaml",
+                 "model.pt", "timings.json", "tables/pairs.csv", "tables/budgets.csv",
+                 "tables/tuning.csv", "tables/trajectory.csv", "figures/dag.html",
+                 "figures/pareto_PQ.html", "figures/trajectory.html"):
+        assert (out / name).is_file(), name
+    pngs = list((out / "figures").glob("*.png"))
+    assert len(pngs) >= 4
+    assert all(p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 2000 for p in pngs)
+    summary = (out / "summary.md").read_text()
+    for heading in ("## Baseline", "## Pairwise verdicts", "## Order DAG", "## Tuned chain",
+                    "Table 1", "## Cost", "first/last layer bits 8/8"):
+        assert heading in summary
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"baseline", "probe", "order", "tune", "export", "report"}
+
+
+def test_exported_chain_is_reproduced_by_apply(finished, tmp_path):
+    _, out = finished
+    doc = yaml.safe_load((out / "chain.yaml").read_text())
+    assert set(doc["metrics"]) == {"accuracy", "bitops_cr", "cr"}
+    assert doc["versions"]["torch"] and doc["stages"]
+    doc["output"] = str(tmp_path / "fresh")  # rebuild from scratch: new baseline, no cache
+    chain = tmp_path / "chain.yaml"
+    chain.write_text(yaml.safe_dump(doc))
+    res = json.loads(_cli("apply", str(chain), "--json").stdout)
+    assert res["stage_trainings"] == len(doc["stages"])  # really retrained
+    for key in ("accuracy", "bitops_cr", "cr"):
+        assert res["final"][key] == pytest.approx(doc["metrics"][key], rel=1e-9, abs=1e-12)
+
+
+def test_report_regenerates_without_training(finished, tmp_path):
+    study, out = finished
+    before = sorted(p.name for p in (out / "cache").iterdir())
+    pairs = (out / "tables" / "pairs.csv").read_text()
+    (out / "summary.md").unlink()
+    _cli("report", str(study), "--out", str(out))
+    assert (out / "summary.md").is_file()
+    assert sorted(p.name for p in (out / "cache").iterdir()) == before
+    assert (out / "tables" / "pairs.csv").read_text() == pairs
+
+
+def test_budget_and_pareto_tables_hand_case():
+    runs = pd.DataFrame({
+        "kind": ["pair"] * 4, "order": ["AB", "AB", "BA", "BA"], "sample": [0, 1, 0, 1],
+        "seed": [0] * 4, "tau": [None] * 4,
+        "val_accuracy": [0.99, 0.97, 0.985, 0.96], "val_bitops_cr": [10.0, 100.0, 20.0, 50.0],
+        "test_accuracy": [0.98, 0.96, 0.99, 0.95], "bitops_cr": [11.0, 101.0, 21.0, 51.0],
+        "cr": [1.0] * 4})
+    table = budget_table(runs, base_val=0.99, base_test=0.99, budgets=(0.2, 1.0, 2.0))
+    ab = table[table["order"] == "AB"].iloc[0]
+    ba = table[table["order"] == "BA"].iloc[0]
+    assert ab["bitops_cr@0.2"] == 11.0 and ab["bitops_cr@2"] == 101.0
+    assert pd.isna(ba["bitops_cr@0.2"]) and ba["bitops_cr@1"] == 21.0
+    assert ab["test_drop@2"] == pytest.approx(3.0)
+    pts = pareto_points(runs, ["AB", "BA"])
+    assert pts["on_front"].tolist() == [True, True, True, True]
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None and not os.environ.get("CI"),
+                    reason="headless Chromium not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(finished):
+    _, out = finished
+    browser = _chromium()
+    assert browser, "CI must have chromium"
+    pages = [out / "index.html"] + sorted((out / "figures").glob("*.html"))
+    for page in pages:
+        with tempfile.TemporaryDirectory() as profile:
+            proc = subprocess.run(
+                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                 "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0",
+                 "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        dom = proc.stdout
+        errors = [line for line in proc.stderr.splitlines()
+                  if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+        assert not errors, errors
+        if page.name == "index.html":
+            assert dom.count("<iframe") == len(pages) - 1
+        else:
+            assert 'class="main-svg"' in dom, page.name  # plotly drew the figure
+            assert "plotly-graph-div" in dom
