@@ -211,9 +211,11 @@ class ChainRunner:
         for k in range(1, start + 1):
             paths = self._paths(steps[:k])
             assert paths is not None
-            rec = json.loads(paths[1].read_text())["record"]
-            if rec["params"] != json.loads(json.dumps(dict(steps[k - 1].params))):
-                # Same training, other policy (E's τ): re-measure that prefix, no training.
+            stored = json.loads(paths[1].read_text())
+            rec = stored["record"]
+            wanted = json.loads(json.dumps([dict(s.params) for s in steps[:k]]))
+            if stored.get("steps") != wanted:
+                # Same training, other policy (E's τ here or earlier): re-measure, no training.
                 prefix_model = load_model(paths[0], self.ctx.device)
                 self._apply_policies(prefix_model, steps[:k])
                 rec = self._record(prefix_model, steps, k - 1, 0.0)
@@ -241,7 +243,8 @@ class ChainRunner:
             if paths:
                 save_model(paths[0], model, {"steps": [[s.stage, dict(s.params)]
                                                        for s in steps[: j + 1]]})
-                atomic.write_json(paths[1], {"record": rec})
+                atomic.write_json(paths[1], {"record": rec, "steps": [dict(s.params)
+                                                                     for s in steps[: j + 1]]})
         self._apply_policies(model, steps)
         result.model = model
         return result

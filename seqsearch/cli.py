@@ -226,7 +226,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     chains = tune_chains(study, out, args.chain)
     opts = tune_options(study, chains, trials=args.n_trials, budget=args.budget,
                         multi_objective=args.multi_objective,
-                        pruner=False if args.no_pruner else None)
+                        pruner=False if args.no_pruner else None, out_dir=out)
     if args.workers < 1:
         raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
     if args.workers > 1:
@@ -236,7 +236,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         get_baseline(study, out_dir=out)  # once, before the workers start
         st = create_study(open_storage(args.storage, out), opts.study_name(study.name), opts)
         reap(st)
-        queue_slots(st, opts.trials)  # queued once here, so workers never race to queue
+        queue_slots(st, opts.trials, opts.initial)  # queued once here: workers never race
         _spawn_workers(args, args.workers)
         summary = finish_tune(study, out, opts, storage=args.storage)
     else:

@@ -174,3 +174,17 @@ def test_trainable_flags_survive_stages(stage_setup):
     for (_, a), (_, b) in zip(model.state_dict().items(), before.state_dict().items(),
                               strict=True):
         assert torch.equal(a, b)  # the baseline handed to the runner is never changed
+
+
+def test_cached_records_follow_an_earlier_stages_policy(stage_setup, tmp_path):
+    """A later stage's cached record must be re-measured when E's τ before it changed."""
+    model, data, ctx, ref = stage_setup
+    runner = ChainRunner(model, data, ctx, ref, tmp_path, "k")
+    steps = [("early_exit", {"exits": 1, "threshold": 1.01}), ("quantize", {})]
+    first = runner.run(plan(steps))
+    steps[0] = ("early_exit", {"exits": 1, "threshold": 0.0})
+    again = runner.run(plan(steps))
+    assert again.trained == 0
+    fresh = ChainRunner(model, data, ctx, ref, None, "k").run(plan(steps))
+    assert again.records[-1]["bitops"] == fresh.records[-1]["bitops"]
+    assert again.records[-1]["bitops"] < first.records[-1]["bitops"]

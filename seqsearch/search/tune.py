@@ -53,6 +53,7 @@ class TuneOptions:
     startup_trials: int = 5
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
     fixed: tuple[tuple[str, Any], ...] = ()
+    initial: tuple[dict[str, Any], ...] = ()  # params of the first slots (probe samples)
 
     def study_name(self, name: str) -> str:
         mode = "-mo" if self.multi_objective else ""
@@ -210,8 +211,29 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
     return study
 
 
-def queue_slots(study: optuna.Study, n: int) -> None:
-    """Queue every slot 0..n-1 that has no live or finished trial (reaped ones go again)."""
+def warm_start(chains: Sequence[str], samples: dict[str, list[dict[str, Any]]],
+               fixed: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The probe's paired samples as the first trials of each candidate chain: their stage
+    prefixes are already in the prefix cache, so these trials cost little training."""
+    space = search_space(chains, fixed)
+    k = min((len(v) for v in samples.values()), default=0)
+    out = []
+    for i in range(k):
+        for chain in chains:
+            params: dict[str, Any] = {} if len(chains) == 1 else {"chain": chain}
+            for letter in chain:
+                info = get_stage(letter).info
+                for short, value in samples.get(info.letter, [{}] * k)[i].items():
+                    key = info.prefixed(short)
+                    if key in space:
+                        params[key] = value
+            out.append(params)
+    return tuple(out)
+
+
+def queue_slots(study: optuna.Study, n: int, initial: Sequence[dict[str, Any]] = ()) -> None:
+    """Queue every slot 0..n-1 that has no live or finished trial (reaped ones go again);
+    the first slots carry `initial` params."""
     taken = set()
     for t in study.get_trials(deepcopy=False):
         slot = t.user_attrs.get("slot")
@@ -222,7 +244,8 @@ def queue_slots(study: optuna.Study, n: int) -> None:
         taken.add(slot)
     for slot in range(n):
         if slot not in taken:
-            study.enqueue_trial({}, user_attrs={"slot": slot})
+            params = dict(initial[slot]) if slot < len(initial) else {}
+            study.enqueue_trial(params, user_attrs={"slot": slot})
 
 
 def work(study: optuna.Study, objective: Objective, *, label: str = "tune") -> dict[str, int]:

@@ -120,9 +120,11 @@ def tune_chains(study: StudyConfig, out_dir: Path, chain: str | None) -> tuple[s
 
 
 def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | None,
-                 budget: float | None, multi_objective: bool, pruner: bool | None
-                 ) -> Any:
-    from seqsearch.search.tune import TuneOptions
+                 budget: float | None, multi_objective: bool, pruner: bool | None,
+                 out_dir: Path | None = None) -> Any:
+    """Tuning options from the study and the command line; with `out_dir`, the probe's samples
+    (samples.json) become the first trials."""
+    from seqsearch.search.tune import TuneOptions, warm_start
 
     t = study.tune
     fixed = {**study.probe.fixed, **t.fixed}
@@ -132,7 +134,14 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
     n = t.trials if trials is None else trials
     if n < 1:
         raise SeqsearchError(f"--n-trials {n}: must be at least 1")
+    samples_path = out_dir / "samples.json" if out_dir is not None else None
+    initial: tuple[dict[str, Any], ...] = ()
+    if samples_path is not None and samples_path.is_file():
+        import json
+
+        initial = warm_start(chains, json.loads(samples_path.read_text()), fixed)
     return TuneOptions(chains=chains, trials=n, budget=b, multi_objective=multi_objective,
+                       initial=initial,
                        pruner=t.pruner if pruner is None else pruner,
                        prune_slack=t.prune_slack, seed=study.seed,
                        startup_trials=t.startup_trials, thresholds=tuple(study.probe.thresholds),
@@ -148,7 +157,7 @@ def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | Non
     runner = runner_for(study, base, out_dir / "cache")
     st = create_study(open_storage(storage, out_dir), opts.study_name(study.name), opts, worker)
     reap(st)
-    queue_slots(st, opts.trials)
+    queue_slots(st, opts.trials, opts.initial)
     did = work(st, Objective(runner, opts), label=f"tune w{worker}")
     summary: dict[str, Any] = {"worker": worker, **did}
     if finalize:
@@ -271,7 +280,7 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) ->
     result["order"] = step("order", 3, lambda: run_order(study, out_dir))
     chains = tune_chains(study, out_dir, None)
     opts = tune_options(study, chains, trials=None, budget=None, multi_objective=False,
-                        pruner=None)
+                        pruner=None, out_dir=out_dir)
     result["tune"] = step("tune", 4, lambda: run_tune(study, out_dir, opts, storage=storage))
     result["export"] = step("export", 5, lambda: export_best(out_dir))
     result["report"] = step("report", 6, lambda: build_report(study, out_dir))
