@@ -164,3 +164,20 @@ def test_sigkilled_probe_resumes_with_same_order(tmp_path):
     b = json.loads((killed / "order.json").read_text())
     assert a == b
     assert len(list((killed / "units").glob("*.json"))) == 12  # 6 singles + 6 pair chains
+
+
+def test_insertion_and_repetition_checks_on_planted_data(tmp_path):
+    from seqsearch.search.order import check_insertions, check_repeats
+    from seqsearch.search.probe import insert_units, repeat_units
+
+    planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
+    prober = probe_synthetic(tmp_path, planted, k=4)
+    prober.run(insert_units(["DP", "PQ"], "DPQE", 4, [0]))
+    prober.run(repeat_units("DPQE", 4, [0]))
+    table = prober.table()
+    ins = check_insertions(table, ["DP", "PQ"], "DPQE", CRIT)
+    assert {(r["pair"], r["inserted"]) for r in ins} == {
+        ("DP", "Q"), ("DP", "E"), ("PQ", "D"), ("PQ", "E")}
+    assert all(r["holds"] for r in ins)  # the planted precedence survives an insertion
+    reps = check_repeats(table, CRIT)
+    assert {r["stage"] for r in reps} == {"D", "P", "Q"}

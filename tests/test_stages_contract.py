@@ -57,3 +57,35 @@ def test_apply_contract(name, stage_setup, tmp_path):
     for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b],
                     strict=True):
         assert torch.equal(u, v)
+
+
+@pytest.mark.parametrize("params", [
+    {"importance": "taylor"}, {"importance": "bn_scale"}, {"global_pruning": True},
+])
+def test_prune_importances(params, stage_setup):
+    model, data, ctx, _ = stage_setup
+    stage = get_stage("prune")
+    out = stage.apply(copy.deepcopy(model), ctx, resolve_params(stage.info, params))
+    assert sum(p.numel() for p in out.parameters()) < sum(p.numel() for p in model.parameters())
+    assert out(data.val.x[:4]).shape == (4, 10)
+
+
+def test_distill_crd_option(stage_setup):
+    model, data, ctx, _ = stage_setup
+    stage = get_stage("distill")
+    out = stage.apply(copy.deepcopy(model), ctx,
+                      resolve_params(stage.info, {"method": "crd", "width": 0.5}))
+    assert out(data.val.x[:4]).shape == (4, 10)
+    assert not any(h for m in out.modules() for h in m._forward_pre_hooks.values())
+
+
+def test_entropy_criterion_orders_like_max_softmax():
+    from seqsearch.models.multi_exit import confidence, exit_decisions
+
+    sure = torch.tensor([[8.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    for crit in ("max_softmax", "entropy"):
+        c = confidence(sure, crit)
+        assert c[0] > c[1] and float(c.min()) >= 0.0 and float(c.max()) <= 1.0
+    final = torch.tensor([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0]])
+    taken, preds = exit_decisions([sure, final], 0.9, "entropy")
+    assert taken.tolist() == [0, 1] and preds.tolist() == [0, 1]
