@@ -141,10 +141,32 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
     return study, Path(args.out) if args.out else study.output_dir()
 
 
+def _print_plan(study: Any, as_json: bool) -> int:
+    from seqsearch.search.plan import dry_run
+
+    plan = dry_run(study)
+    if as_json:
+        print(json.dumps(plan))
+        return 0
+    print(f"plan for {plan['study']}: {plan['model']} on {plan['data']} "
+          f"(input {','.join(map(str, plan['input']))}, {plan['classes']} classes, "
+          f"{plan['train_images']:,} training images), stages {plan['stages']}")
+    print(f"baseline: {plan['epochs']['baseline']} epochs, {plan['baseline_macs']:,} MACs")
+    print(f"probe: {plan['probe_runs']} runs, {plan['probe_stage_trainings']} stage trainings "
+          f"({plan['probe_stage_trainings_without_cache']} without the prefix cache), "
+          f"{plan['epochs']['probe']} epochs")
+    print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']} "
+          f"stage trainings, {plan['epochs']['tune_at_most']} epochs")
+    print(f"estimated compute: {plan['estimated_tflops']:,.1f} TFLOPs (upper bound)")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from seqsearch.search.workflow import run_probe
 
     study, out = _study_and_dir(args)
+    if args.dry_run:
+        return _print_plan(study, args.json)
     summary = run_probe(study, out, storage=args.storage, insert=args.insert,
                         repeat=args.repeat)
     t = summary["totals"]
@@ -279,6 +301,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from seqsearch.search.workflow import run_all
 
     study, out = _study_and_dir(args)
+    if args.dry_run:
+        return _print_plan(study, args.json)
     res = run_all(study, out, storage=args.storage)
     order = res["order"]
     best = res["tune"].get("best")
@@ -338,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a journal file path (default: a journal in the study folder)")
     p.add_argument("--insert", action="store_true", help="also run the insertion check (§4)")
     p.add_argument("--repeat", action="store_true", help="also run the repetition check (§6)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
+                   "nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_probe)
 
@@ -370,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.add_argument("--storage", help="Optuna storage URL or journal path (default: a journal "
                    "in the study folder)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
+                   "nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="rebuild tables, figures and summary from stored results")

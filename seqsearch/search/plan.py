@@ -1,0 +1,79 @@
+"""`--dry-run`: what a study will run and roughly what it costs, without data or training.
+
+Counts come from the probe design (n stages, K samples, S seeds: n·K·S first-stage and
+n(n−1)·K·S second-stage trainings with the prefix cache) and the tuning budget (at most
+trials × chain length stage trainings). The compute estimate is 6 × MACs × training samples ×
+epochs per training (2 FLOPs per MAC, forward + backward ≈ 3 forward passes), for the
+baseline model: an upper bound, since compressed models are smaller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from seqsearch.config import StudyConfig
+from seqsearch.metrics import count_macs
+from seqsearch.models import create_model
+
+# channels, side, classes, training images (official train split) of the known datasets
+KNOWN = {
+    "digits": (1, 8, 10, 1797),
+    "mnist5k": (1, 28, 10, 5000),
+    "mnist": (1, 28, 10, 60000),
+    "fashionmnist": (1, 28, 10, 60000),
+    "cifar10": (3, 32, 10, 50000),
+    "cifar100": (3, 32, 100, 50000),
+    "svhn": (3, 32, 10, 73257),
+    "imagefolder": (3, 32, 10, 90000),  # CINIC-10 sizes unless the folder says otherwise
+}
+
+
+def _imagefolder_size(root: str | None) -> int | None:
+    if root is None or not (Path(root) / "train").is_dir():
+        return None
+    return sum(1 for p in (Path(root) / "train").rglob("*") if p.is_file())
+
+
+def dry_run(study: StudyConfig) -> dict[str, Any]:
+    from seqsearch.stages import get_stage
+
+    d = study.data
+    c, side, classes, n_images = KNOWN[d.name]
+    if d.name == "imagefolder":
+        n_images = _imagefolder_size(d.root) or n_images
+    side = d.image_size or side
+    used = min(n_images, d.limit) if d.limit else n_images
+    # digits and mnist5k have no official test split: test_fraction of them is held out
+    held_out = d.test_fraction if d.name in ("digits", "mnist5k") else 0.0
+    train_images = int(used * (1 - d.val_fraction) * (1 - held_out))
+    model = create_model(study.model.name, in_channels=c, num_classes=classes,
+                         kwargs=study.model.kwargs)
+    macs = count_macs(model, (c, side, side))
+    letters = [get_stage(s).info.letter for s in study.stages]
+    n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)
+    t = study.train
+    student = t.epochs if t.student_epochs is None else t.student_epochs
+
+    def epochs_of(letter: str) -> int:
+        return student if letter == "D" else t.stage_epochs
+
+    first = n * k * s
+    second = n * (n - 1) * k * s
+    probe_epochs = k * s * (sum(epochs_of(a) for a in letters)
+                            + sum(epochs_of(b) for a in letters for b in letters if a != b))
+    tune_trainings = study.tune.trials * n
+    tune_epochs = study.tune.trials * sum(epochs_of(a) for a in letters)
+    total_epochs = t.epochs + probe_epochs + tune_epochs
+    flops = 6.0 * macs * train_images * total_epochs
+    return {
+        "study": study.name, "model": study.model.name, "data": d.name,
+        "input": [c, side, side], "classes": classes, "train_images": train_images,
+        "baseline_macs": macs, "stages": "".join(letters),
+        "probe_runs": first + n * (n - 1) * k * s,
+        "probe_stage_trainings": first + second,
+        "probe_stage_trainings_without_cache": 2 * n * (n - 1) * k * s + first,
+        "tune_trials": study.tune.trials, "tune_stage_trainings_at_most": tune_trainings,
+        "epochs": {"baseline": t.epochs, "probe": probe_epochs, "tune_at_most": tune_epochs},
+        "estimated_tflops": flops / 1e12,
+    }

@@ -1,0 +1,48 @@
+"""Every shipped study file loads, and a shrunken copy of each dry-runs to the planned counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from seqsearch.config import load_study, quickstart_path
+
+STUDIES = sorted(quickstart_path().parent.rglob("*.yaml"))
+
+
+def test_paper_scale_studies_are_shipped():
+    names = {p.stem for p in STUDIES}
+    assert {"resnet34-cifar10", "vgg19-cifar10", "mobilenetv2-cifar10", "resnet34-cifar100",
+            "resnet34-svhn", "resnet34-cinic10"} <= names
+    for p in STUDIES:
+        if p.parent.name == "paper":
+            study = load_study(p)
+            assert study.train.epochs == study.train.stage_epochs == 200
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_study_dry_runs_shrunk(path, tmp_path):
+    doc = yaml.safe_load(path.read_text())
+    doc["train"].update(epochs=1, stage_epochs=1, student_epochs=1)
+    doc["probe"] = {**doc.get("probe", {}), "samples": 2, "seeds": [0, 1]}
+    doc["tune"] = {**doc.get("tune", {}), "trials": 3}
+    doc["data"]["limit"] = 1000
+    shrunk = tmp_path / path.name
+    shrunk.write_text(yaml.safe_dump(doc))
+    load_study(shrunk)
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", "run", str(shrunk), "--dry-run",
+                           "--json"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    n, k, s = len(doc["stages"]), 2, 2
+    assert plan["probe_stage_trainings"] == n * k * s + n * (n - 1) * k * s
+    assert plan["probe_stage_trainings_without_cache"] == n * k * s + 2 * n * (n - 1) * k * s
+    assert plan["tune_stage_trainings_at_most"] == 3 * n
+    assert plan["baseline_macs"] > 0 and plan["estimated_tflops"] > 0
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
