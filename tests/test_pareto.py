@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from seqsearch.search.pareto import best_within, dominated_share, hypervolume, pareto_front
+from seqsearch.search.pareto import best_within, hypervolume, pareto_front
 
 
 def test_front_drops_dominated_points():
@@ -33,10 +33,3 @@ def test_best_within_budget():
     assert best_within(pts, 0.98) == pytest.approx(math.log(10))
     assert best_within(pts, 0.96) == pytest.approx(math.log(100))
     assert best_within(pts, 0.995) is None
-
-
-def test_dominated_share():
-    a = [(0.9, 1.0), (0.8, 2.0)]
-    b = [(0.95, 2.5)]
-    assert dominated_share(a, b) == 1.0
-    assert dominated_share(b, a) == 0.0

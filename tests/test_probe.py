@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from helpers import run_cli
 
 from seqsearch.search.order import Criteria, decide
 from seqsearch.search.probe import Prober, UnitResult, make_samples, pair_units
@@ -111,25 +112,18 @@ probe: {{samples: {k}, seeds: [0], bootstrap: 20}}
 """
 
 
-def _cli(*args, check=True):
-    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
-                          text=True, env=env)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_real_probe_counts_cache_savings(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(TINY_STUDY.format(stages="prune, quantize, early_exit", k=2))
-    out = json.loads(_cli("probe", str(study), "--out", str(tmp_path / "o"), "--json").stdout)
+    out = json.loads(run_cli("probe", str(study), "--out", str(tmp_path / "o"), "--json").stdout)
     n, k = 3, 2
     t = out["totals"]
     assert t["stage_trainings"] == n * k + n * (n - 1) * k  # first stages + second stages
     assert t["saved_by_cache"] == n * (n - 1) * k
     assert t["pair_stages_without_cache"] == 2 * n * (n - 1) * k
-    order = json.loads(_cli("order", str(study), "--out", str(tmp_path / "o"), "--json").stdout)
+    order = json.loads(run_cli("order", str(study), "--out", str(tmp_path / "o"), "--json").stdout)
     assert {p["pair"] for p in order["pairs"]} == {"PQ", "PE", "QE"}
     assert order["orders"]
     assert (tmp_path / "o" / "order.json").is_file()
@@ -145,8 +139,8 @@ def test_real_probe_counts_cache_savings(tmp_path):
 def test_sigkilled_probe_resumes_with_same_order(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(TINY_STUDY.format(stages="prune, quantize", k=3))
-    _cli("probe", str(study), "--out", str(tmp_path / "clean"))
-    _cli("order", str(study), "--out", str(tmp_path / "clean"))
+    run_cli("probe", str(study), "--out", str(tmp_path / "clean"))
+    run_cli("order", str(study), "--out", str(tmp_path / "clean"))
     killed = tmp_path / "killed"
     env = {**os.environ, "SEQSEARCH_QUIET": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "seqsearch", "probe", str(study), "--out",
@@ -158,8 +152,8 @@ def test_sigkilled_probe_resumes_with_same_order(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(list((killed / "units").glob("*.json"))) < 12  # it really was cut short
-    _cli("probe", str(study), "--out", str(killed))
-    _cli("order", str(study), "--out", str(killed))
+    run_cli("probe", str(study), "--out", str(killed))
+    run_cli("order", str(study), "--out", str(killed))
     a = json.loads((tmp_path / "clean" / "order.json").read_text())
     b = json.loads((killed / "order.json").read_text())
     assert a == b

@@ -7,12 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pandas as pd
 import pytest
 import yaml
+from helpers import run_cli
 
 from seqsearch.report.tables import budget_table, pareto_points
 
@@ -30,12 +30,6 @@ tune: {trials: 4, budget: 10.0, startup_trials: 2, prune_slack: 50.0}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _cli(*args):
-    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
-                          text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def finished(tmp_path_factory):
     study = root / "study.yaml"
     study.write_text(STUDY)
     out = root / "out"
-    _cli("run", str(study), "--out", str(out))
+    run_cli("run", str(study), "--out", str(out))
     return study, out
 
 
@@ -74,7 +68,7 @@ def test_exported_chain_is_reproduced_by_apply(finished, tmp_path):
     doc["output"] = str(tmp_path / "fresh")  # rebuild from scratch: new baseline, no cache
     chain = tmp_path / "chain.yaml"
     chain.write_text(yaml.safe_dump(doc))
-    res = json.loads(_cli("apply", str(chain), "--json").stdout)
+    res = json.loads(run_cli("apply", str(chain), "--json").stdout)
     assert res["stage_trainings"] == len(doc["stages"])  # really retrained
     for key in ("accuracy", "bitops_cr", "cr"):
         assert res["final"][key] == pytest.approx(doc["metrics"][key], rel=1e-9, abs=1e-12)
@@ -85,7 +79,7 @@ def test_report_regenerates_without_training(finished, tmp_path):
     before = sorted(p.name for p in (out / "cache").iterdir())
     pairs = (out / "tables" / "pairs.csv").read_text()
     (out / "summary.md").unlink()
-    _cli("report", str(study), "--out", str(out))
+    run_cli("report", str(study), "--out", str(out))
     assert (out / "summary.md").is_file()
     assert sorted(p.name for p in (out / "cache").iterdir()) == before
     assert (out / "tables" / "pairs.csv").read_text() == pairs

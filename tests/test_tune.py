@@ -12,6 +12,7 @@ import uuid
 import optuna
 import pytest
 import torch
+from helpers import run_cli
 from optuna.distributions import FloatDistribution
 from optuna.trial import FixedTrial, TrialState
 
@@ -98,12 +99,6 @@ def _study(tmp_path, name="tiny"):
     return path
 
 
-def _cli(*args):
-    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
-    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
-                          text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def _slots(study_name, storage):
@@ -124,7 +119,7 @@ def _check_exactly(st, trials, n):
 def test_two_workers_on_one_journal_complete_exactly_n(tmp_path):
     study = _study(tmp_path)
     out = tmp_path / "o"
-    res = json.loads(_cli("tune", str(study), "--out", str(out), "--chain", "PQ",
+    res = json.loads(run_cli("tune", str(study), "--out", str(out), "--chain", "PQ",
                           "--workers", "2", "--json").stdout)
     assert res["trials"] == 6 and res["running"] == 0
     st, trials = _slots("tiny-tune-b5", open_storage(None, out))
@@ -141,7 +136,7 @@ def test_two_workers_on_postgresql_complete_exactly_n(tmp_path):
     url = os.environ["SEQSEARCH_TEST_POSTGRES"]
     name = f"pg{uuid.uuid4().hex[:8]}"
     study = _study(tmp_path, name)
-    res = json.loads(_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "PQ",
+    res = json.loads(run_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "PQ",
                           "--workers", "2", "--storage", url, "--json").stdout)
     assert res["trials"] == 6
     st, trials = _slots(f"{name}-tune-b5", url)
@@ -153,7 +148,7 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path):
     study = _study(tmp_path)
     out = tmp_path / "o"
     env = {**os.environ, "SEQSEARCH_QUIET": "1"}
-    _cli("baseline", str(study), "--out", str(out))
+    run_cli("baseline", str(study), "--out", str(out))
     proc = subprocess.Popen([sys.executable, "-m", "seqsearch", "tune", str(study), "--out",
                              str(out), "--chain", "PQ"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -175,7 +170,7 @@ def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert before, "the worker did not get far enough to be killed mid-trial"
-    _cli("tune", str(study), "--out", str(out), "--chain", "PQ")
+    run_cli("tune", str(study), "--out", str(out), "--chain", "PQ")
     st, trials = _slots("tiny-tune-b5", open_storage(None, out))
     _check_exactly(st, trials, 6)
     after = {t.number: t.value for t in st.get_trials(deepcopy=False)}
@@ -219,6 +214,6 @@ def test_nan_trial_fails_alone_and_study_completes(tmp_path):
 
 def test_multi_objective_reports_pareto_set(tmp_path):
     study = _study(tmp_path)
-    res = json.loads(_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "QP",
+    res = json.loads(run_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "QP",
                           "--n-trials", "4", "--multi-objective", "--json").stdout)
     assert res["pareto"] and all("val_accuracy" in p for p in res["pareto"])

@@ -59,10 +59,6 @@ class MultiExit(nn.Module):
         return [head(feats[p]) for p, head in zip(self.points, self.heads, strict=True)] + [final]
 
 
-def find_multi_exit(model: nn.Module) -> MultiExit | None:
-    return model if isinstance(model, MultiExit) else None
-
-
 def confidence(logits: torch.Tensor, criterion: str) -> torch.Tensor:
     """Per-sample confidence in [0, 1] under a criterion (higher = surer)."""
     probs = F.softmax(logits.float(), dim=1)

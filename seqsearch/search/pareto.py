@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 Point = tuple[float, float]
 
@@ -36,12 +36,3 @@ def best_within(points: Iterable[Point], min_accuracy: float) -> float | None:
     """Highest second coordinate among points whose accuracy is at least `min_accuracy`."""
     ys = [y for x, y in points if x >= min_accuracy - 1e-12]
     return max(ys) if ys else None
-
-
-def dominated_share(a: Sequence[Point], b: Sequence[Point]) -> float:
-    """Share of front `a`'s points that some point of `b` weakly dominates."""
-    fa, fb = pareto_front(a), pareto_front(b)
-    if not fa:
-        return 1.0
-    hit = sum(any(bx >= ax and by >= ay for bx, by in fb) for ax, ay in fa)
-    return hit / len(fa)

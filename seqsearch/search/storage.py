@@ -13,7 +13,6 @@ import os
 import socket
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
@@ -81,7 +80,3 @@ def reap_dead_trials(study: optuna.Study) -> int:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             n += 1
     return n
-
-
-def user_attr(t: FrozenTrial, key: str, default: Any = None) -> Any:
-    return t.user_attrs.get(key, default)

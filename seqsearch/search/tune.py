@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -318,7 +317,3 @@ def slot_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 def reap(study: optuna.Study) -> int:
     return reap_dead_trials(study)
-
-
-def study_path(out_dir: Path) -> Path:
-    return out_dir / "tune"

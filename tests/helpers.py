@@ -1,0 +1,16 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m seqsearch ARGS` quietly in a subprocess; it must succeed."""
+    env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc
