@@ -168,7 +168,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _print_plan(study, args.json)
     summary = run_probe(study, out, storage=args.storage, insert=args.insert,
-                        repeat=args.repeat)
+                        repeat=args.repeat, brute=args.brute_force)
     t = summary["totals"]
     if args.json:
         print(json.dumps(summary))
@@ -184,6 +184,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     for r in summary.get("repeats", []):
         verdict = "helps" if r["repeat_helps"] else ("tie" if r["tie"] else "does not help")
         print(f"repeat {r['stage']}{r['stage']}: {verdict} (margin {r['margin']:+.3f})")
+    brute = summary.get("brute_force")
+    if brute:
+        top = ", ".join(f"{r['order']} ({r['hypervolume']:.3f})" for r in brute["ranking"][:5])
+        print(f"brute force over {len(brute['ranking'])} orders, best by hypervolume: {top}")
+        print(f"pairwise method proposes {' '.join(brute['pairwise_orders'])}: "
+              f"{'matches' if brute['pairwise_matches'] else 'does not match'} the best order")
     print(f"next: seqsearch order {args.study or ''}".rstrip())
     return 0
 
@@ -362,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a journal file path (default: a journal in the study folder)")
     p.add_argument("--insert", action="store_true", help="also run the insertion check (§4)")
     p.add_argument("--repeat", action="store_true", help="also run the repetition check (§6)")
+    p.add_argument("--brute-force", action="store_true", help="also run every full order of "
+                   "the stages over the same samples (the ground truth)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object")

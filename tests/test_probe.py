@@ -175,3 +175,17 @@ def test_insertion_and_repetition_checks_on_planted_data(tmp_path):
     assert all(r["holds"] for r in ins)  # the planted precedence survives an insertion
     reps = check_repeats(table, CRIT)
     assert {r["stage"] for r in reps} == {"D", "P", "Q"}
+
+
+def test_brute_force_ranks_the_planted_order_first(tmp_path):
+    from seqsearch.search.order import rank_orders
+    from seqsearch.search.probe import brute_units
+
+    planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
+    prober = probe_synthetic(tmp_path, planted, k=3)
+    units = brute_units("DPQE", 3, [0])
+    assert len(units) == 24 * 3
+    prober.run(units)
+    ranking = rank_orders(prober.table(), CRIT)
+    assert len(ranking) == 24
+    assert ranking[0]["order"] == "DPQE" and ranking[-1]["order"] == "EQPD"

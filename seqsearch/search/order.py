@@ -208,3 +208,20 @@ def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
                     "tie": v["tie"], "margin": v["margin"], "confidence": v["confidence"],
                     "hypervolume": v["hypervolume"]})
     return out
+
+
+def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> list[dict[str, Any]]:
+    """Every full order of a brute-force sweep, best first by validation hypervolume, with its
+    best test BitOpsCR (chosen on validation) at each budget."""
+    rows = table[table["kind"] == kind]
+    out = []
+    for order, group in rows.groupby("order"):
+        pts = _points(group)
+        budgets = {}
+        for b in crit.budgets:
+            ok = group[100 * (crit.baseline_accuracy - group["val_accuracy"]) <= b + 1e-9]
+            budgets[f"{b:g}"] = (None if ok.empty else
+                                 float(ok.loc[ok["val_bitops_cr"].idxmax()]["bitops_cr"]))
+        out.append({"order": order, "hypervolume": hypervolume(pts, crit.reference),
+                    "points": len(pts), "test_bitops_cr_at": budgets})
+    return sorted(out, key=lambda r: -r["hypervolume"])

@@ -30,7 +30,7 @@ from seqsearch.search.storage import claim, reap_dead_trials
 from seqsearch.stages import get_stage
 from seqsearch.train import DivergedError
 
-KINDS = ("single", "pair", "insert", "repeat", "stronger")
+KINDS = ("single", "pair", "insert", "repeat", "stronger", "brute")
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,13 @@ def insert_units(winners: Sequence[str], letters: Sequence[str], k: int,
                     units += [Unit(a + c + b, s, seed, "insert"),
                               Unit(b + c + a, s, seed, "insert")]
     return units
+
+
+def brute_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Unit]:
+    """Every full order of the stages over the same samples: the ground truth the pairwise
+    method is judged against (n! chains; the prefix cache shares their common prefixes)."""
+    return [Unit("".join(p), s, seed, "brute") for seed in seeds for s in range(k)
+            for p in itertools.permutations(letters)]
 
 
 def repeat_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Unit]:

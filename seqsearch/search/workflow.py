@@ -9,10 +9,17 @@ from seqsearch import atomic
 from seqsearch.baseline import Baseline, get_baseline
 from seqsearch.config import StudyConfig
 from seqsearch.errors import SeqsearchError
-from seqsearch.search.order import Criteria, check_insertions, check_repeats, decide
+from seqsearch.search.order import (
+    Criteria,
+    check_insertions,
+    check_repeats,
+    decide,
+    rank_orders,
+)
 from seqsearch.search.probe import (
     ChainExecutor,
     Prober,
+    brute_units,
     insert_units,
     make_samples,
     pair_units,
@@ -57,7 +64,8 @@ def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
 
 
 def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
-              insert: bool = False, repeat: bool = False) -> dict[str, Any]:
+              insert: bool = False, repeat: bool = False, brute: bool = False
+              ) -> dict[str, Any]:
     letters = study_letters(study)
     check_fixed(study)
     if len(letters) < 2:
@@ -78,6 +86,16 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
         prober.run(repeat_units(letters, k, seeds))
         summary["repeats"] = check_repeats(prober.table(), crit)
         atomic.write_json(out_dir / "repeat.json", summary["repeats"])
+    if brute:
+        prober.run(brute_units(letters, k, seeds))
+        ranking = rank_orders(prober.table(), crit)
+        pairwise = decide(prober.table(), letters, crit)["orders"]
+        summary["brute_force"] = {"ranking": ranking,
+                                  "best": ranking[0]["order"] if ranking else None,
+                                  "pairwise_orders": pairwise,
+                                  "pairwise_matches": bool(ranking)
+                                  and ranking[0]["order"] in pairwise}
+        atomic.write_json(out_dir / "brute.json", summary["brute_force"])
     summary["totals"] = prober.totals()
     atomic.write_json(out_dir / "probe.json", summary)
     return summary
