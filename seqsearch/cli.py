@@ -258,12 +258,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
     if args.workers > 1:
-        from seqsearch.search.storage import open_storage
-        from seqsearch.search.tune import create_study, queue_slots, reap
+        from seqsearch.search.storage import open_storage, reap_dead_trials
+        from seqsearch.search.tune import create_study, queue_slots
 
         get_baseline(study, out_dir=out)  # once, before the workers start
         st = create_study(open_storage(args.storage, out), opts.study_name(study.name), opts)
-        reap(st)
+        reap_dead_trials(st)
         queue_slots(st, opts.trials, opts.initial)  # queued once here: workers never race
         _spawn_workers(args, args.workers)
         summary = finish_tune(study, out, opts, storage=args.storage)

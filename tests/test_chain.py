@@ -167,7 +167,7 @@ def test_apply_bad_input_one_line_nothing_written(tmp_path, stages, fragment):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # nothing written
 
 
-def test_trainable_flags_survive_stages(stage_setup):
+def test_runner_never_changes_the_baseline(stage_setup):
     model, data, ctx, ref = stage_setup
     before = copy.deepcopy(model)
     ChainRunner(model, data, ctx, ref, None, "k").run(plan([("distill", {})]))

@@ -67,9 +67,9 @@ def test_tau_is_chosen_on_validation_within_budget(stage_setup):
 
 def test_choose_tau():
     rows = [(0.5, 0.90, 10.0), (0.9, 0.97, 50.0), (1.01, 0.98, 100.0)]
-    assert choose_tau(rows, 0.98, 1.0, 100.0)[0] == 0.9
-    assert choose_tau(rows, 0.98, 10.0, 100.0)[0] == 0.5
-    assert choose_tau(rows, 0.99, 0.1, 100.0)[0] == 1.01  # none feasible: most accurate
+    assert choose_tau(rows, 0.98, 1.0)[0] == 0.9
+    assert choose_tau(rows, 0.98, 10.0)[0] == 0.5
+    assert choose_tau(rows, 0.99, 0.1)[0] == 1.01  # none feasible: most accurate
 
 
 def test_budget_pruner():
@@ -141,7 +141,6 @@ def test_two_workers_on_postgresql_complete_exactly_n(tmp_path):
     assert res["trials"] == 6
     st, trials = _slots(f"{name}-tune-b5", url)
     _check_exactly(st, trials, 6)
-    assert len({t.user_attrs.get("pid") for t in trials}) >= 1
 
 
 def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(tmp_path):

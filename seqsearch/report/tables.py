@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from seqsearch.search.order import pick_within_budget
 from seqsearch.search.pareto import pareto_front
 
 BUDGETS = (0.2, 0.6, 1.0, 2.0)
@@ -60,12 +61,11 @@ def budget_table(runs: pd.DataFrame, base_val: float, base_test: float,
     for (kind, order), group in allrows.groupby(["kind", "order"], sort=False):
         row: dict[str, Any] = {"order": order, "kind": kind, "points": len(group)}
         for b in budgets:
-            ok = group[100 * (base_val - group["val_accuracy"]) <= b + 1e-9]
-            if ok.empty:
+            pick = pick_within_budget(group, base_val, b)
+            if pick is None:
                 row[f"bitops_cr@{b:g}"] = None
                 row[f"test_drop@{b:g}"] = None
                 continue
-            pick = ok.loc[ok["val_bitops_cr"].idxmax()]
             row[f"bitops_cr@{b:g}"] = float(pick["bitops_cr"])
             row[f"test_drop@{b:g}"] = 100 * (base_test - float(pick["test_accuracy"]))
         out.append(row)

@@ -14,7 +14,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,6 @@ from seqsearch.search.sampling import stage_samples
 from seqsearch.search.storage import claim, reap_dead_trials
 from seqsearch.stages import get_stage
 from seqsearch.train import DivergedError
-
-KINDS = ("single", "pair", "insert", "repeat", "stronger", "brute")
 
 
 @dataclass(frozen=True)
@@ -58,14 +56,6 @@ class UnitResult:
 
 Executor = Callable[[list[tuple[str, dict[str, Any]]], int], UnitResult]
 """(steps as (stage name, params), seed) -> rows of evaluated points."""
-
-
-@dataclass
-class ProbePlan:
-    letters: list[str]
-    samples: dict[str, list[dict[str, Any]]]
-    seeds: list[int]
-    units: list[Unit] = field(default_factory=list)
 
 
 def make_samples(stage_names: Sequence[str], k: int, seed: int,

@@ -35,7 +35,7 @@ from seqsearch.chain import ChainRunner, plan, threshold_sweep
 from seqsearch.errors import SeqsearchError
 from seqsearch.models.multi_exit import MultiExit
 from seqsearch.progress import note
-from seqsearch.search.storage import claim, reap_dead_trials
+from seqsearch.search.storage import claim
 from seqsearch.stages import get_stage
 from seqsearch.train import DivergedError
 
@@ -91,8 +91,8 @@ def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str,
     raise TypeError(type(dist).__name__)
 
 
-def choose_tau(rows: Sequence[tuple[float, float, float]], base_acc: float, budget: float,
-               ref_bitops: float) -> tuple[float, float, float]:
+def choose_tau(rows: Sequence[tuple[float, float, float]], base_acc: float, budget: float
+               ) -> tuple[float, float, float]:
     """(τ, accuracy, BitOps) on validation: most compressing within budget, else most accurate."""
     feasible = [r for r in rows if 100 * (base_acc - r[1]) <= budget + 1e-9]
     if feasible:
@@ -168,7 +168,7 @@ class Objective:
                                  "steps": [[s.stage, dict(s.params)] for s in steps]}
         if isinstance(model, MultiExit):
             val = threshold_sweep(model, data.val, data.input_shape, self.opts.thresholds)
-            tau, val_acc, val_bitops = choose_tau(val, base_acc, self.opts.budget, ref.bitops)
+            tau, val_acc, val_bitops = choose_tau(val, base_acc, self.opts.budget)
             (_, test_acc, test_bitops), = threshold_sweep(model, data.test, data.input_shape,
                                                            [tau])
             attrs["tau"] = tau
@@ -314,6 +314,3 @@ def slot_trials(study: optuna.Study) -> list[FrozenTrial]:
         out[slot] = t
     return [out[s] for s in sorted(out)]
 
-
-def reap(study: optuna.Study) -> int:
-    return reap_dead_trials(study)

@@ -25,7 +25,7 @@ from seqsearch.search.probe import (
     pair_units,
     repeat_units,
 )
-from seqsearch.search.storage import open_storage
+from seqsearch.search.storage import open_storage, reap_dead_trials
 from seqsearch.stages import get_stage, resolve_params
 
 
@@ -169,12 +169,12 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
 def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None,
              worker: int = 0, finalize: bool = True) -> dict[str, Any]:
     from seqsearch.chain import runner_for
-    from seqsearch.search.tune import Objective, create_study, queue_slots, reap, work
+    from seqsearch.search.tune import Objective, create_study, queue_slots, work
 
     base = get_baseline(study, out_dir=out_dir)
     runner = runner_for(study, base, out_dir / "cache")
     st = create_study(open_storage(storage, out_dir), opts.study_name(study.name), opts, worker)
-    reap(st)
+    reap_dead_trials(st)
     queue_slots(st, opts.trials, opts.initial)
     did = work(st, Objective(runner, opts), label=f"tune w{worker}")
     summary: dict[str, Any] = {"worker": worker, **did}
