@@ -47,14 +47,16 @@ def test_run_writes_everything(finished):
     for name in ("summary.md", "index.html", "order.json", "runs.csv", "chain.yaml",
                  "model.pt", "timings.json", "tables/pairs.csv", "tables/budgets.csv",
                  "tables/tuning.csv", "tables/trajectory.csv", "figures/dag.html",
-                 "figures/pareto_PQ.html", "figures/trajectory.html"):
+                 "figures/pareto_PQ.html", "figures/trajectory.html", "baseline.json",
+                 "tables/claims.csv", "tables/goals.csv", "tables/cost.csv"):
         assert (out / name).is_file(), name
     pngs = list((out / "figures").glob("*.png"))
     assert len(pngs) >= 4
     assert all(p.read_bytes()[:8] == PNG_MAGIC and p.stat().st_size > 2000 for p in pngs)
     summary = (out / "summary.md").read_text()
     for heading in ("## Baseline", "## Pairwise verdicts", "## Order DAG", "## Tuned chain",
-                    "Table 1", "## Cost", "first/last layer bits 8/8"):
+                    "Table 1", "## Cost", "first/last layer bits 8/8",
+                    "## The paper's claims", "## Search cost against the brute force"):
         assert heading in summary
     timings = json.loads((out / "timings.json").read_text())
     assert set(timings) == {"baseline", "probe", "order", "tune", "export", "report"}
@@ -83,6 +85,25 @@ def test_report_regenerates_without_training(finished, tmp_path):
     assert (out / "summary.md").is_file()
     assert sorted(p.name for p in (out / "cache").iterdir()) == before
     assert (out / "tables" / "pairs.csv").read_text() == pairs
+
+
+def test_report_rebuilds_from_committed_files_only(finished, tmp_path):
+    """What reports/ commits (no models, caches, units or journal) is enough for the report."""
+    study, out = finished
+    kept = tmp_path / "kept"
+    shutil.copytree(out, kept, ignore=shutil.ignore_patterns(
+        "cache", "baseline", "units", "optuna.journal", "*.pt"))
+    claims = (out / "tables" / "claims.csv").read_text()
+    cost = pd.read_csv(out / "tables" / "cost.csv").set_index("search")
+    run_cli("report", str(study), "--out", str(kept))
+    assert (kept / "tables" / "claims.csv").read_text() == claims
+    # probe (3 stages, K=3, 1 seed): 3·3 singles + 6·3 pairs; brute force: 3·3 + 6·3 + 6·3
+    assert cost.loc["pairwise probe", "stage_trainings"] == 27
+    assert cost.loc["brute force (all orders)", "stage_trainings"] == 45
+    assert cost.loc["pairwise probe", "train_seconds"] > 0
+    (kept / "baseline.json").write_text('{"baseline_key": "other", "metrics": {}}')
+    res = run_cli("report", str(study), "--out", str(kept), check=False)
+    assert res.returncode == 2 and "baseline.json" in res.stderr
 
 
 def test_budget_and_pareto_tables_hand_case():

@@ -13,17 +13,27 @@ from seqsearch import atomic
 from seqsearch.baseline import baseline_path
 from seqsearch.config import StudyConfig
 from seqsearch.errors import SeqsearchError
+from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.stages import get_stage
 
 
 def _baseline_metrics(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
+    """The baseline's metrics from its checkpoint, kept beside the results as baseline.json so
+    that a report folder without model files (as committed under reports/) still rebuilds."""
     path = baseline_path(study, out_dir)
-    if not path.is_file():
-        raise SeqsearchError(f"{path}: no baseline yet; run 'seqsearch run' (or 'baseline') "
-                             "first")
-    return dict(torch.load(path, map_location="cpu", weights_only=True)["metrics"])
+    saved = out_dir / "baseline.json"
+    key = study.baseline_key()
+    if path.is_file():
+        metrics = dict(torch.load(path, map_location="cpu", weights_only=True)["metrics"])
+        atomic.write_json(saved, {"baseline_key": key, "metrics": metrics})
+        return metrics
+    kept = T.read_json(saved)
+    if kept is not None and kept.get("baseline_key") == key:
+        return dict(kept["metrics"])
+    raise SeqsearchError(f"{path}: no baseline yet (and no baseline.json for this study's "
+                         "baseline); run 'seqsearch run' (or 'baseline') first")
 
 
 def _csv(df: pd.DataFrame, folder: Path, name: str) -> None:
@@ -92,15 +102,28 @@ def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
     _csv(tuning, tables, "tuning")
     emit(F.tuning_figure(tuning), "tuning_history", "tuning history")
     emit(F.tuning_pareto_figure(tuning), "tuning_pareto", "tuning trials (Pareto view)")
-    budget = T.budget_table(runs, base["val_accuracy"], base["test_accuracy"],
+    budgets = sorted(set(study.probe.budgets) | set(C.GOAL_BUDGETS))
+    budget = T.budget_table(runs, base["val_accuracy"], base["test_accuracy"], budgets,
                             extra=T.tuning_rows_as_runs(tuning))
     _csv(budget, tables, "budgets")
+    brute = T.read_json(out_dir / "brute.json")
+    claims, t1 = C.claims_table(order, runs, base["val_accuracy"], budgets,
+                                study.probe.tie_threshold, T.read_json(out_dir / "insert.json"),
+                                T.read_json(out_dir / "repeat.json"), brute)
+    _csv(claims, tables, "claims")
+    _csv(t1, tables, "table1")
+    goals = C.goal_budgets(budget)
+    _csv(goals, tables, "goals")
+    cost = C.cost_table(runs, order["letters"], study.probe.samples, study.probe.seeds,
+                        best or None, timings)
+    _csv(cost, tables, "cost")
     problem = F.save_pngs(pngs)
     if problem:
         notes.append(problem)
     _write_index(out_dir, study, entries)
     _write_summary(out_dir, study, base, order, pairs, best, traj, budget, probe, timings,
                    notes)
+    _append_claims(out_dir, claims, t1, goals, cost, brute)
     return {"figures": [e[1] for e in entries], "notes": notes}
 
 
@@ -186,3 +209,24 @@ def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     atomic.write_bytes(out_dir / "summary.md", ("\n".join(lines) + "\n").encode())
+
+
+def _append_claims(out_dir: Path, claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
+                   cost: pd.DataFrame, brute: dict[str, Any] | None) -> None:
+    lines = ["", "## The paper's claims (tables/claims.csv)", "",
+             f"Verdicts below bootstrap confidence {C.SURE:g} are inconclusive; a tie is "
+             "inconclusive.", "", _md_table(claims, ".2f"),
+             "## Table 1: D-first full orders (brute force; tables/table1.csv)", "",
+             _md_table(t1, ".4g"),
+             "## Goal budgets: tuned chain against single stages, best pair and best full "
+             "order (tables/goals.csv)", "", _md_table(goals, ".4g"),
+             "## Search cost against the brute force (tables/cost.csv)", "",
+             "Stage trainings with the prefix cache; training seconds summed over the "
+             "trainings (evaluation excluded); wall seconds of `seqsearch run`'s steps.", "",
+             _md_table(cost, ".4g")]
+    if brute:
+        lines += [f"Brute force best order: **{brute.get('best')}**; the pairwise method "
+                  f"proposed {', '.join(brute.get('pairwise_orders', []))} — "
+                  + ("match." if brute.get("pairwise_matches") else "no match."), ""]
+    path = out_dir / "summary.md"
+    atomic.write_bytes(path, (path.read_text() + "\n".join(lines) + "\n").encode())

@@ -145,14 +145,17 @@ class Objective:
         ref = self.runner.reference
         base_acc = ref.val_accuracy
         trained = 0
+        seconds = 0.0
         result = None
         for k in range(1, len(steps) + 1):
             result = self.runner.run(steps[:k])  # only stage k can be new: 0 or 1 training
             trained += result.trained
+            seconds += sum(r["seconds"] for r in result.records if not r.get("from_cache"))
             rec = result.records[-1]
             drop = 100 * (base_acc - rec["val_accuracy"])
             trial.set_user_attr("last_drop", drop)
             trial.set_user_attr("trained", trained)
+            trial.set_user_attr("train_seconds", round(seconds, 3))
             if not self.opts.multi_objective:
                 trial.report(math.log(ref.bitops / rec["val_bitops"]), k - 1)
                 if trial.should_prune():
@@ -164,6 +167,7 @@ class Objective:
         model = result.model
         data = self.runner.data
         attrs: dict[str, Any] = {"chain": chain, "trained": trained,
+                                 "train_seconds": round(seconds, 3),
                                  "saved_by_cache": len(steps) - trained,
                                  "steps": [[s.stage, dict(s.params)] for s in steps]}
         if isinstance(model, MultiExit):

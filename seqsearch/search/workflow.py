@@ -216,6 +216,8 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
         "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
         "running": states.count("RUNNING") + states.count("WAITING"),
         "stage_trainings": sum(int(t.user_attrs.get("trained", 0)) for t in trials),
+        "train_seconds": round(sum(float(t.user_attrs.get("train_seconds", 0.0))
+                                   for t in trials), 3),
     }
     if opts.multi_objective:
         summary["pareto"] = [{"number": t.number, "val_accuracy": t.user_attrs.get(

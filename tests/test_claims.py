@@ -1,0 +1,97 @@
+"""The paper-claims tables on hand-made results: verdicts, Table 1, goal budgets, search cost."""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+import pytest
+
+from seqsearch.report import claims as C
+
+
+def _pair(pair: str, winner: str | None, confidence: float, margin: float = 0.2) -> dict:
+    return {"pair": pair, "winner": winner, "tie": winner is None, "confidence": confidence,
+            "margin": margin}
+
+
+def test_paper_winner_follows_the_law():
+    assert [C.paper_winner(p) for p in ("DP", "QP", "ED", "EQ")] == ["DP", "PQ", "DE", "QE"]
+
+
+def test_pairwise_verdicts_need_confidence():
+    order = {"pairs": [_pair("DP", "DP", 0.95), _pair("PQ", "QP", 0.9),
+                       _pair("QE", "EQ", 0.6), _pair("DE", None, 0.5)]}
+    df = C.pairwise_claims(order).set_index("paper")
+    assert df.loc["DP", "verdict"] == "agree"
+    assert df.loc["PQ", "verdict"] == "disagree"
+    assert df.loc["QE", "verdict"] == "inconclusive"  # leans against, but not sure
+    assert df.loc["DE", "ours"] == "tie" and df.loc["DE", "verdict"] == "inconclusive"
+
+
+def test_law_disagrees_when_not_proposed_and_brute_rank_is_reported():
+    order = {"letters": list("DPQE"), "orders": ["PDQE"],
+             "pairs": [_pair("DP", "PD", 0.97)]}
+    pairs = C.pairwise_claims(order)
+    brute = {"ranking": [{"order": "PDQE", "hypervolume": 2.0},
+                         {"order": "DPQE", "hypervolume": 1.5}]}
+    df = C.law_claim(order, pairs, brute)
+    assert list(df["verdict"]) == ["disagree", "disagree"]
+    assert df.iloc[0]["confidence"] == pytest.approx(0.97)
+    assert "DPQE ranks 2 of 2" in df.iloc[1]["ours"]
+    assert df.iloc[1]["margin"] == pytest.approx(-0.25)
+
+
+def _brute_rows(order: str, points: list[tuple[float, float]]) -> list[dict]:
+    return [{"kind": "brute", "order": order, "val_accuracy": a, "test_accuracy": a,
+             "val_bitops_cr": c, "bitops_cr": c} for a, c in points]
+
+
+def test_table1_and_its_claim():
+    rows = (_brute_rows("DPQE", [(0.99, 100.0), (0.985, 400.0)])
+            + _brute_rows("DQPE", [(0.99, 150.0), (0.97, 900.0)]))
+    t1 = C.table1(pd.DataFrame(rows), 0.99, [0.5, 1.0, 2.0])
+    assert list(t1["order"]) == ["DPQE", "DQPE"]
+    assert t1.set_index("order").loc["DQPE", "bitops_cr@2"] == 900.0
+    claim = C.table1_claim(t1, 0.05).iloc[0]
+    assert claim["verdict"] == "disagree"  # DQPE wins at 0.5 and 2.0, DPQE at 1.0
+    assert claim["confidence"] == pytest.approx(2 / 3)
+    assert C.table1_claim(pd.DataFrame(), 0.05).iloc[0]["verdict"] == "inconclusive"
+
+
+def test_insertion_and_repetition_verdicts():
+    insert = [{"pair": "DP", "inserted": "Q", "holds": True, "tie": False, "confidence": 0.9},
+              {"pair": "PQ", "inserted": "E", "holds": False, "tie": False, "confidence": 0.85},
+              {"pair": "QE", "inserted": "D", "holds": False, "tie": True, "confidence": 0.5}]
+    row = C.insertion_claim(insert).iloc[0]
+    assert row["verdict"] == "disagree" and "PEQ" in row["ours"]
+    assert C.insertion_claim(insert[:1]).iloc[0]["verdict"] == "agree"
+    repeat = [{"stage": "D", "winner": None, "tie": True, "confidence": 0.5, "margin": 0.01},
+              {"stage": "P", "winner": "PP", "tie": False, "confidence": 0.9, "margin": 0.2},
+              {"stage": "Q", "winner": "QQ", "tie": False, "confidence": 0.95, "margin": 0.1}]
+    df = C.repetition_claims(repeat).set_index("claim")
+    assert list(df["verdict"]) == ["agree", "disagree", "agree"]
+
+
+def test_goal_budgets_pick_best_of_each_kind():
+    budget = pd.DataFrame([
+        {"order": "P", "kind": "single", "bitops_cr@0.5": 2.0, "bitops_cr@1": 3.0},
+        {"order": "PQ", "kind": "pair", "bitops_cr@0.5": 50.0, "bitops_cr@1": None},
+        {"order": "QP", "kind": "pair", "bitops_cr@0.5": 40.0, "bitops_cr@1": 60.0},
+        {"order": "DPQE", "kind": "tuned", "bitops_cr@0.5": None, "bitops_cr@1": 500.0},
+    ])
+    g = C.goal_budgets(budget).set_index("budget")
+    assert g.loc[0.5, "best pair order"] == "PQ" and g.loc[1.0, "best pair order"] == "QP"
+    assert pd.isna(g.loc[0.5, "tuned"]) and g.loc[1.0, "tuned"] == 500.0
+    assert g.loc[1.0, "single P"] == 3.0
+
+
+def test_training_cost_counts_distinct_prefixes_and_their_seconds():
+    seconds = {("A", 0, 0): 2.0, ("B", 0, 0): 3.0, ("AB", 0, 0): 7.0, ("BA", 0, 0): 4.0}
+    n, s = C.training_cost(["AB", "BA"], 1, [0], seconds)
+    assert n == 4 and s == pytest.approx(2 + 3 + 5 + 1)
+    n, s = C.training_cost(["AB", "BA"], 2, [0], seconds)  # sample 1 never timed
+    assert n == 8 and s is None
+    # 4 stages, K = 8, 2 seeds: 16 * (4 + 12 + 24 + 24) trainings for every full order
+    assert C.training_cost(["".join(p) for p in itertools.permutations("DPQE")], 8, [0, 1],
+                           {})[0] == 1024
