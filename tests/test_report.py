@@ -14,6 +14,7 @@ import pytest
 import yaml
 from helpers import run_cli
 
+from seqsearch.report import overview
 from seqsearch.report.tables import budget_table, pareto_points
 
 STUDY = """\
@@ -153,3 +154,17 @@ def test_report_renders_in_headless_chromium(finished):
         else:
             assert 'class="main-svg"' in dom, page.name  # plotly drew the figure
             assert "plotly-graph-div" in dom
+
+
+def test_overview_puts_studies_side_by_side(finished, tmp_path):
+    _, out = finished
+    readme = tmp_path / "README.md"
+    readme.write_text("# Results\n\nhand-written findings\n")
+    assert overview.main([str(out), "--write", str(readme)]) == 0
+    first = readme.read_text()
+    assert first.startswith("# Results\n\nhand-written findings\n")
+    assert "| pair DP |" not in first  # this study has no distillation stage
+    assert "| pair PQ | PQ |" in first and "### out: search cost" in first
+    assert overview.main([str(out), "--write", str(readme)]) == 0
+    assert readme.read_text() == first  # the marked part is replaced, not appended again
+    assert overview.main([str(tmp_path / "nowhere")]) == 2

@@ -1,0 +1,165 @@
+"""Several studies' claims, goal budgets and search cost side by side, as markdown.
+
+Reads only what `seqsearch report` wrote into each study folder (tables/claims.csv,
+tables/goals.csv, tables/cost.csv, baseline.json, brute.json), so the overview is as
+recomputable as the reports. `python -m seqsearch.report.overview FOLDER [FOLDER …]` prints it;
+`--write FILE` replaces the part of FILE between the overview markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from seqsearch import atomic
+from seqsearch.errors import SeqsearchError
+
+BEGIN = "<!-- overview:begin (python -m seqsearch.report.overview) -->"
+END = "<!-- overview:end -->"
+
+
+def _fmt(v: Any, spec: str = ".3g") -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "–"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def _cr(v: Any) -> str:
+    return "–" if v is None or pd.isna(v) else f"{float(v):,.0f}×" if v >= 10 \
+        else f"{float(v):.2f}×"
+
+
+def _load(folder: Path) -> dict[str, Any]:
+    tables = folder / "tables"
+    need = [tables / "claims.csv", tables / "goals.csv", tables / "cost.csv",
+            folder / "baseline.json"]
+    for path in need:
+        if not path.is_file():
+            raise SeqsearchError(f"{path}: missing; run 'seqsearch report' on that study first")
+    brute = folder / "brute.json"
+    return {"name": folder.name,
+            "claims": pd.read_csv(tables / "claims.csv"),
+            "goals": pd.read_csv(tables / "goals.csv"),
+            "cost": pd.read_csv(tables / "cost.csv"),
+            "baseline": json.loads((folder / "baseline.json").read_text())["metrics"],
+            "brute": json.loads(brute.read_text()) if brute.is_file() else None}
+
+
+def claims_section(studies: Sequence[dict[str, Any]]) -> list[str]:
+    names = [s["name"] for s in studies]
+    order: list[str] = []
+    for s in studies:
+        order += [c for c in s["claims"]["claim"] if c not in order]
+    lines = ["| claim | paper | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for claim in order:
+        paper, cells = "", []
+        for s in studies:
+            row = s["claims"][s["claims"]["claim"] == claim]
+            if row.empty:
+                cells.append("–")
+                continue
+            r = row.iloc[0]
+            paper = str(r["paper"])
+            conf = "" if pd.isna(r["confidence"]) else f", conf {float(r['confidence']):.2f}"
+            cells.append(f"**{r['verdict']}** ({r['ours']}{conf})")
+        lines.append(f"| {claim} | {paper} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def goals_section(s: dict[str, Any]) -> list[str]:
+    g = s["goals"]
+    if g.empty:
+        return ["_(no budget reached)_"]
+    singles = [c for c in g.columns if c.startswith("single ")]
+    cols = ["tuned", "best pair", "best full order"]
+    head = ["budget (points)"] + cols + singles
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in g.iterrows():
+        cells = [f"≤ {float(r['budget']):g}"]
+        for c in cols:
+            if c not in g:
+                cells.append("–")
+                continue
+            which = r.get(f"{c} order")
+            cells.append(_cr(r[c]) + ("" if pd.isna(which) or which is None
+                                      else f" ({which})"))
+        cells += [_cr(r[c]) for c in singles]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def cost_section(s: dict[str, Any]) -> list[str]:
+    c = s["cost"]
+    lines = ["| search | stage trainings | training s | wall s | share of brute trainings "
+             "| share of brute training s |", "|---|---|---|---|---|---|"]
+    for _, r in c.iterrows():
+        lines.append(f"| {r['search']} | {int(r['stage_trainings']):,} | "
+                     f"{_fmt(r['train_seconds'], '.0f')} | {_fmt(r['wall_seconds'], '.0f')} | "
+                     f"{_fmt(100 * r['share_of_brute_trainings'], '.1f')} % | "
+                     + ("–" if pd.isna(r["share_of_brute_seconds"])
+                        else f"{100 * r['share_of_brute_seconds']:.1f} %") + " |")
+    b = s["brute"]
+    if b:
+        lines += ["", f"Brute force's best order: **{b['best']}**; pairwise proposal: "
+                  f"{', '.join(b['pairwise_orders'])} — "
+                  + ("**match**." if b["pairwise_matches"] else "**no match**.")]
+    return lines
+
+
+def overview(folders: Sequence[Path]) -> str:
+    studies = [_load(f) for f in folders]
+    lines = [BEGIN, "", "### Verdicts on the paper's claims", ""]
+    lines += claims_section(studies)
+    for s in studies:
+        b = s["baseline"]
+        lines += ["", f"### {s['name']}: best test BitOpsCR within a validation-drop budget",
+                  "", f"Baseline: val {100 * b['val_accuracy']:.2f} %, test "
+                  f"{100 * b['test_accuracy']:.2f} %, {b['bitops']:,} BitOps.", ""]
+        lines += goals_section(s)
+        lines += ["", f"### {s['name']}: search cost", ""]
+        lines += cost_section(s)
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_into(path: Path, text: str) -> None:
+    """Replace the marked overview in `path` (append it when the markers are missing)."""
+    old = path.read_text() if path.is_file() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1].lstrip("\n")
+        new = head + text + tail
+    else:
+        new = old + ("\n" if old else "") + text
+    atomic.write_bytes(path, new.encode())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqsearch.report.overview",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="study folders (reports/<study>)")
+    parser.add_argument("--write", type=Path, help="markdown file to update between markers")
+    args = parser.parse_args(argv)
+    try:
+        text = overview(args.folders)
+    except SeqsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.write:
+        write_into(args.write, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
