@@ -79,6 +79,26 @@ def test_distill_crd_option(stage_setup):
     assert not any(h for m in out.modules() for h in m._forward_pre_hooks.values())
 
 
+def test_distill_after_quantize_student_learns(stage_setup):
+    """QD: the quantized student keeps the teacher's activation ranges and learns (calibrating
+    its fresh weights once clipped every activation to a sliver and left it at chance)."""
+    from seqsearch.stages.quant_layers import QConv2d, QLinear
+    from seqsearch.train import evaluate
+
+    model, data, ctx, _ = stage_setup
+    q = get_stage("quantize").apply(copy.deepcopy(model), ctx,
+                                    {"weight_bits": 8, "act_bits": 8})
+    student_ctx = copy.copy(ctx)
+    student_ctx.train = ctx.train.model_copy(update={"student_epochs": 4})
+    stage = get_stage("distill")
+    out = stage.apply(copy.deepcopy(q), student_ctx,
+                      resolve_params(stage.info, {"width": 1.0, "depth": 1.0}))
+    scales = [float(m.act_scale) for m in q.modules() if isinstance(m, QConv2d | QLinear)]
+    assert [float(m.act_scale) for m in out.modules()
+            if isinstance(m, QConv2d | QLinear)] == scales
+    assert evaluate(out, data.val) > 0.3  # chance is 0.1
+
+
 def test_entropy_criterion_orders_like_max_softmax():
     from seqsearch.models.multi_exit import confidence, exit_decisions
 

@@ -29,7 +29,6 @@ from seqsearch.models.multi_exit import MultiExit
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import (
     backbone_of,
-    calibrate,
     first_last_layers,
     reinitialise,
 )
@@ -170,7 +169,10 @@ class Distill:
         if width < 1.0:
             prune_channels(student, ctx, 1.0 - width)
         reinitialise(student)
-        calibrate(student, ctx.example_batch(256))
+        # A quantized student keeps the teacher's calibrated activation ranges: calibrating the
+        # fresh weights would read activations through reset BatchNorm statistics, which shrink
+        # layer by layer (to 1 % of the trained range at VGG-11's classifier), and the fixed
+        # clip would then stop the student from learning at all.
         return student, pairs
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
