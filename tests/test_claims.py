@@ -95,3 +95,12 @@ def test_training_cost_counts_distinct_prefixes_and_their_seconds():
     # 4 stages, K = 8, 2 seeds: 16 * (4 + 12 + 24 + 24) trainings for every full order
     assert C.training_cost(["".join(p) for p in itertools.permutations("DPQE")], 8, [0, 1],
                            {})[0] == 1024
+
+
+def test_training_cost_covers_an_untimed_prefix_through_its_only_child():
+    seconds = {("A", 0, 0): 1.0, ("AB", 0, 0): 3.0, ("ABC", 0, 0): 10.0}
+    assert C.training_cost(["ABC"], 1, [0], {k: v for k, v in seconds.items()
+                                              if k[0] != "AB"}) == (3, 10.0)
+    # an untimed prefix with two children cannot be split between them
+    two = {("A", 0, 0): 1.0, ("ABC", 0, 0): 10.0, ("ABD", 0, 0): 12.0}
+    assert C.training_cost(["ABC", "ABD"], 1, [0], two) == (4, None)

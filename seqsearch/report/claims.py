@@ -225,18 +225,35 @@ def chain_seconds(runs: pd.DataFrame) -> dict[tuple[str, int, int], float]:
 def training_cost(orders: Iterable[str], samples: int, seeds: Sequence[int],
                   seconds: dict[tuple[str, int, int], float]) -> tuple[int, float | None]:
     """Stage trainings a set of orders needs with the prefix cache (one per distinct prefix,
-    sample and seed) and their training seconds, or None where a prefix was never timed."""
+    sample and seed) and their training seconds, or None where they cannot be told apart.
+
+    A prefix's own training time is its chain's seconds minus its parent's. A prefix that no
+    row timed (e.g. a brute-force three-stage prefix no insertion unit ran) is covered by its
+    only child: the child's seconds minus the nearest timed ancestor's count both trainings.
+    """
+    tree = prefixes(orders)
+    children: dict[str, int] = {}
+    for p in tree:
+        if len(p) > 1:
+            children[p[:-1]] = children.get(p[:-1], 0) + 1
     total, secs = 0, 0.0
-    known = True
-    for p in sorted(prefixes(orders)):
+    covered: set[tuple[str, int, int]] = set()
+    for p in sorted(tree, key=len):
         for s in range(samples):
             for seed in seeds:
                 total += 1
-                here, before = seconds.get((p, s, seed)), seconds.get((p[:-1], s, seed), 0.0)
-                if here is None or (len(p) > 1 and (p[:-1], s, seed) not in seconds):
-                    known = False
-                else:
-                    secs += here - before
+                here = seconds.get((p, s, seed))
+                if here is None:
+                    continue
+                anc = p[:-1]
+                while anc and (anc, s, seed) not in seconds:
+                    if children.get(anc, 0) != 1:
+                        return len(tree) * samples * len(seeds), None
+                    covered.add((anc, s, seed))
+                    anc = anc[:-1]
+                secs += here - (seconds[(anc, s, seed)] if anc else 0.0)
+                covered.add((p, s, seed))
+    known = len(covered) == total
     return total, (secs if known else None)
 
 
@@ -252,7 +269,7 @@ def cost_table(runs: pd.DataFrame, letters: Sequence[str], samples: int, seeds: 
     brute_n, brute_s = training_cost(full, samples, seeds, seconds)
     t = timings or {}
     wall = (t["probe"] + t["tune"]) if "probe" in t and "tune" in t else None
-    ours_s = probe_s + float(tune_s) if probe_s is not None and tune_s else None
+    ours_s = probe_s + float(tune_s) if probe_s is not None and tune_s is not None else None
     rows = [
         {"search": "pairwise probe", "stage_trainings": probe_n, "train_seconds": probe_s,
          "wall_seconds": t.get("probe")},
