@@ -98,6 +98,8 @@ def test_report_rebuilds_from_committed_files_only(finished, tmp_path):
     cost = pd.read_csv(out / "tables" / "cost.csv").set_index("search")
     run_cli("report", str(study), "--out", str(kept))
     assert (kept / "tables" / "claims.csv").read_text() == claims
+    for same in ("tables/cost.csv", "figures/dag.html"):  # byte-identical on a rebuild
+        assert (kept / same).read_bytes() == (out / same).read_bytes(), same
     # probe (3 stages, K=3, 1 seed): 3·3 singles + 6·3 pairs; brute force: 3·3 + 6·3 + 6·3
     assert cost.loc["pairwise probe", "stage_trainings"] == 27
     assert cost.loc["brute force (all orders)", "stage_trainings"] == 45

@@ -238,7 +238,7 @@ def training_cost(orders: Iterable[str], samples: int, seeds: Sequence[int],
             children[p[:-1]] = children.get(p[:-1], 0) + 1
     total, secs = 0, 0.0
     covered: set[tuple[str, int, int]] = set()
-    for p in sorted(tree, key=len):
+    for p in sorted(tree, key=lambda q: (len(q), q)):  # a fixed order: the same sums
         for s in range(samples):
             for seed in seeds:
                 total += 1
@@ -254,7 +254,7 @@ def training_cost(orders: Iterable[str], samples: int, seeds: Sequence[int],
                 secs += here - (seconds[(anc, s, seed)] if anc else 0.0)
                 covered.add((p, s, seed))
     known = len(covered) == total
-    return total, (secs if known else None)
+    return total, (round(secs, 3) if known else None)
 
 
 def cost_table(runs: pd.DataFrame, letters: Sequence[str], samples: int, seeds: Sequence[int],

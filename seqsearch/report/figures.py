@@ -108,7 +108,7 @@ def save_html(fig: go.Figure, folder: Path, name: str) -> str:
     """HTML with plotly.js written once beside it (no network needed to view it)."""
     folder.mkdir(parents=True, exist_ok=True)
     html = folder / f"{name}.html"
-    fig.write_html(html, include_plotlyjs="directory", full_html=True)
+    fig.write_html(html, include_plotlyjs="directory", full_html=True, div_id=name)  # stable
     return html.name
 
 
