@@ -42,19 +42,22 @@ def test_law_disagrees_when_not_proposed_and_brute_rank_is_reported():
     assert df.iloc[1]["margin"] == pytest.approx(-0.25)
 
 
-def _brute_rows(order: str, points: list[tuple[float, float]]) -> list[dict]:
-    return [{"kind": "brute", "order": order, "val_accuracy": a, "test_accuracy": a,
-             "val_bitops_cr": c, "bitops_cr": c} for a, c in points]
-
-
 def test_table1_and_its_claim():
-    rows = (_brute_rows("DPQE", [(0.99, 100.0), (0.985, 400.0)])
-            + _brute_rows("DQPE", [(0.99, 150.0), (0.97, 900.0)]))
-    t1 = C.table1(pd.DataFrame(rows), 0.99, [0.5, 1.0, 2.0])
-    assert list(t1["order"]) == ["DPQE", "DQPE"]
-    assert t1.set_index("order").loc["DQPE", "bitops_cr@2"] == 900.0
+    budget = pd.DataFrame([
+        {"order": "DPQE", "kind": "brute", "bitops_cr@0.5": 100.0, "bitops_cr@1": 400.0,
+         "bitops_cr@2": 400.0, "test_drop@1": 0.3},
+        {"order": "DQPE", "kind": "brute", "bitops_cr@0.5": 150.0, "bitops_cr@1": 410.0,
+         "bitops_cr@2": 900.0, "test_drop@1": 0.8},
+        {"order": "PDQE", "kind": "brute", "bitops_cr@0.5": 999.0, "bitops_cr@1": 999.0,
+         "bitops_cr@2": 999.0, "test_drop@1": 0.1},
+        {"order": "DQ", "kind": "pair", "bitops_cr@0.5": 999.0, "bitops_cr@1": 999.0,
+         "bitops_cr@2": 999.0, "test_drop@1": 0.1},
+    ])
+    t1 = C.table1(budget)
+    assert list(t1["order"]) == ["DPQE", "DQPE"]  # D-first full orders only
+    assert list(t1.columns) == ["order", "bitops_cr@0.5", "bitops_cr@1", "bitops_cr@2"]
     claim = C.table1_claim(t1, 0.05).iloc[0]
-    assert claim["verdict"] == "disagree"  # DQPE wins at 0.5 and 2.0, DPQE at 1.0
+    assert claim["verdict"] == "disagree"  # DQPE wins at 0.5 and 2.0; 1.0 is within the tie
     assert claim["confidence"] == pytest.approx(2 / 3)
     assert C.table1_claim(pd.DataFrame(), 0.05).iloc[0]["verdict"] == "inconclusive"
 

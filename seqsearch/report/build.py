@@ -107,8 +107,8 @@ def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
                             extra=T.tuning_rows_as_runs(tuning))
     _csv(budget, tables, "budgets")
     brute = T.read_json(out_dir / "brute.json")
-    claims, t1 = C.claims_table(order, runs, base["val_accuracy"], budgets,
-                                study.probe.tie_threshold, T.read_json(out_dir / "insert.json"),
+    claims, t1 = C.claims_table(order, budget, study.probe.tie_threshold,
+                                T.read_json(out_dir / "insert.json"),
                                 T.read_json(out_dir / "repeat.json"), brute)
     _csv(claims, tables, "claims")
     _csv(t1, tables, "table1")
@@ -122,8 +122,7 @@ def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
         notes.append(problem)
     _write_index(out_dir, study, entries)
     _write_summary(out_dir, study, base, order, pairs, best, traj, budget, probe, timings,
-                   notes)
-    _append_claims(out_dir, claims, t1, goals, cost, brute)
+                   notes, _claims_lines(claims, t1, goals, cost, brute))
     return {"figures": [e[1] for e in entries], "notes": notes}
 
 
@@ -144,7 +143,7 @@ def _write_index(out_dir: Path, study: StudyConfig, entries: list[tuple[str, str
 def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
                    order: dict[str, Any], pairs: pd.DataFrame, best: dict[str, Any],
                    traj: pd.DataFrame, budget: pd.DataFrame, probe: dict[str, Any],
-                   timings: dict[str, Any], notes: list[str]) -> None:
+                   timings: dict[str, Any], notes: list[str], claims: list[str]) -> None:
     fl = study.first_last_bits
     kinds = {get_stage(c).info.letter: get_stage(c).info for c in order["letters"]}
     lines = [f"# seqsearch report: {study.name}", "",
@@ -206,13 +205,14 @@ def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
             lines += ["", f"## {'Insertion' if extra == 'insert' else 'Repetition'} check", "",
                       _md_table(pd.DataFrame(data).drop(columns=["hypervolume"],
                                                         errors="ignore"))]
+    lines += claims
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     atomic.write_bytes(out_dir / "summary.md", ("\n".join(lines) + "\n").encode())
 
 
-def _append_claims(out_dir: Path, claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
-                   cost: pd.DataFrame, brute: dict[str, Any] | None) -> None:
+def _claims_lines(claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
+                  cost: pd.DataFrame, brute: dict[str, Any] | None) -> list[str]:
     lines = ["", "## The paper's claims (tables/claims.csv)", "",
              f"Verdicts below bootstrap confidence {C.SURE:g} are inconclusive; a tie is "
              "inconclusive.", "", _md_table(claims, ".2f"),
@@ -228,5 +228,4 @@ def _append_claims(out_dir: Path, claims: pd.DataFrame, t1: pd.DataFrame, goals:
         lines += [f"Brute force best order: **{brute.get('best')}**; the pairwise method "
                   f"proposed {', '.join(brute.get('pairwise_orders', []))} — "
                   + ("match." if brute.get("pairwise_matches") else "no match."), ""]
-    path = out_dir / "summary.md"
-    atomic.write_bytes(path, (path.read_text() + "\n".join(lines) + "\n").encode())
+    return lines

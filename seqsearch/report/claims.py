@@ -16,8 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from seqsearch.search.order import pick_within_budget
-
 LAW = "DPQE"
 SURE = 0.8  # bootstrap confidence below which a verdict is called inconclusive
 GOAL_BUDGETS = (0.5, 1.0)
@@ -80,24 +78,14 @@ def law_claim(order: dict[str, Any], pairs: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-def table1(runs: pd.DataFrame, base_val: float, budgets: Sequence[float]) -> pd.DataFrame:
-    """Paper Table 1: the best test BitOpsCR (point chosen on validation) of every D-first full
-    order of the brute-force sweep at each accuracy-loss budget."""
-    if runs.empty or "kind" not in runs:
+def table1(budget: pd.DataFrame) -> pd.DataFrame:
+    """Paper Table 1: the D-first full orders of the brute-force sweep, from the budget table
+    (best test BitOpsCR per budget, each point chosen on validation)."""
+    if budget.empty:
         return pd.DataFrame()
-    brute = runs[runs["kind"] == "brute"]
-    rows = []
-    for rest in itertools.permutations("PQE"):
-        order = "D" + "".join(rest)
-        group = brute[brute["order"] == order]
-        if group.empty:
-            continue
-        row: dict[str, Any] = {"order": order}
-        for b in budgets:
-            pick = pick_within_budget(group, base_val, b)
-            row[f"bitops_cr@{b:g}"] = None if pick is None else float(pick["bitops_cr"])
-        rows.append(row)
-    return pd.DataFrame(rows)
+    rows = budget[(budget["kind"] == "brute") & budget["order"].str.startswith("D")]
+    return rows[["order"] + [c for c in budget.columns if c.startswith("bitops_cr@")]] \
+        .reset_index(drop=True)
 
 
 def table1_claim(t1: pd.DataFrame, tie_threshold: float) -> pd.DataFrame:
@@ -287,14 +275,13 @@ def cost_table(runs: pd.DataFrame, letters: Sequence[str], samples: int, seeds: 
     return df
 
 
-def claims_table(order: dict[str, Any], runs: pd.DataFrame, base_val: float,
-                 budgets: Sequence[float], tie_threshold: float,
+def claims_table(order: dict[str, Any], budget: pd.DataFrame, tie_threshold: float,
                  insert: Sequence[dict[str, Any]] | None,
                  repeat: Sequence[dict[str, Any]] | None,
                  brute: dict[str, Any] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(every claim with its verdict, the Table 1 data)."""
     pairs = pairwise_claims(order)
-    t1 = table1(runs, base_val, budgets)
+    t1 = table1(budget)
     parts = [pairs, law_claim(order, pairs, brute), table1_claim(t1, tie_threshold),
              insertion_claim(insert), repetition_claims(repeat)]
     return pd.concat([p for p in parts if not p.empty], ignore_index=True), t1
