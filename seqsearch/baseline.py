@@ -13,7 +13,7 @@ from seqsearch import atomic
 from seqsearch.config import RunSection
 from seqsearch.data import DataBundle, load_data
 from seqsearch.metrics import measure
-from seqsearch.models import create_model
+from seqsearch.models import build_model as build_for_data
 from seqsearch.progress import note
 from seqsearch.train import evaluate, fit, resolve_device, seed_everything
 
@@ -36,10 +36,8 @@ def build_data(study: RunSection, device: torch.device) -> DataBundle:
 
 
 def build_model(study: RunSection, data: DataBundle) -> nn.Module:
-    return create_model(
-        study.model.name, in_channels=data.in_channels, num_classes=data.num_classes,
-        kwargs=study.model.kwargs,
-    )
+    return build_for_data(study.model.name, input_shape=data.input_shape,
+                          num_classes=data.num_classes, kwargs=study.model.kwargs)
 
 
 def baseline_path(study: RunSection, out_dir: Path | None = None) -> Path:

@@ -141,7 +141,12 @@ def save_model(path: Path, model: nn.Module, meta: Mapping[str, Any] | None = No
 def load_model(path: Path, device: torch.device | str = "cpu") -> nn.Module:
     if not Path(path).is_file():
         raise SeqsearchError(f"{path}: no such model file")
-    blob = torch.load(path, map_location=device, weights_only=False)
+    try:
+        blob = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated, foreign or non-torch file
+        raise SeqsearchError(f"{path}: not a readable seqsearch model file "
+                             f"({type(exc).__name__}); re-export it or point at another file"
+                             ) from None
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise SeqsearchError(f"{path}: not a seqsearch model file (format {MODEL_FORMAT})")
     model = blob["model"]

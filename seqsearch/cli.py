@@ -40,13 +40,13 @@ def _parse_kwargs(text: str | None) -> dict[str, Any]:
 
 def cmd_count(args: argparse.Namespace) -> int:
     from seqsearch.metrics import measure
-    from seqsearch.models import create_model
+    from seqsearch.models import build_model
 
     shape = _parse_shape(args.input_shape)
     if args.num_classes < 1:
         raise SeqsearchError(f"--num-classes {args.num_classes}: must be at least 1")
-    model = create_model(args.model, in_channels=shape[0], num_classes=args.num_classes,
-                         kwargs=_parse_kwargs(args.kwargs))
+    model = build_model(args.model, input_shape=(shape[0], shape[1], shape[2]),
+                        num_classes=args.num_classes, kwargs=_parse_kwargs(args.kwargs))
     cost = measure(model, shape)
     row = {"model": args.model, "input_shape": list(shape), "num_classes": args.num_classes,
            "macs": cost.macs, "params": cost.params, "bitops": cost.bitops}

@@ -169,11 +169,28 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {key}: {first['msg']}{shown}"
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_text_file(path: Path, what: str) -> str:
+    """A file's UTF-8 text, or a `SeqsearchError` that names the file and what was expected."""
+    if path.is_dir():
+        raise SeqsearchError(f"{path}: is a folder; expected {what}")
     if not path.is_file():
         raise SeqsearchError(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeqsearchError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected {what}"
+                             ) from None
+    except OSError as exc:
+        raise SeqsearchError(f"{path}: cannot be read ({exc.strerror}); expected {what}") from None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    text = read_text_file(path, "a YAML study or chain file")
+    if not text.strip():
+        raise SeqsearchError(f"{path}: the file is empty; expected a YAML mapping with 'version: "
+                             f"{CONFIG_VERSION}' and the study's keys")
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""

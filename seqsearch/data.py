@@ -9,6 +9,7 @@ FashionMNIST take a `root` and a `download` flag; `imagefolder` reads any class-
 from __future__ import annotations
 
 import gzip
+import pickle
 import importlib.util
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -111,10 +112,11 @@ def _torchvision(kind: str) -> Loader:
                 cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST,
                        "fashionmnist": tvd.FashionMNIST}[kind]
                 train, test = (cls(root, train=t, download=download) for t in (True, False))
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             hint = "" if download else " (data.download is false)"
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise SeqsearchError(
-                f"dataset {kind!r}: cannot load it from {root}{hint}: {str(exc).splitlines()[0]}"
+                f"dataset {kind!r}: cannot load it from {root}{hint}: {first}"
             ) from None
         return (*_as_tensors(train), _as_tensors(test))
 
@@ -147,7 +149,15 @@ def _imagefolder(root: str | None, _download: bool, size: int | None) -> RawPool
             ds = tvd.ImageFolder(str(folder), transform=tf)
         except (FileNotFoundError, RuntimeError) as exc:
             raise SeqsearchError(f"dataset 'imagefolder': {folder}: {exc}") from None
-        xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
+        xs, ys = [], []
+        for i, (file, _) in enumerate(ds.samples):
+            try:
+                x, y = ds[i]
+            except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for a bad file
+                raise SeqsearchError(f"dataset 'imagefolder': {file}: not a readable image "
+                                     f"({type(exc).__name__}); remove it or replace it") from None
+            xs.append(x)
+            ys.append(y)
         return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
     base = Path(root)

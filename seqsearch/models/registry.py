@@ -6,6 +6,7 @@ A model spec is either a registry name (`resnet20`) or a user callable:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -14,10 +15,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from seqsearch.errors import SeqsearchError
 from seqsearch.models import mobilenetv2, resnet_cifar, tiny, vgg
+from seqsearch.progress import note
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -53,7 +56,10 @@ for _name, _factory in [
 
 
 def _load_file_module(path: Path) -> Any:
-    name = f"seqsearch_user_{abs(hash(str(path.resolve())))}"
+    # A stable name (not `hash()`, which is salted per process): a model saved whole by one
+    # process pickles its classes under this module name, and another process must find it.
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    name = f"seqsearch_user_{digest}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
@@ -61,7 +67,21 @@ def _load_file_module(path: Path) -> Any:
         raise SeqsearchError(f"model spec: cannot load {path} as a Python file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        where = f"line {exc.lineno}: " if exc.lineno else ""
+        raise SeqsearchError(f"model spec: {path} is not valid Python ({where}{exc.msg})"
+                             ) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        del sys.modules[name]
+        raise SeqsearchError(f"model spec: {path} is not a Python text file "
+                             f"({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
+        del sys.modules[name]
+        raise SeqsearchError(f"model spec: importing {path} raised {type(exc).__name__}: "
+                             f"{str(exc)[:200]}") from None
     return module
 
 
@@ -78,7 +98,8 @@ def resolve_factory(name: str) -> ModelFactory:
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise SeqsearchError(f"model spec {name!r}: file {target} does not exist")
+            raise SeqsearchError(f"model spec {name!r}: file {target} does not exist"
+                             + (" (it is a folder)" if path.is_dir() else ""))
         module = _load_file_module(path)
     else:
         try:
@@ -93,6 +114,22 @@ def resolve_factory(name: str) -> ModelFactory:
     return factory
 
 
+def _call_factory(name: str, factory: ModelFactory, args: dict[str, Any],
+                  optional: Mapping[str, Any]) -> Any:
+    """Call with `args` plus the `optional` ones it accepts; a `**kwargs` factory (torchvision's
+    builders) is tried with all of them, then without each one its class rejects."""
+    extra = dict(optional)
+    while True:
+        try:
+            return factory(**{**extra, **args})
+        except TypeError as exc:
+            rejected = [k for k in extra if repr(k) in str(exc) or f"'{k}'" in str(exc)]
+            if not rejected:
+                raise SeqsearchError(f"model {name!r}: {exc}") from None
+            for k in rejected:
+                del extra[k]
+
+
 def create_model(
     name: str,
     *,
@@ -102,8 +139,9 @@ def create_model(
 ) -> nn.Module:
     """Build a model from a registry name or spec.
 
-    `in_channels` and `num_classes` are passed when the factory names them (built-ins always
-    do); `kwargs` go through as given (`width` for the width multiplier).
+    `in_channels` and `num_classes` reach every factory that names them or takes `**kwargs`
+    (torchvision's builders take `num_classes` that way and reject `in_channels`, which is then
+    dropped); `kwargs` go through as given (`width` for the width multiplier).
     """
     factory = resolve_factory(name)
     args = dict(kwargs or {})
@@ -113,17 +151,85 @@ def create_model(
     except (TypeError, ValueError):
         params = {}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    # Passed only to factories that name them; a `**kwargs` factory gets them via `kwargs`.
-    for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if key in params:
-            args.setdefault(key, value)
     unknown = [k for k in args if k not in params and not takes_any]
     if params and unknown:
         raise SeqsearchError(
             f"model {name!r}: unknown argument(s) {', '.join(unknown)}; "
             f"it takes {', '.join(params)}"
         )
-    model = factory(**args)
+    optional = {key: value for key, value in
+                (("in_channels", in_channels), ("num_classes", num_classes))
+                if key not in args and (key in params or takes_any)}
+    model = _call_factory(name, factory, args, optional)
     if not isinstance(model, nn.Module):
         raise SeqsearchError(f"model spec {name!r} returned {type(model).__name__}, not a Module")
+    return model
+
+
+def repeat_grayscale(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: a 1-channel batch repeated to the 3 channels the first layer wants.
+
+    A module-level function, so a model saved whole (pickled) keeps it."""
+    x = args[0]
+    return (x.expand(-1, 3, *x.shape[2:]), *args[1:])
+
+
+_SAID_GRAY: set[str] = set()
+
+
+def _first_layer_channels(model: nn.Module) -> tuple[str, int] | None:
+    for layer_name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return layer_name, m.in_channels
+        if isinstance(m, nn.Linear):
+            return None  # an MLP-style front: the forward check below judges it
+    return None
+
+
+def build_model(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """`create_model` for a dataset: the input and output widths checked by a real forward.
+
+    A model whose first conv wants 3 channels on 1-channel data gets the grayscale repeated
+    (said once); any other mismatch, or an output that is not `num_classes` wide, is a
+    `SeqsearchError` naming the spec and both widths.
+    """
+    c = input_shape[0]
+    model = create_model(name, in_channels=c, num_classes=num_classes, kwargs=kwargs)
+    first = _first_layer_channels(model)
+    if first is not None and first[1] != c:
+        if c == 1 and first[1] == 3:
+            model.register_forward_pre_hook(repeat_grayscale)
+            if name not in _SAID_GRAY:  # once per model spec and process
+                _SAID_GRAY.add(name)
+                note(f"[model] {name}: its first layer {first[0]!r} wants 3 channels; the 1-channel "
+                     "images are repeated to 3")
+        else:
+            raise SeqsearchError(
+                f"model {name!r}: its first layer {first[0]!r} wants {first[1]} input channels, "
+                f"the data has {c}; pass in_channels in model.kwargs or use matching data")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape))
+    except Exception as exc:  # noqa: BLE001 - any failure here is the model not fitting the data
+        raise SeqsearchError(
+            f"model {name!r} cannot take input shape {','.join(map(str, input_shape))}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        ) from None
+    finally:
+        model.train(was_training)
+    logits = out[-1] if isinstance(out, list | tuple) else out
+    width = int(logits.shape[-1]) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    if width != num_classes:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise SeqsearchError(
+            f"model {name!r}: expected {num_classes} class logits (the data's classes), got output "
+            f"of shape {shape}; pass num_classes in model.kwargs or fix the factory")
     return model

@@ -13,6 +13,7 @@ from seqsearch import atomic
 from seqsearch.baseline import baseline_path
 from seqsearch.config import StudyConfig
 from seqsearch.errors import SeqsearchError
+from seqsearch.progress import note
 from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
@@ -119,6 +120,7 @@ def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
     _csv(cost, tables, "cost")
     problem = F.save_pngs(pngs)
     if problem:
+        note(f"[report] {problem}")
         notes.append(problem)
     _write_index(out_dir, study, entries)
     _write_summary(out_dir, study, base, order, pairs, best, traj, budget, probe, timings,

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+NEEDS_BROWSER = ("PNGs need a headless browser: apt-get install chromium, or run kaleido_get_chrome "
+                 "where a network is available")
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
@@ -116,7 +118,11 @@ def save_pngs(figs: list[tuple[go.Figure, Path]], timeout: float = 120.0) -> str
     """All PNGs in one kaleido session (one headless browser); returns a problem or None."""
     if not figs:
         return None
-    import kaleido
+    try:
+        import kaleido
+    except ImportError:
+        return (f"PNGs skipped: kaleido is not installed ({NEEDS_BROWSER}); "
+                "the HTML figures are written")
 
     jobs = [{"fig": fig.to_dict(), "path": str(path),
              "opts": {"format": "png", "width": fig.layout.width, "height": fig.layout.height}}
@@ -124,6 +130,10 @@ def save_pngs(figs: list[tuple[go.Figure, Path]], timeout: float = 120.0) -> str
     try:
         kaleido.write_fig_from_object_sync(jobs, kopts={"timeout": timeout})
     except Exception as exc:  # noqa: BLE001 - no browser for kaleido: the HTML still stands
-        return f"PNGs not written ({type(exc).__name__}: {str(exc)[:160]})"
+        if type(exc).__name__ == "ChromeNotFoundError":
+            return (f"PNGs skipped: kaleido found no Chromium or Chrome ({NEEDS_BROWSER}); "
+                    "the HTML figures are written")
+        first = (str(exc).splitlines() or [""])[0][:160]
+        return f"PNGs not written ({type(exc).__name__}: {first}); the HTML figures are written"
     missing = [str(p) for _, p in figs if not p.is_file()]
     return f"PNGs missing: {', '.join(missing)}" if missing else None

@@ -14,7 +14,7 @@ from typing import Any
 
 from seqsearch.config import StudyConfig
 from seqsearch.metrics import count_macs
-from seqsearch.models import create_model
+from seqsearch.models import build_model
 
 # channels, side, classes, training images (official train split) of the known datasets
 KNOWN = {
@@ -47,8 +47,8 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     # digits and mnist5k have no official test split: test_fraction of them is held out
     held_out = d.test_fraction if d.name in ("digits", "mnist5k") else 0.0
     train_images = int(used * (1 - d.val_fraction) * (1 - held_out))
-    model = create_model(study.model.name, in_channels=c, num_classes=classes,
-                         kwargs=study.model.kwargs)
+    model = build_model(study.model.name, input_shape=(c, side, side), num_classes=classes,
+                        kwargs=study.model.kwargs)
     macs = count_macs(model, (c, side, side))
     letters = [get_stage(s).info.letter for s in study.stages]
     n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)

@@ -193,7 +193,9 @@ def resolve_params(info: StageInfo, params: Mapping[str, Any] | None) -> dict[st
     space is an error naming it and the allowed ones.
     """
     known = {info.short(k) for k in info.space} | {info.short(k) for k in info.defaults}
-    out = {info.short(k): v for k, v in info.defaults.items()}
+    # list defaults are copied, so no chain's params share one list object
+    out = {info.short(k): list(v) if isinstance(v, list) else v
+           for k, v in info.defaults.items()}
     for key, value in (params or {}).items():
         short = info.short(str(key))
         if short not in known:

@@ -167,7 +167,9 @@ class Distill:
             student.heads = nn.ModuleList([student.heads[i] for i in keep])
             pairs = keep
         if width < 1.0:
-            prune_channels(student, ctx, 1.0 - width)
+            narrow_only = "use distill.width 1.0 (a shallower student only) for this model"
+            prune_channels(student, ctx, 1.0 - width, stage="distill", remedy=narrow_only,
+                           untraceable=narrow_only)
         reinitialise(student)
         # A quantized student keeps the teacher's calibrated activation ranges: calibrating the
         # fresh weights would read activations through reset BatchNorm statistics, which shrink
