@@ -143,6 +143,13 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> nn.Module:
         raise SeqsearchError(f"{path}: no such model file")
     try:
         blob = torch.load(path, map_location=device, weights_only=False)
+    except ModuleNotFoundError as exc:
+        if str(exc.name).startswith("seqsearch_user_"):
+            raise SeqsearchError(
+                f"{path}: the model's classes come from a user model file; resolve its spec "
+                "first (seqsearch.models.resolve_factory('path/to/file.py:factory'))") from None
+        raise SeqsearchError(f"{path}: needs module {exc.name!r}, which is not installed"
+                             ) from None
     except Exception as exc:  # noqa: BLE001 - a truncated, foreign or non-torch file
         raise SeqsearchError(f"{path}: not a readable seqsearch model file "
                              f"({type(exc).__name__}); re-export it or point at another file"

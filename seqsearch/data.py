@@ -9,8 +9,8 @@ FashionMNIST take a `root` and a `download` flag; `imagefolder` reads any class-
 from __future__ import annotations
 
 import gzip
-import pickle
 import importlib.util
+import pickle
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path

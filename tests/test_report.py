@@ -170,3 +170,23 @@ def test_overview_puts_studies_side_by_side(finished, tmp_path):
     assert overview.main([str(out), "--write", str(readme)]) == 0
     assert readme.read_text() == first  # the marked part is replaced, not appended again
     assert overview.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_pngs_skipped_with_one_line_when_no_browser(monkeypatch, tmp_path):
+    """Without Chromium or Chrome kaleido cannot render: the PNGs are skipped with one line
+    saying what to install, and nothing is raised (the HTML figures stand)."""
+    import kaleido
+    import plotly.graph_objects as go
+    from choreographer.errors import ChromeNotFoundError
+
+    from seqsearch.report.figures import save_pngs
+
+    def no_browser(*_args, **_kwargs):
+        raise ChromeNotFoundError("Kaleido v1 and later requires Chrome to be installed.")
+
+    monkeypatch.setattr(kaleido, "write_fig_from_object_sync", no_browser)
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    message = save_pngs([(fig, tmp_path / "a.png")])
+    assert message is not None and "\n" not in message
+    assert "no Chromium or Chrome" in message and "apt-get install chromium" in message
+    assert not (tmp_path / "a.png").exists()

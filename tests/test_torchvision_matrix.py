@@ -1,7 +1,8 @@
 """Real torchvision classifiers through the law's order (DPQE) and its reverse (EQPD).
 
 Each model is built from a spec as a user would write it, on 1-channel digits (so the
-grayscale repeat is exercised), at 16x16 (SqueezeNet 24x24), one epoch per stage on a few hundred images. After
+grayscale repeat is exercised), at 16x16 (SqueezeNet 24x24), one epoch per stage on a few
+hundred images. After
 each chain the model must still run forward and backward, every stage must lower BitOps or
 keep them, the chain must end below the baseline, and E must really exit.
 """

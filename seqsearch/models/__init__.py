@@ -11,4 +11,7 @@ from seqsearch.models.registry import (
     resolve_factory,
 )
 
-__all__ = ["build_model", "create_model", "exit_points_of", "list_models", "register_model", "resolve_factory"]
+__all__ = [
+    "build_model", "create_model", "exit_points_of", "list_models", "register_model",
+    "resolve_factory",
+]

@@ -207,8 +207,8 @@ def build_model(
             model.register_forward_pre_hook(repeat_grayscale)
             if name not in _SAID_GRAY:  # once per model spec and process
                 _SAID_GRAY.add(name)
-                note(f"[model] {name}: its first layer {first[0]!r} wants 3 channels; the 1-channel "
-                     "images are repeated to 3")
+                note(f"[model] {name}: its first layer {first[0]!r} wants 3 channels; "
+                     "the 1-channel images are repeated to 3")
         else:
             raise SeqsearchError(
                 f"model {name!r}: its first layer {first[0]!r} wants {first[1]} input channels, "
@@ -226,7 +226,8 @@ def build_model(
     finally:
         model.train(was_training)
     logits = out[-1] if isinstance(out, list | tuple) else out
-    width = int(logits.shape[-1]) if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    is_logits = isinstance(logits, torch.Tensor) and logits.dim() == 2
+    width = int(logits.shape[-1]) if is_logits else None
     if width != num_classes:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise SeqsearchError(

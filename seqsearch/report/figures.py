@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-NEEDS_BROWSER = ("PNGs need a headless browser: apt-get install chromium, or run kaleido_get_chrome "
-                 "where a network is available")
+NEEDS_BROWSER = ("PNGs need a headless browser: apt-get install chromium, or run "
+                 "kaleido_get_chrome where a network is available")
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
