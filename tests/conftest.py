@@ -6,7 +6,9 @@ import pytest
 import torch
 
 os.environ.setdefault("SEQSEARCH_QUIET", "1")
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist the two workers share the two cores: one torch thread each.
+_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+torch.set_num_threads(max(1, min(_THREADS, torch.get_num_threads())))
 
 
 @pytest.fixture()
