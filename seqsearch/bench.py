@@ -1,13 +1,15 @@
 """Benchmarks that print ratios measured side by side in one run (the machine is noisy).
 
-    python -m seqsearch.bench loop [--model resnet8] [--data mnist5k] [--limit 2000] [--rounds 5]
+    python -m seqsearch.bench loop [--studies A.yaml,B.yaml] [--precision auto] [--rounds 3]
 
     python -m seqsearch.bench qat [--model resnet20] [--bits 4,8] [--rounds 5]
     python -m seqsearch.bench cache [--model resnet8] [--limit 1000]
     python -m seqsearch.bench tune [STUDY.yaml] [--chain DPQE] [--trials 12]
 
-`loop`: throughput of seqsearch's `fit` over a plain PyTorch loop on the same model, data and
-optimizer, measured alternately; prints each round and the median ratio.
+`loop`: throughput of seqsearch's `fit` under the default precision/memory-format policy over
+a plain fp32 PyTorch loop on the same model, data and optimizer (the CPU studies' ResNet-20
+and VGG-11 by default), measured alternately; prints each round, the median ratio and the
+validation accuracy after each, for parity.
 `qat`: time of one QAT training step (DoReFa fake-quant layers) over one float step, same
 model and batch, alternately.
 `cache`: wall time of a two-stage chain whose first stage is in the prefix cache against the
@@ -23,26 +25,34 @@ import copy
 import statistics
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from seqsearch.data import DataBundle, load_data
 from seqsearch.models import create_model
-from seqsearch.train import TrainSettings, fit
+from seqsearch.train import TrainSettings, fit, lr_at
 
 
 def plain_loop(model: torch.nn.Module, data: DataBundle, settings: TrainSettings) -> float:
-    """The loop a PyTorch user writes by hand; returns seconds."""
+    """The loop a PyTorch user writes by hand (fp32, contiguous, the same lr schedule as fit,
+    so accuracies are comparable); returns seconds."""
     torch.manual_seed(settings.seed)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay, nesterov=True)
     x_all, y_all = data.train.x, data.train.y
     start = time.perf_counter()
     model.train()
+    total = settings.epochs * -(-len(y_all) // settings.batch_size)
+    step = 0
     for _ in range(settings.epochs):
         order = torch.randperm(len(y_all))
         for i in range(0, len(y_all), settings.batch_size):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total, settings.lr, settings.schedule)
+            step += 1
             idx = order[i:i + settings.batch_size]
             loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
@@ -51,28 +61,57 @@ def plain_loop(model: torch.nn.Module, data: DataBundle, settings: TrainSettings
     return time.perf_counter() - start
 
 
-def bench_loop(args: argparse.Namespace) -> int:
-    data = load_data(args.data, limit=args.limit, seed=0)
-    settings = TrainSettings(epochs=args.epochs, lr=0.05, batch_size=args.batch_size)
+def _loop_setup(study_file: str, limit: int | None) -> tuple[torch.nn.Module, DataBundle, Any]:
+    """A CPU study's model (untrained) and data, as the study builds them."""
+    from seqsearch.baseline import build_data, build_model
+    from seqsearch.config import load_study
+
+    study = load_study(study_file)
+    # the plain loop does not augment, so neither does fit here: the same work in both
+    update: dict[str, Any] = {"augment": "none"} | ({"limit": limit} if limit else {})
+    study = study.model_copy(update={"data": study.data.model_copy(update=update)})
+    data = build_data(study, torch.device("cpu"))
     torch.manual_seed(0)
-    initial = create_model(args.model, in_channels=data.in_channels,
-                           num_classes=data.num_classes)
-    n = len(data.train) * settings.epochs
-    ratios = []
-    print(f"loop benchmark: {args.model} on {args.data} ({len(data.train)} train samples), "
-          f"{settings.epochs} epoch(s), batch {settings.batch_size}, "
-          f"{torch.get_num_threads()} threads")
-    # one warm-up of each, not counted
-    plain_loop(copy.deepcopy(initial), data, settings)
-    fit(copy.deepcopy(initial), data, settings, progress=False)
-    for r in range(1, args.rounds + 1):
-        t_plain = plain_loop(copy.deepcopy(initial), data, settings)
-        t_fit = fit(copy.deepcopy(initial), data, settings, label="bench").seconds
-        ratio = t_plain / t_fit  # = throughput(fit) / throughput(plain)
-        ratios.append(ratio)
-        print(f"round {r}/{args.rounds}: plain {n / t_plain:8.1f} samples/s   "
-              f"fit {n / t_fit:8.1f} samples/s   ratio {ratio:.3f}")
-    print(f"median throughput ratio fit/plain: {statistics.median(ratios):.3f}")
+    return build_model(study, data), data, study
+
+
+def bench_loop(args: argparse.Namespace) -> int:
+    """fit under the default policy (or --precision/--memory-format) against a plain fp32
+    loop, alternately, on each CPU study's model and data; accuracy after each for parity."""
+    from seqsearch.precision import resolve_policy
+    from seqsearch.train import evaluate
+
+    cpu = torch.device("cpu")
+    for study_file in args.studies.split(","):
+        initial, data, study = _loop_setup(study_file, args.limit)
+        settings = TrainSettings(**{**study.train.settings(0).__dict__, "epochs": args.epochs,
+                                    "precision": args.precision,
+                                    "memory_format": args.memory_format})
+        policy = resolve_policy(settings.precision, settings.memory_format, cpu)
+        n = len(data.train) * settings.epochs
+        print(f"loop benchmark: {study.model.name} on {study.data.name} ({len(data.train)} "
+              f"train samples, input {','.join(map(str, data.input_shape))}), "
+              f"{settings.epochs} epoch(s), batch {settings.batch_size}, "
+              f"{torch.get_num_threads()} threads; fit policy: {policy.describe()} "
+              f"(precision {args.precision}, memory format {args.memory_format})")
+        plain_loop(copy.deepcopy(initial), data, settings)  # one warm-up of each, not counted
+        fit(copy.deepcopy(initial), data, settings, progress=False)
+        ratios, acc_plain, acc_fit = [], [], []
+        for r in range(1, args.rounds + 1):
+            m_plain, m_fit = copy.deepcopy(initial), copy.deepcopy(initial)
+            t_plain = plain_loop(m_plain, data, settings)
+            t_fit = fit(m_fit, data, settings, label="bench", progress=False).seconds
+            ratio = t_plain / t_fit  # = throughput(fit) / throughput(plain)
+            ratios.append(ratio)
+            acc_plain.append(evaluate(m_plain, data.val))
+            acc_fit.append(evaluate(m_fit, data.val))
+            print(f"round {r}/{args.rounds}: plain {n / t_plain:8.1f} samples/s   "
+                  f"fit {n / t_fit:8.1f} samples/s   ratio {ratio:.3f}   val accuracy plain "
+                  f"{100 * acc_plain[-1]:.2f} % fit {100 * acc_fit[-1]:.2f} %")
+        print(f"{study.model.name}: median throughput ratio fit/plain "
+              f"{statistics.median(ratios):.3f}; mean val accuracy plain "
+              f"{100 * statistics.mean(acc_plain):.2f} % "
+              f"fit {100 * statistics.mean(acc_fit):.2f} %")
     return 0
 
 
@@ -214,16 +253,21 @@ def bench_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+_STUDIES = str(Path(__file__).parent / "studies")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqsearch.bench")
     sub = parser.add_subparsers(dest="bench", required=True)
-    p = sub.add_parser("loop", help="fit vs a plain PyTorch loop")
-    p.add_argument("--model", default="resnet8")
-    p.add_argument("--data", default="mnist5k")
-    p.add_argument("--limit", type=int, default=2000)
+    p = sub.add_parser("loop", help="fit (default policy) vs a plain fp32 PyTorch loop")
+    p.add_argument("--studies", default=f"{_STUDIES}/resnet20-mnist5k.yaml,"
+                                        f"{_STUDIES}/vgg11-mnist5k.yaml")
+    p.add_argument("--limit", type=int, default=None, help="images used (default: the study's)")
     p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--memory-format", default="auto",
+                   choices=("auto", "channels_last", "contiguous"))
     p.set_defaults(func=bench_loop)
     p = sub.add_parser("qat", help="QAT step time / float step time")
     p.add_argument("--model", default="resnet20")

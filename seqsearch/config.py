@@ -53,6 +53,10 @@ class TrainSection(_Strict):
     weight_decay: float = Field(default=5e-4, ge=0.0, le=1.0)
     batch_size: int = Field(default=128, ge=1, le=65_536)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
+    # auto: bf16 autocast only where the hardware has it natively; channels-last where it
+    # measured faster (seqsearch.precision). Evaluation is always fp32.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
 
     def settings(self, seed: int, *, finetune: bool = False) -> TrainSettings:
         """Baseline settings, or a stage's fine-tune settings (stage epochs, lr x factor)."""
@@ -65,6 +69,8 @@ class TrainSection(_Strict):
             batch_size=self.batch_size,
             schedule=self.schedule,
             seed=seed,
+            precision=self.precision,
+            memory_format=self.memory_format,
         )
 
 

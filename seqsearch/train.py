@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqsearch.data import DataBundle, Split, augment_batch, batches
+from seqsearch.precision import CONTIGUOUS, resolve_policy
 from seqsearch.progress import Progress
 
 LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -42,6 +43,8 @@ class TrainSettings:
     batch_size: int = 128
     schedule: str = "cosine"
     seed: int = 0
+    precision: str = "fp32"  # auto | fp32 | bf16 | fp16 (see seqsearch.precision)
+    memory_format: str = "contiguous"  # auto | channels_last | contiguous
 
 
 @dataclass
@@ -128,6 +131,9 @@ def fit(
     model.train()
     saved = _freeze_outside(model, {id(p) for p in trainable})
     trainable = [p for p in trainable if p.requires_grad]
+    policy = resolve_policy(settings.precision, settings.memory_format, data.train.x.device)
+    policy.model(model)
+    scaler = torch.amp.GradScaler(policy.device_type) if policy.scaled else None
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     total = settings.epochs * steps_per_epoch
     bar = Progress(label, settings.epochs, steps_per_epoch, enabled=progress)
@@ -146,12 +152,18 @@ def fit(
                 lr = lr_at(step, total, settings.lr, settings.schedule)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x = augment_batch(x, data.augment, gen)
-                loss = loss_fn(model(x), y, x)
+                x = policy.batch(augment_batch(x, data.augment, gen))
+                with policy.autocast():
+                    loss = loss_fn(model(x), y, x)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                running += loss.detach()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    opt.step()
+                running += loss.detach().float()
                 step += 1
                 if bar.tty and bar.enabled:
                     bar.step(epoch, k, float(running) / k)
@@ -165,13 +177,19 @@ def fit(
     finally:
         for p, flag in saved.items():
             p.requires_grad_(flag)
+        # Back to contiguous weights: a model's numerics then never depend on its history
+        # (trained here, loaded from the cache, or a stage's new layers).
+        CONTIGUOUS.model(model)
         model.eval()
         result.seconds = time.perf_counter() - start
 
 
 @torch.no_grad()
 def predict(model: nn.Module, split: Split, *, batch_size: int = 1024) -> object:
-    """Model outputs over a split in eval mode; a list output (exits) is concatenated per entry."""
+    """Model outputs over a split in eval mode; a list output (exits) is concatenated per entry.
+
+    Always fp32 and contiguous, so measured accuracies (and the exits samples take) do not
+    depend on the hardware's bf16 or on the policy a model was trained under."""
     was_training = model.training
     model.eval()
     outs: list[object] = []

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqsearch.precision import full_precision
+
 WEIGHT_BITS = (1, 2, 4, 8, 32)
 ACT_BITS = (2, 4, 8, 32)
 
@@ -86,16 +88,26 @@ class _QuantMixin:
         return super().extra_repr() + f", w{self.weight_bits}a{self.act_bits}"  # type: ignore[misc]
 
 
+    def quantized(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fake-quantized input and weight, computed in fp32 whatever the autocast, so
+        they hold exactly 2^act_bits and 2^weight_bits levels."""
+        weight: torch.Tensor = self.weight  # type: ignore[attr-defined]
+        with full_precision(x):
+            xq = quantize_act(x.float(), self.act_bits, self.act_scale, bool(self.act_signed))
+            wq = quantize_weight(weight.float(), self.weight_bits)
+        return xq, wq
+
+
 class QConv2d(_QuantMixin, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = quantize_act(x, self.act_bits, self.act_scale, bool(self.act_signed))
-        return self._conv_forward(x, quantize_weight(self.weight, self.weight_bits), self.bias)
+        xq, wq = self.quantized(x)
+        return self._conv_forward(xq, wq, self.bias)
 
 
 class QLinear(_QuantMixin, nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = quantize_act(x, self.act_bits, self.act_scale, bool(self.act_signed))
-        return F.linear(x, quantize_weight(self.weight, self.weight_bits), self.bias)
+        xq, wq = self.quantized(x)
+        return F.linear(xq, wq, self.bias)
 
 
 def to_quant(layer: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
