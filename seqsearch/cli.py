@@ -167,6 +167,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     study, out = _study_and_dir(args)
     if args.dry_run:
         return _print_plan(study, args.json)
+    if args.workers < 1:
+        raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
+    if args.workers > 1:
+        from seqsearch.baseline import get_baseline
+
+        get_baseline(study, out_dir=out)  # once, before the workers start
+        _spawn_probe_workers(args, args.workers)
+        # every unit is done now: this pass only gathers the results and the checks
     summary = run_probe(study, out, storage=args.storage, insert=args.insert,
                         repeat=args.repeat, brute=args.brute_force)
     t = summary["totals"]
@@ -219,6 +227,44 @@ def cmd_order(args: argparse.Namespace) -> int:
     return 0
 
 
+def thread_share(workers: int) -> int:
+    """Torch threads for each of `workers` local processes: the cores split evenly, so N
+    workers never oversubscribe the machine (each used to take every core's threads)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, workers))
+
+
+def _wait_all(procs: list[Any], what: str) -> None:
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.wait()
+        raise
+    bad = [c for c in codes if c != 0]
+    if bad:
+        raise SeqsearchError(f"{len(bad)} of {len(procs)} {what} workers failed (exit {bad[0]}); "
+                             "run the same command again to resume")
+
+
+def _spawn_probe_workers(args: argparse.Namespace, n: int) -> None:
+    import subprocess
+
+    base = [sys.executable, "-m", "seqsearch", "probe"] + ([args.study] if args.study else [])
+    for flag, value in (("--out", args.out), ("--storage", args.storage)):
+        if value is not None:
+            base += [flag, str(value)]
+    for flag, on in (("--insert", args.insert), ("--repeat", args.repeat),
+                     ("--brute-force", args.brute_force)):
+        if on:
+            base.append(flag)
+    base += ["--threads", str(thread_share(n))]
+    # their summaries would repeat the one this process prints after them
+    _wait_all([subprocess.Popen(base, stdout=subprocess.DEVNULL) for _ in range(n)], "probe")
+
+
 def _spawn_workers(args: argparse.Namespace, n: int) -> None:
     import subprocess
 
@@ -232,18 +278,9 @@ def _spawn_workers(args: argparse.Namespace, n: int) -> None:
         base.append("--multi-objective")
     if args.no_pruner:
         base.append("--no-pruner")
-    procs = [subprocess.Popen(base + ["--worker-index", str(i), "--no-finalize"])
-             for i in range(n)]
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            p.wait()
-        raise
-    bad = [c for c in codes if c != 0]
-    if bad:
-        raise SeqsearchError(f"{len(bad)} of {n} tune workers failed (exit {bad[0]}); "
-                             "run the same command again to resume")
+    base += ["--threads", str(thread_share(n))]
+    _wait_all([subprocess.Popen(base + ["--worker-index", str(i), "--no-finalize"])
+               for i in range(n)], "tune")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -373,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes on the "
+                   "study's storage, each with its share of the cores' threads")
+    _threads_option(p)
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("order", help="decide each pair, build the DAG, print the order(s)")
@@ -392,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the study's tune.budget)")
     p.add_argument("--multi-objective", action="store_true",
                    help="maximise accuracy and BitOpsCR together; report the Pareto set")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes, each with "
+                   "its share of the cores' threads")
+    _threads_option(p)
     p.add_argument("--no-pruner", action="store_true", help="run every trial to the end")
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
@@ -416,11 +458,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, help="torch threads for this process (default: "
+                   "torch's own choice; workers get their share of the cores)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None:
+            if threads < 1:
+                raise SeqsearchError(f"--threads {threads}: must be at least 1")
+            import torch
+
+            torch.set_num_threads(threads)
         return func(args)
     except SeqsearchError as exc:
         print(f"seqsearch: error: {exc}", file=sys.stderr)

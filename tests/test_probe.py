@@ -189,3 +189,34 @@ def test_brute_force_ranks_the_planted_order_first(tmp_path):
     ranking = rank_orders(prober.table(), CRIT)
     assert len(ranking) == 24
     assert ranking[0]["order"] == "DPQE" and ranking[-1]["order"] == "EQPD"
+
+
+def test_probe_workers_share_the_storage_and_the_cores(tmp_path):
+    """`--workers 2` on the journal storage: every unit exactly once, the same verdicts as one
+    process, and each worker runs with its share of the threads."""
+    from seqsearch.cli import thread_share
+
+    assert thread_share(1) == max(1, len(os.sched_getaffinity(0)))
+    assert thread_share(64) == 1
+    study = tmp_path / "s.yaml"
+    study.write_text(TINY_STUDY.format(stages="prune, quantize", k=2))
+    one = json.loads(run_cli("probe", str(study), "--out", str(tmp_path / "one"),
+                             "--json").stdout)
+    two = json.loads(run_cli("probe", str(study), "--out", str(tmp_path / "two"),
+                             "--workers", "2", "--json").stdout)
+    units = list((tmp_path / "two" / "units").glob("*.json"))
+    # 2 samples x (PQ, QP and the single stages P, Q), each exactly once
+    assert one["totals"]["units"] == two["totals"]["units"] == len(units) == 2 * 4
+    import optuna
+
+    trials = optuna.load_study(study_name="tiny-probe",
+                               storage=open_storage(None, tmp_path / "two")).get_trials()
+    done = [t.user_attrs["unit"] for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE and "unit" in t.user_attrs]
+    assert sorted(done) == sorted(p.stem for p in units)  # no unit ran twice
+    verdicts = {}
+    for name in ("one", "two"):
+        order = json.loads(run_cli("order", str(study), "--out", str(tmp_path / name),
+                                   "--json").stdout)
+        verdicts[name] = [(p["pair"], p["winner"]) for p in order["pairs"]]
+    assert verdicts["one"] == verdicts["two"]

@@ -183,7 +183,14 @@ class Prober:
             waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                        if t.user_attrs.get("unit") in by_key]
             if not waiting:
-                break
+                # Others may still run units of this set: wait for them (a dead one's unit is
+                # re-queued by the reaper and taken here), so every worker decides later steps
+                # (the insertion check's winners) on the same table.
+                if not self._others_running(study, units):
+                    break
+                time.sleep(1.0)
+                reap_dead_trials(study)
+                continue
             trial = study.ask()
             key = trial.user_attrs.get("unit")
             if key not in by_key:  # another worker took the last queued unit first
@@ -222,6 +229,11 @@ class Prober:
             self.write_table()
         self.write_table()
         return counts
+
+    def _others_running(self, study: optuna.Study, units: Sequence[Unit]) -> bool:
+        pending = {u.key for u in units if not self.unit_path(u).is_file()}
+        return any(t.user_attrs.get("unit") in pending
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def load_units(self) -> list[dict[str, Any]]:
         if not self.units_dir.is_dir():
