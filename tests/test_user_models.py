@@ -100,6 +100,8 @@ def test_a_folder_is_not_a_study(tmp_path):
         (b"def f(:\n", "is not valid Python (line 1"),
         (b"raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
         (b"x = 1\n", "has no callable 'f'"),
+        (b"def f(**kw):\n    raise ValueError('bad width')\n",
+         "building it raised ValueError: bad width"),
     ],
 )
 def test_bad_model_files(tmp_path, content, fragment):

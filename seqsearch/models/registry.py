@@ -128,6 +128,12 @@ def _call_factory(name: str, factory: ModelFactory, args: dict[str, Any],
                 raise SeqsearchError(f"model {name!r}: {exc}") from None
             for k in rejected:
                 del extra[k]
+        except SeqsearchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's factory failed: one line, no trace
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise SeqsearchError(f"model {name!r}: building it raised {type(exc).__name__}: "
+                                 f"{first}") from None
 
 
 def create_model(

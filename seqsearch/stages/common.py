@@ -107,6 +107,40 @@ def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = N
         model.train(was_training)
 
 
+@torch.no_grad()
+def warm_up_norms(model: nn.Module, part: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
+    """Estimate the BatchNorm statistics inside `part` (new layers of `model`) from data.
+
+    New layers hold initial statistics (mean 0, variance 1); a quantizer calibrated through
+    them gets a range that does not fit the trained layer (QE's heads: 1.5-2x too narrow, and
+    with 1-bit weights no sample ever left early). The rest of `model` stays in eval mode;
+    activations are not quantized during the pass, since their ranges are what comes next.
+    """
+    norms = [m for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    quant = [m for m in part.modules() if isinstance(m, QConv2d | QLinear)]
+    saved_bits = {m: m.act_bits for m in quant}
+    saved_momentum = {m: m.momentum for m in norms}
+    was_training = model.training
+    try:
+        model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches below
+            norm.train()
+        for layer in quant:
+            layer.act_bits = 32
+        for chunk in x.split(batch):
+            model(chunk)
+    finally:
+        for layer, bits in saved_bits.items():
+            layer.act_bits = bits
+        for norm, momentum in saved_momentum.items():
+            norm.momentum = momentum
+        model.train(was_training)
+
+
 def reinitialise(model: nn.Module) -> None:
     """Fresh weights everywhere (a student trained from scratch keeps only the structure)."""
     for m in model.modules():

@@ -26,6 +26,7 @@ from seqsearch.stages.common import (
     feature_shapes,
     make_head,
     quantize_module,
+    warm_up_norms,
 )
 from seqsearch.train import fit
 
@@ -89,7 +90,8 @@ class EarlyExit:
             heads.append(quantize_module(head, *bits) if bits else head)
         multi = MultiExit(model, points, heads).to(ctx.device)
         self.set_policy(multi, params)
-        if bits:
+        if bits:  # QE: heads quantized from the start, their ranges set on real statistics
+            warm_up_norms(multi, multi.heads, ctx.example_batch(256))
             calibrate(multi, ctx.example_batch(256), only=set(multi.heads.modules()))
         fit(multi, ctx.data, ctx.settings(finetune=False), loss_fn=heads_loss,
             params=multi.heads.parameters(), label=f"{ctx.label}early_exit x{len(points)}",
