@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 from seqsearch import atomic
 from seqsearch.config import RunSection
 from seqsearch.data import DataBundle, load_data
+from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import measure
 from seqsearch.models import build_model as build_for_data
 from seqsearch.progress import note
@@ -43,6 +45,25 @@ def build_model(study: RunSection, data: DataBundle) -> nn.Module:
 def baseline_path(study: RunSection, out_dir: Path | None = None) -> Path:
     root = out_dir if out_dir is not None else study.output_dir()
     return root / "baseline" / f"{study.baseline_key()}.pt"
+
+
+def baseline_metrics(study: RunSection, out_dir: Path) -> dict[str, Any]:
+    """The baseline's metrics without training or building anything: from its checkpoint,
+    kept beside the results as baseline.json, so that a study folder without model files (as
+    committed under reports/) still decides its pairs and rebuilds its report."""
+    path = baseline_path(study, out_dir)
+    saved = out_dir / "baseline.json"
+    key = study.baseline_key()
+    if path.is_file():
+        metrics = dict(torch.load(path, map_location="cpu", weights_only=True)["metrics"])
+        atomic.write_json(saved, {"baseline_key": key, "metrics": metrics})
+        return metrics
+    if saved.is_file():
+        kept = json.loads(saved.read_text())
+        if kept.get("baseline_key") == key:
+            return dict(kept["metrics"])
+    raise SeqsearchError(f"{path}: no baseline yet (and no baseline.json for this study's "
+                         "baseline); run 'seqsearch run' (or 'baseline') first")
 
 
 def get_baseline(

@@ -123,10 +123,14 @@ class RunSection(_Strict):
 
     def baseline_key(self) -> str:
         """Hash of everything that decides the baseline: model, data, baseline training, seed."""
+        train = dict(self.train.settings(self.seed).__dict__)
+        for key in ("precision", "memory_format"):
+            if train[key] == "auto":  # the default: keys (and committed reports) from before
+                del train[key]        # these settings existed stay valid
         payload = {
             "model": self.model.model_dump(),
             "data": self.data.model_dump(),
-            "train": self.train.settings(self.seed).__dict__,
+            "train": train,
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,3 +47,30 @@ def test_study_dry_runs_shrunk(path, tmp_path):
     assert plan["tune_stage_trainings_at_most"] == 3 * n
     assert plan["baseline_macs"] > 0 and plan["estimated_tflops"] > 0
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("name", ["resnet20-mnist5k", "vgg11-mnist5k"])
+def test_committed_reports_still_match_their_study(name):
+    """New train settings at their defaults must not change the baseline key, or
+    `seqsearch report` could no longer rebuild a committed report folder."""
+    root = Path(__file__).parent.parent
+    kept = json.loads((root / "reports" / name / "baseline.json").read_text())
+    assert load_study(root / "studies" / f"{name}.yaml").baseline_key() == kept["baseline_key"]
+
+
+def test_order_on_a_committed_folder_never_trains(tmp_path):
+    """`seqsearch order` reads the baseline's figures from baseline.json when the model file is
+    absent (it used to retrain the baseline), and reproduces the committed verdicts."""
+    import shutil
+
+    root = Path(__file__).parent.parent
+    folder = root / "reports" / "vgg11-mnist5k"
+    for name in ("runs.csv", "baseline.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", "order",
+                           str(root / "studies" / "vgg11-mnist5k.yaml"), "--out", str(tmp_path),
+                           "--json"], capture_output=True, text=True,
+                          env={**os.environ, "SEQSEARCH_QUIET": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "baseline").exists()  # nothing trained, no checkpoint written
+    assert json.loads(proc.stdout) == json.loads((folder / "order.json").read_text())

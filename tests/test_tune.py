@@ -124,6 +124,7 @@ def test_two_workers_on_one_journal_complete_exactly_n(tmp_path):
     assert res["trials"] == 6 and res["running"] == 0
     st, trials = _slots("tiny-tune-b5", open_storage(None, out))
     _check_exactly(st, trials, 6)
+    assert st.metric_names == ["log BitOpsCR"]  # what optuna-dashboard shows
     assert (out / "tune" / "trials.csv").is_file()
     if res["best"] is not None:
         assert (out / "tune" / "best_chain.yaml").is_file()

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from seqsearch import atomic
-from seqsearch.baseline import baseline_path
+from seqsearch.baseline import baseline_metrics
 from seqsearch.config import StudyConfig
 from seqsearch.errors import SeqsearchError
 from seqsearch.progress import note
@@ -18,23 +17,6 @@ from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.stages import get_stage
-
-
-def _baseline_metrics(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
-    """The baseline's metrics from its checkpoint, kept beside the results as baseline.json so
-    that a report folder without model files (as committed under reports/) still rebuilds."""
-    path = baseline_path(study, out_dir)
-    saved = out_dir / "baseline.json"
-    key = study.baseline_key()
-    if path.is_file():
-        metrics = dict(torch.load(path, map_location="cpu", weights_only=True)["metrics"])
-        atomic.write_json(saved, {"baseline_key": key, "metrics": metrics})
-        return metrics
-    kept = T.read_json(saved)
-    if kept is not None and kept.get("baseline_key") == key:
-        return dict(kept["metrics"])
-    raise SeqsearchError(f"{path}: no baseline yet (and no baseline.json for this study's "
-                         "baseline); run 'seqsearch run' (or 'baseline') first")
 
 
 def _csv(df: pd.DataFrame, folder: Path, name: str) -> None:
@@ -59,7 +41,7 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
 
 
 def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
-    base = _baseline_metrics(study, out_dir)
+    base = baseline_metrics(study, out_dir)
     runs_path = out_dir / "runs.csv"
     if not runs_path.is_file():
         raise SeqsearchError(f"{runs_path}: no probe results; run 'seqsearch run' first")

@@ -211,6 +211,9 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
                                 pruner=pruner, load_if_exists=True, **kwargs)
     study.set_user_attr("budget", opts.budget)
     study.set_user_attr("chains", list(opts.chains))
+    # named, so optuna-dashboard shows these instead of "Objective 0"
+    study.set_metric_names(["val accuracy", "log BitOpsCR"] if opts.multi_objective
+                           else ["log BitOpsCR"])
     return study
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from seqsearch import atomic
-from seqsearch.baseline import Baseline, get_baseline
+from seqsearch.baseline import Baseline, baseline_metrics, get_baseline
 from seqsearch.config import StudyConfig
 from seqsearch.errors import SeqsearchError
 from seqsearch.search.order import (
@@ -47,9 +47,9 @@ def check_fixed(study: StudyConfig) -> None:
         resolve_params(get_stage(stage).info, params)
 
 
-def criteria(study: StudyConfig, base: Baseline) -> Criteria:
+def criteria(study: StudyConfig, metrics: dict[str, Any]) -> Criteria:
     p = study.probe
-    return Criteria(float(base.metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
+    return Criteria(float(metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
                     tuple(p.budgets), p.bootstrap, p.sampler_seed)
 
 
@@ -75,7 +75,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     k, seeds = study.probe.samples, study.probe.seeds
     prober.run(pair_units(letters, k, seeds))
     summary: dict[str, Any] = {}
-    crit = criteria(study, base)
+    crit = criteria(study, base.metrics)
     if insert:
         order = decide(prober.table(), letters, crit)
         winners = [p["winner"] for p in order["pairs"] if p["winner"]]
@@ -107,9 +107,10 @@ def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
         raise SeqsearchError(f"{runs}: no probe results; run 'seqsearch probe' first")
     import pandas as pd
 
-    base = get_baseline(study, out_dir=out_dir)
+    # never trains: the probe (or a committed baseline.json) has the baseline's figures
+    metrics = baseline_metrics(study, out_dir)
     table = pd.read_csv(runs)
-    result = decide(table, study_letters(study), criteria(study, base))
+    result = decide(table, study_letters(study), criteria(study, metrics))
     atomic.write_json(out_dir / "order.json", result)
     return result
 
