@@ -18,6 +18,7 @@ error) keeps its slot with the reason recorded.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -211,9 +212,12 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
                                 pruner=pruner, load_if_exists=True, **kwargs)
     study.set_user_attr("budget", opts.budget)
     study.set_user_attr("chains", list(opts.chains))
-    # named, so optuna-dashboard shows these instead of "Objective 0"
-    study.set_metric_names(["val accuracy", "log BitOpsCR"] if opts.multi_objective
-                           else ["log BitOpsCR"])
+    # named, so optuna-dashboard shows these instead of "Objective 0"; the API is stable
+    # since Optuna 3.2 but still flagged experimental, which users need not read every run
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val accuracy", "log BitOpsCR"] if opts.multi_objective
+                               else ["log BitOpsCR"])
     return study
 
 
