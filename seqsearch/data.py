@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqsearch.errors import SeqsearchError
+from seqsearch.errors import SeqsearchError, first_line
 
 AUGMENT_MODES = ("none", "crop", "crop_flip")
 
@@ -114,7 +114,7 @@ def _torchvision(kind: str) -> Loader:
                 train, test = (cls(root, train=t, download=download) for t in (True, False))
         except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
             hint = "" if download else " (data.download is false)"
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc, 1000)
             raise SeqsearchError(
                 f"dataset {kind!r}: cannot load it from {root}{hint}: {first}"
             ) from None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seqsearch.errors import SeqsearchError
+from seqsearch.errors import SeqsearchError, first_line
 
 FULL_PRECISION = 32
 
@@ -71,7 +71,7 @@ def _run(model: nn.Module, x: torch.Tensor, input_shape: Sequence[int]) -> objec
         with torch.no_grad():
             return model(x)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc, 1000)
         shape = ",".join(str(s) for s in input_shape)
         raise SeqsearchError(
             f"the model cannot take input shape {shape}: {first}"

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqsearch.errors import SeqsearchError
+from seqsearch.errors import SeqsearchError, first_line
 from seqsearch.models import mobilenetv2, resnet_cifar, tiny, vgg
 from seqsearch.progress import note
 
@@ -131,7 +131,7 @@ def _call_factory(name: str, factory: ModelFactory, args: dict[str, Any],
         except SeqsearchError:
             raise
         except Exception as exc:  # noqa: BLE001 - the user's factory failed: one line, no trace
-            first = (str(exc).splitlines() or [""])[0][:200]
+            first = first_line(exc)
             raise SeqsearchError(f"model {name!r}: building it raised {type(exc).__name__}: "
                                  f"{first}") from None
 
@@ -227,7 +227,7 @@ def build_model(
     except Exception as exc:  # noqa: BLE001 - any failure here is the model not fitting the data
         raise SeqsearchError(
             f"model {name!r} cannot take input shape {','.join(map(str, input_shape))}: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         ) from None
     finally:
         model.train(was_training)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
+from seqsearch.errors import first_line
+
 NEEDS_BROWSER = ("PNGs need a headless browser: apt-get install chromium, or run "
                  "kaleido_get_chrome where a network is available")
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
@@ -133,7 +135,7 @@ def save_pngs(figs: list[tuple[go.Figure, Path]], timeout: float = 120.0) -> str
         if type(exc).__name__ == "ChromeNotFoundError":
             return (f"PNGs skipped: kaleido found no Chromium or Chrome ({NEEDS_BROWSER}); "
                     "the HTML figures are written")
-        first = (str(exc).splitlines() or [""])[0][:160]
+        first = first_line(exc, 160)
         return f"PNGs not written ({type(exc).__name__}: {first}); the HTML figures are written"
     missing = [str(p) for _, p in figs if not p.is_file()]
     return f"PNGs missing: {', '.join(missing)}" if missing else None

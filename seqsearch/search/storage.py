@@ -19,7 +19,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
 
-from seqsearch.errors import SeqsearchError
+from seqsearch.errors import SeqsearchError, first_line
 
 HOST = socket.gethostname()
 
@@ -36,7 +36,7 @@ def open_storage(spec: str | None, study_dir: Path) -> BaseStorage:
                                   engine_kwargs={"pool_pre_ping": True}
                                   if not spec.startswith("sqlite") else {})
         except Exception as exc:  # noqa: BLE001 - any driver/connection error is a user error
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, 1000)
             raise SeqsearchError(f"--storage {spec}: cannot open it ({first})") from None
     return _journal(Path(spec))
 

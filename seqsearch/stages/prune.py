@@ -16,7 +16,7 @@ import torch_pruning as tp
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from torch import nn
 
-from seqsearch.errors import SeqsearchError
+from seqsearch.errors import SeqsearchError, first_line
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import classifier_layers, task_loss
 from seqsearch.train import fit
@@ -54,8 +54,7 @@ def excluded_layers(model: nn.Module, names: Sequence[str], stage: str) -> list[
 
 
 def _first_line(exc: BaseException) -> str:
-    text = (str(exc).splitlines() or [""])[0][:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc, 160)}"
 
 
 def prune_channels(
