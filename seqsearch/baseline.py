@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqsearch import atomic
+from seqsearch import atomic, environment
 from seqsearch.config import RunSection
 from seqsearch.data import DataBundle, load_data
 from seqsearch.errors import SeqsearchError
@@ -92,7 +92,10 @@ def get_baseline(
         "param_bits": cost.param_bits,
         "epochs": result.epochs,
         "seconds": round(result.seconds, 2),
+        "val_images": len(data.val),
+        "test_images": len(data.test),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic.torch_save(path, {"state_dict": state, "metrics": metrics})
+    environment.record(path.parent.parent, "baseline", dev)
     return Baseline(model, data, metrics, from_cache=False)

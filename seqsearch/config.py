@@ -77,14 +77,23 @@ class TrainSection(_Strict):
 class ProbeSection(_Strict):
     samples: int = Field(default=8, ge=1, le=10_000)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    adaptive: bool = True  # a pair gets its next seed only while undecided (stats module)
+    alpha: float = Field(default=0.1, gt=0.0, lt=1.0)
     sampler_seed: int = 0
     tie_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_drop: float = Field(default=5.0, gt=0.0, le=100.0)
+    max_drop: float | None = Field(default=None, gt=0.0, le=100.0)  # None: the largest budget
     budgets: list[float] = Field(default_factory=lambda: [0.2, 0.6, 1.0, 2.0], min_length=1)
     thresholds: list[float] = Field(
         default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01], min_length=1)
     bootstrap: int = Field(default=200, ge=0, le=100_000)
     fixed: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("each seed may be listed once")
+        return v
 
 
 class TuneSection(_Strict):

@@ -10,36 +10,44 @@ import pytest
 from seqsearch.report import claims as C
 
 
-def _pair(pair: str, winner: str | None, confidence: float, margin: float = 0.2) -> dict:
-    return {"pair": pair, "winner": winner, "tie": winner is None, "confidence": confidence,
-            "margin": margin}
+def _pair(pair: str, winner: str | None, confidence: float, margin: float = 0.2,
+          p_value: float = 0.01) -> dict:
+    """A verdict as order.json holds it: a winner only where the paired test decided."""
+    return {"pair": pair, "winner": winner, "tie": winner is None, "decided": winner is not None,
+            "p_value": p_value if winner else 0.5, "confidence": confidence, "margin": margin}
 
 
 def test_paper_winner_follows_the_law():
     assert [C.paper_winner(p) for p in ("DP", "QP", "ED", "EQ")] == ["DP", "PQ", "DE", "QE"]
 
 
-def test_pairwise_verdicts_need_confidence():
+def test_pairwise_verdicts_need_a_decided_test():
     order = {"pairs": [_pair("DP", "DP", 0.95), _pair("PQ", "QP", 0.9),
-                       _pair("QE", "EQ", 0.6), _pair("DE", None, 0.5)]}
+                       _pair("QE", None, 0.99), _pair("DE", None, 0.5)]}
     df = C.pairwise_claims(order).set_index("paper")
     assert df.loc["DP", "verdict"] == "agree"
     assert df.loc["PQ", "verdict"] == "disagree"
-    assert df.loc["QE", "verdict"] == "inconclusive"  # leans against, but not sure
-    assert df.loc["DE", "ours"] == "tie" and df.loc["DE", "verdict"] == "inconclusive"
+    # leans one way on the bootstrap, but the paired test did not decide it
+    assert df.loc["QE", "ours"] == "undecided" and df.loc["QE", "verdict"] == "inconclusive"
+    assert df.loc["DE", "p_value"] == 0.5 and df.loc["DE", "verdict"] == "inconclusive"
 
 
 def test_law_disagrees_when_not_proposed_and_brute_rank_is_reported():
     order = {"letters": list("DPQE"), "orders": ["PDQE"],
              "pairs": [_pair("DP", "PD", 0.97)]}
     pairs = C.pairwise_claims(order)
-    brute = {"ranking": [{"order": "PDQE", "hypervolume": 2.0},
-                         {"order": "DPQE", "hypervolume": 1.5}]}
+    brute = {"ranking": [{"order": "PDQE", "hypervolume": 2.0, "rank": 1, "in_top_set": True,
+                          "rank_interval": [1, 1], "p_vs_best": 1.0},
+                         {"order": "DPQE", "hypervolume": 1.5, "rank": 2, "in_top_set": False,
+                          "rank_interval": [2, 2], "p_vs_best": 0.01}]}
     df = C.law_claim(order, pairs, brute)
     assert list(df["verdict"]) == ["disagree", "disagree"]
     assert df.iloc[0]["confidence"] == pytest.approx(0.97)
     assert "DPQE ranks 2 of 2" in df.iloc[1]["ours"]
     assert df.iloc[1]["margin"] == pytest.approx(-0.25)
+    # not distinguishable from the best: the brute force cannot say the law is wrong
+    brute["ranking"][1].update(in_top_set=True, p_vs_best=0.4)
+    assert C.law_claim(order, pairs, brute).iloc[1]["verdict"] == "inconclusive"
 
 
 def test_table1_and_its_claim():

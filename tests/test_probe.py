@@ -165,9 +165,9 @@ def test_insertion_and_repetition_checks_on_planted_data(tmp_path):
     from seqsearch.search.probe import insert_units, repeat_units
 
     planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
-    prober = probe_synthetic(tmp_path, planted, k=4)
-    prober.run(insert_units(["DP", "PQ"], "DPQE", 4, [0]))
-    prober.run(repeat_units("DPQE", 4, [0]))
+    prober = probe_synthetic(tmp_path, planted, k=5)  # 4 units cannot reach p <= 0.1
+    prober.run(insert_units(["DP", "PQ"], "DPQE", 5, [0]))
+    prober.run(repeat_units("DPQE", 5, [0]))
     table = prober.table()
     ins = check_insertions(table, ["DP", "PQ"], "DPQE", CRIT)
     assert {(r["pair"], r["inserted"]) for r in ins} == {

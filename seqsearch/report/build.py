@@ -69,11 +69,13 @@ def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
         a, b = p["orders"]
         pts = T.pareto_points(runs, [a, b])
         _csv(pts, tables, f"pareto_{p['pair']}")
-        verdict = "tie" if p["tie"] else f"{p['winner']} wins (margin {p['margin']:+.2f})"
+        verdict = (f"{p['winner']} wins (p = {p['p_value']:.3g}, margin {p['margin']:+.2f})"
+                   if p["decided"] else f"undecided (p = {p['p_value']:.3g})")
         emit(F.pareto_figure(pts, a, b, verdict), f"pareto_{p['pair']}", f"{a} vs {b}")
     edges = T.edges_table(order)
     _csv(edges, tables, "dag_edges")
-    emit(F.dag_figure(order["letters"], edges, order["orders"]), "dag", "order DAG")
+    emit(F.dag_figure(order["letters"], edges, order["orders"], order.get("undecided", [])),
+         "dag", "order DAG")
     best_run = best.get("best")
     traj = pd.DataFrame()
     if best_run:
@@ -138,8 +140,11 @@ def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
              f"{100 * base['test_accuracy']:.2f} %",
              f"- MACs {base['macs']:,}, params {base['params']:,}, BitOps {base['bitops']:,}",
              "", "## Pairwise verdicts (decided on the validation split)", "",
-             _md_table(pairs[["pair", "winner", "tie", "fronts_cross", "margin",
-                              "confidence"]] if not pairs.empty else pairs),
+             _verdict_rule(order),
+             "", _md_table(pairs[["pair", "winner", "p_value", "units", "seeds", "margin",
+                                  "confidence", "fronts_cross"]] if not pairs.empty else pairs,
+                           ".3g"),
+             *_noise_lines(order, probe),
              "## Order DAG", "",
              "Stages: " + ", ".join(f"{k} ({v.kind}, {v.granularity})"
                                     for k, v in kinds.items()),
@@ -149,7 +154,9 @@ def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
     if order["cycles"]:
         lines += [f"Cycles: {', '.join(order['cycles'])}; broken at "
                   + ", ".join(b["edge"] for b in order["broken_edges"]), ""]
-    lines += [f"Proposed order(s): **{', '.join(order['orders'])}**", ""]
+    lines += [f"Proposed order(s): **{T.orders_text(order['orders'], 12)}**"
+              + (f" ({len(order['orders'])}: every order consistent with the decided pairs)"
+                 if len(order["orders"]) > 1 else ""), ""]
     run = best.get("best") if best else None
     lines += ["## Tuned chain", ""]
     if run:
@@ -189,17 +196,61 @@ def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
             lines += ["", f"## {'Insertion' if extra == 'insert' else 'Repetition'} check", "",
                       _md_table(pd.DataFrame(data).drop(columns=["hypervolume"],
                                                         errors="ignore"))]
-    lines += claims
+    lines += claims + _environment_lines(out_dir)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     atomic.write_bytes(out_dir / "summary.md", ("\n".join(lines) + "\n").encode())
 
 
+def _environment_lines(out_dir: Path) -> list[str]:
+    """What the numbers depend on besides the study file (environment.json)."""
+    env = T.read_json(out_dir / "environment.json")
+    if not env:
+        return []
+    lines = ["", "## Environment (environment.json)", ""]
+    for step, e in env.items():
+        lines.append(f"- {step}: seqsearch {e.get('seqsearch')}, torch {e.get('torch')}, "
+                     f"{e.get('threads')} thread(s), {e.get('device')}"
+                     + (f" ({e['device_name']})" if e.get("device_name") else "")
+                     + f", {e.get('platform')}")
+    return lines
+
+
+def _verdict_rule(order: dict[str, Any]) -> str:
+    c = order["criteria"]
+    return (f"A pair is decided when a paired sign-flip test over the parameter samples "
+            f"(units; seeds averaged inside a unit) of the per-unit hypervolume difference "
+            f"gives p ≤ {c.get('level_per_look', c.get('alpha', 0.1)):.3g} (alpha "
+            f"{c.get('alpha', 0.1):g} over {c.get('looks', 1)} look(s)) and the margin is at "
+            f"least {c['tie_threshold']:g}; hypervolume above baseline − {c['max_drop']:g} "
+            f"points. Undecided pairs add no DAG edge.")
+
+
+def _noise_lines(order: dict[str, Any], probe: dict[str, Any]) -> list[str]:
+    n = order.get("noise") or {}
+    lines = ["", "Noise next to these verdicts:", ""]
+    if n.get("val_standard_error_points") is not None:
+        lines.append(f"- validation split: {n['val_images']} images, binomial standard error "
+                     f"{n['val_standard_error_points']:.2f} points at the baseline's accuracy")
+    if n.get("seed_gap_points") is not None:
+        lines.append(f"- seed to seed: mean |seed a − seed b| of validation accuracy "
+                     f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} pair runs")
+    else:
+        lines.append("- seed to seed: not measured (no pair ran two seeds)")
+    seeds = probe.get("seeds")
+    if seeds:
+        lines.append(f"- seeds: {'adaptive' if seeds['adaptive'] else 'fixed'}; pair stage "
+                     f"trainings {seeds['stage_trainings']} against "
+                     f"{seeds['fixed_allocation_stage_trainings']} for every seed on every pair")
+    return lines + [""]
+
+
 def _claims_lines(claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
                   cost: pd.DataFrame, brute: dict[str, Any] | None) -> list[str]:
     lines = ["", "## The paper's claims (tables/claims.csv)", "",
-             f"Verdicts below bootstrap confidence {C.SURE:g} are inconclusive; a tie is "
-             "inconclusive.", "", _md_table(claims, ".2f"),
+             "A pair the paired test did not decide is inconclusive; against the brute force, "
+             "an order not distinguishable from the best is inconclusive.", "",
+             _md_table(claims, ".2f"),
              "## Table 1: D-first full orders (brute force; tables/table1.csv)", "",
              _md_table(t1, ".4g"),
              "## Goal budgets: tuned chain against single stages, best pair and best full "
@@ -209,7 +260,22 @@ def _claims_lines(claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
              "trainings (evaluation excluded); wall seconds of `seqsearch run`'s steps.", "",
              _md_table(cost, ".4g")]
     if brute:
+        proposed = brute.get("pairwise_orders", [])
+        top = brute.get("top_set", [])
+        inside = brute.get("pairwise_in_top_set", [])
         lines += [f"Brute force best order: **{brute.get('best')}**; the pairwise method "
-                  f"proposed {', '.join(brute.get('pairwise_orders', []))} — "
-                  + ("match." if brute.get("pairwise_matches") else "no match."), ""]
+                  f"proposed {T.orders_text(proposed)} — "
+                  + ("exact match" if brute.get("pairwise_matches") else "no exact match")
+                  + f". Orders not distinguishable from the best (paired test at alpha "
+                  f"{brute.get('alpha', 0.1):g}): {len(top)} — {T.orders_text(top)}; "
+                  + (f"the proposal is in that set ({T.orders_text(inside)})."
+                     if inside else "no proposed order is in that set."), ""]
+        ranking = pd.DataFrame(brute.get("ranking", []))
+        if not ranking.empty and "rank_interval" in ranking:
+            ranking["rank_interval"] = [f"{r[0]:g}–{r[1]:g}" if r else "" for r in
+                                        ranking["rank_interval"]]
+            lines += ["Ranking (mean per-unit validation hypervolume; rank interval: 5th–95th "
+                      "percentile over bootstrap resamples of the units):", "",
+                      _md_table(ranking[["rank", "order", "hypervolume", "rank_interval",
+                                         "p_vs_best", "in_top_set"]], ".3g")]
     return lines

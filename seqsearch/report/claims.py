@@ -1,10 +1,11 @@
 """The paper's claims checked against a study's stored results, as tables.
 
 Each claim gets a verdict — agree, disagree or inconclusive — and the figure behind it. A
-pairwise verdict is as sure as its bootstrap confidence (the share of paired resamples of the
-(sample, seed) units whose hypervolume margin has the same sign); below `SURE` it is
-inconclusive, and so is a tie. Everything here reads only the runs table and the JSON files the
-probe, order and tune steps write, so `seqsearch report` recomputes it.
+pairwise verdict counts only where the paired test decided it (`decided` in order.json: p at
+most alpha per look over the parameter samples); an undecided pair is inconclusive. Against a
+brute-force sweep the law is judged by whether DPQE is among the orders not distinguishable from
+the best. Everything here reads only the runs table and the JSON files the probe, order and
+tune steps write, so `seqsearch report` recomputes it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 import pandas as pd
 
 LAW = "DPQE"
-SURE = 0.8  # bootstrap confidence below which a verdict is called inconclusive
 GOAL_BUDGETS = (0.5, 1.0)
 
 
@@ -26,8 +26,9 @@ def paper_winner(pair: str) -> str:
     return "".join(sorted(pair, key=LAW.index))
 
 
-def _verdict(agrees: bool | None, confidence: float) -> str:
-    if agrees is None or confidence < SURE:
+def _verdict(agrees: bool | None) -> str:
+    """None (the test did not decide) is inconclusive."""
+    if agrees is None:
         return "inconclusive"
     return "agree" if agrees else "disagree"
 
@@ -39,10 +40,10 @@ def pairwise_claims(order: dict[str, Any]) -> pd.DataFrame:
         if not set(p["pair"]) <= set(LAW):
             continue
         paper = paper_winner(p["pair"])
-        ours = p["winner"] or "tie"
-        agrees = None if p["tie"] else ours == paper
+        ours = p["winner"] or "undecided"
+        agrees = ours == paper if p["decided"] else None
         rows.append({"claim": f"pair {paper}", "paper": paper, "ours": ours,
-                     "verdict": _verdict(agrees, p["confidence"]),
+                     "verdict": _verdict(agrees), "p_value": p["p_value"],
                      "confidence": p["confidence"], "margin": p["margin"]})
     return pd.DataFrame(rows)
 
@@ -65,15 +66,24 @@ def law_claim(order: dict[str, Any], pairs: pd.DataFrame,
              "verdict": verdict, "confidence": confidence, "margin": None}]
     if brute and brute.get("ranking"):
         ranking = brute["ranking"]
-        ranks = {r["order"]: i for i, r in enumerate(ranking, start=1)}
         best = ranking[0]
-        law_hv = next((r["hypervolume"] for r in ranking if r["order"] == LAW), 0.0)
+        law = next((r for r in ranking if r["order"] == LAW), None)
+        law_hv = law["hypervolume"] if law else 0.0
         margin = (law_hv - best["hypervolume"]) / best["hypervolume"] \
             if best["hypervolume"] > 0 else 0.0
-        rows.append({"claim": "law DPQE (brute force, 24 orders)", "paper": LAW,
-                     "ours": f"{best['order']} best; {LAW} ranks {ranks.get(LAW, '-')} of "
-                             f"{len(ranking)}",
-                     "verdict": "agree" if best["order"] == LAW else "disagree",
+        if law is None:
+            ours, verdict, p_value = f"{best['order']} best; {LAW} not run", "inconclusive", None
+        else:
+            lo, hi = law.get("rank_interval") or (law["rank"], law["rank"])
+            top = law.get("in_top_set", best["order"] == LAW)
+            ours = (f"{best['order']} best; {LAW} ranks {law['rank']} of {len(ranking)} "
+                    f"(interval {lo:g}–{hi:g}), "
+                    + ("not distinguishable from the best" if top else "worse than the best"))
+            verdict = "agree" if best["order"] == LAW else ("inconclusive" if top else
+                                                             "disagree")
+            p_value = law.get("p_vs_best")
+        rows.append({"claim": f"law DPQE (brute force, {len(ranking)} orders)", "paper": LAW,
+                     "ours": ours, "verdict": verdict, "p_value": p_value,
                      "confidence": None, "margin": margin})
     return pd.DataFrame(rows)
 
@@ -124,7 +134,7 @@ def insertion_claim(insert: Sequence[dict[str, Any]] | None) -> pd.DataFrame:
         return pd.DataFrame([{"claim": "§4 insertion keeps the order", "paper": "holds",
                               "ours": "not run", "verdict": "inconclusive", "confidence": None,
                               "margin": None}])
-    sure = [r for r in insert if not r["tie"] and r["confidence"] >= SURE]
+    sure = [r for r in insert if r.get("decided", not r["tie"])]
     holds = [r for r in sure if r["holds"]]
     breaks = [r for r in sure if not r["holds"]]
     ties = len(insert) - len(sure)
@@ -155,13 +165,13 @@ def repetition_claims(repeat: Sequence[dict[str, Any]] | None) -> pd.DataFrame:
     rows = []
     for r in repeat:
         a = r["stage"]
-        ours = "tie" if r["tie"] else r["winner"]
+        ours = "undecided" if r["tie"] else r["winner"]
         conf = r["confidence"]
-        if a == "D":  # the paper saw no difference: a tie agrees, a confident winner does not
-            verdict = "agree" if r["tie"] else _verdict(False, conf)
+        if a == "D":  # the paper saw no difference: undecided is consistent, a winner is not
+            verdict = "agree" if r["tie"] else "disagree"
         else:
             wanted = "P+" if a == "P" else a + a
-            verdict = _verdict(None if r["tie"] else r["winner"] == wanted, conf)
+            verdict = _verdict(None if r["tie"] else r["winner"] == wanted)
         rows.append({"claim": f"§6 repeat {a}{a}", "paper": REPEAT_PAPER.get(a, ""),
                      "ours": ours, "verdict": verdict, "confidence": conf,
                      "margin": r["margin"]})

@@ -34,12 +34,19 @@ def pareto_figure(points: pd.DataFrame, first: str, second: str, verdict: str) -
     return fig
 
 
-def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str]) -> go.Figure:
-    """Stages on a circle; an arrow A→B when AB wins, labelled with margin and confidence."""
+def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str],
+               undecided: list[str] | None = None) -> go.Figure:
+    """Stages on a circle; an arrow A→B when AB wins (decided), labelled with its p-value and
+    margin; a dotted grey line, no arrow, for each undecided pair."""
     n = max(1, len(letters))
     pos = {c: (math.cos(math.pi / 2 - 2 * math.pi * i / n),
                math.sin(math.pi / 2 - 2 * math.pi * i / n)) for i, c in enumerate(letters)}
     fig = go.Figure()
+    for pair in undecided or []:
+        (x0, y0), (x1, y1) = pos[pair[0]], pos[pair[1]]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="text",
+                                 text=f"{pair}: undecided", showlegend=False,
+                                 line={"color": "#bbb", "dash": "dot", "width": 1.5}))
     for _, e in edges.iterrows():
         (x0, y0), (x1, y1) = pos[e["from"]], pos[e["to"]]
         fig.add_annotation(x=x0 + 0.85 * (x1 - x0), y=y0 + 0.85 * (y1 - y0),
@@ -47,15 +54,16 @@ def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str]) -> go
                            xref="x", yref="y", axref="x", ayref="y", showarrow=True,
                            arrowhead=3, arrowsize=1.5, arrowwidth=2, arrowcolor="#555")
         fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, showarrow=False,
-                           text=f"{e['margin']:.2f} ({e['confidence']:.2f})",
+                           text=f"p {e['p_value']:.2g}, m {e['margin']:.2f}",
                            bgcolor="white", font={"size": 11})
     fig.add_trace(go.Scatter(x=[pos[c][0] for c in letters], y=[pos[c][1] for c in letters],
                              mode="markers+text", text=letters, textfont={"size": 20},
                              marker={"size": 46, "color": "#dbe9f6",
                                      "line": {"color": "#1f77b4", "width": 2}},
                              showlegend=False))
-    fig.update_layout(title=f"order DAG (edge: margin (confidence)); orders: "
-                            f"{', '.join(orders) or 'none'}",
+    shown = ", ".join(orders[:4]) + (f" … ({len(orders)} in all)" if len(orders) > 4 else "")
+    fig.update_layout(title=f"order DAG (arrow: decided, p-value and margin; dotted: "
+                            f"undecided)<br>orders: {shown or 'none'}",
                       xaxis={"visible": False, "range": [-1.5, 1.5]},
                       yaxis={"visible": False, "range": [-1.5, 1.5]},
                       template="plotly_white", width=560, height=560)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from seqsearch import atomic
 from seqsearch.errors import SeqsearchError
+from seqsearch.report.tables import orders_text
 
 BEGIN = "<!-- overview:begin (python -m seqsearch.report.overview) -->"
 END = "<!-- overview:end -->"
@@ -69,7 +70,8 @@ def claims_section(studies: Sequence[dict[str, Any]]) -> list[str]:
                 continue
             r = row.iloc[0]
             paper = str(r["paper"])
-            conf = "" if pd.isna(r["confidence"]) else f", conf {float(r['confidence']):.2f}"
+            p = r.get("p_value")
+            conf = "" if p is None or pd.isna(p) else f", p {float(p):.2g}"
             cells.append(f"**{r['verdict']}** ({r['ours']}{conf})")
         lines.append(f"| {claim} | {paper} | " + " | ".join(cells) + " |")
     return lines
@@ -109,9 +111,13 @@ def cost_section(s: dict[str, Any]) -> list[str]:
                         else f"{100 * r['share_of_brute_seconds']:.1f} %") + " |")
     b = s["brute"]
     if b:
+        inside = b.get("pairwise_in_top_set", [])
         lines += ["", f"Brute force's best order: **{b['best']}**; pairwise proposal: "
-                  f"{', '.join(b['pairwise_orders'])} — "
-                  + ("**match**." if b["pairwise_matches"] else "**no match**.")]
+                  f"{orders_text(b['pairwise_orders'])} — "
+                  + ("**exact match**" if b["pairwise_matches"] else "**no exact match**")
+                  + f"; {len(b.get('top_set', []))} orders are not distinguishable from the "
+                  "best, " + (f"and the proposal is among them ({orders_text(inside)})."
+                             if inside else "and no proposed order is among them.")]
     return lines
 
 

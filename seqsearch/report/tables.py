@@ -20,15 +20,26 @@ def pairs_table(order: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for p in order["pairs"]:
         a, b = p["orders"]
-        rows.append({"pair": p["pair"], "winner": p["winner"] or "tie", "tie": p["tie"],
-                     "fronts_cross": p["crosses"], "margin": p["margin"],
-                     "confidence": p["confidence"], "hv_first": p["hypervolume"][a],
+        rows.append({"pair": p["pair"], "winner": p["winner"] or "undecided",
+                     "decided": p["decided"], "p_value": p["p_value"], "units": p["units"],
+                     "seeds": len(p["seeds"]), "fronts_cross": p["crosses"],
+                     "margin": p["margin"], "confidence": p["confidence"],
+                     "hv_first": p["hypervolume"][a],
                      "hv_second": p["hypervolume"][b], "first": a, "second": b})
     return pd.DataFrame(rows)
 
 
+def orders_text(orders: Sequence[str], limit: int = 6) -> str:
+    """A list of orders for a sentence, cut after `limit` with the total."""
+    if not orders:
+        return "none"
+    shown = ", ".join(orders[:limit])
+    return shown + (f", … ({len(orders)} in all)" if len(orders) > limit else "")
+
+
 def edges_table(order: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(order["edges"], columns=["from", "to", "margin", "confidence"])
+    return pd.DataFrame(order["edges"], columns=["from", "to", "margin", "confidence",
+                                                 "p_value"])
 
 
 def pareto_points(runs: pd.DataFrame, orders: Sequence[str], kind: str = "pair"

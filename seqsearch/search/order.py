@@ -1,12 +1,16 @@
 """From the runs table to an order: per-pair verdicts, the DAG, cycles, topological orders.
 
 Decisions use the validation split (accuracy and BitOpsCR of the validation samples); test
-figures are reported beside them. Per pair {A, B}: each order's Pareto front in
-(accuracy, log BitOpsCR); hypervolume above the reference point (baseline val accuracy minus
-`max_drop` points, log BitOpsCR 0); the margin (HV_AB − HV_BA) / max(HV); best BitOpsCR at
-each accuracy-drop budget; a bootstrap confidence over the paired (sample, seed) units; a tie
-when |margin| < the study's threshold or the fronts cross (each order wins some budget by more
-than the threshold).
+figures are reported beside them. The unit of evidence is a parameter sample; its seeds are
+repeats inside it. Per pair {A, B} and per unit: each order's hypervolume in
+(accuracy, log BitOpsCR) above the reference point (baseline val accuracy minus the largest
+budget in `probe.budgets`, log BitOpsCR 0), averaged over the seeds both orders ran; the unit's
+statistic is HV_AB − HV_BA. A paired sign-flip test across units (`stats.sign_flip_p`) decides
+the pair when p ≤ alpha / looks (`probe.alpha`, looks = len(probe.seeds); see `stats`) and the
+relative margin (mean HV_AB − mean HV_BA) / max is at least the tie threshold; otherwise the pair
+is undecided, its winner null, and it adds no DAG edge. `confidence` is the share of bootstrap
+resamples of the units whose mean difference keeps the observed sign. Best BitOpsCR at each
+budget and whether the pooled fronts cross are reported beside the verdict.
 """
 
 from __future__ import annotations
@@ -22,6 +26,13 @@ import networkx as nx
 import pandas as pd
 
 from seqsearch.search.pareto import best_within, hypervolume, pareto_front
+from seqsearch.search.stats import (
+    bootstrap_sign,
+    look_alpha,
+    percentile,
+    sign_flip_p,
+    smallest_p,
+)
 
 MAX_ORDERS = 120
 
@@ -29,15 +40,26 @@ MAX_ORDERS = 120
 @dataclass(frozen=True)
 class Criteria:
     baseline_accuracy: float  # validation accuracy of the baseline, fraction
-    max_drop: float = 5.0  # points
+    max_drop: float | None = None  # points; None: the largest budget
     tie_threshold: float = 0.05
     budgets: tuple[float, ...] = (0.2, 0.6, 1.0, 2.0)
     bootstrap: int = 200
     seed: int = 0
+    alpha: float = 0.1
+    looks: int = 1  # seeds a pair may use: each look tests at alpha / looks
+    val_images: int | None = None  # size of the validation split, for its standard error
+
+    @property
+    def drop(self) -> float:
+        return max(self.budgets) if self.max_drop is None else self.max_drop
 
     @property
     def reference(self) -> tuple[float, float]:
-        return (self.baseline_accuracy - self.max_drop / 100.0, 0.0)
+        return (self.baseline_accuracy - self.drop / 100.0, 0.0)
+
+    @property
+    def level(self) -> float:
+        return look_alpha(self.alpha, self.looks)
 
 
 def _points(df: pd.DataFrame, split: str = "val") -> list[tuple[float, float]]:
@@ -58,13 +80,47 @@ def _margin(hv_ab: float, hv_ba: float) -> float:
     return 0.0 if top <= 0 else (hv_ab - hv_ba) / top
 
 
+def run_hypervolumes(rows: pd.DataFrame, ref: tuple[float, float], split: str = "val"
+                     ) -> dict[int, dict[int, float]]:
+    """{sample: {seed: hypervolume of that run's points}} (an E chain's run is its τ sweep)."""
+    out: dict[int, dict[int, float]] = {}
+    for (sample, seed), g in rows.groupby(["sample", "seed"]):
+        out.setdefault(int(sample), {})[int(seed)] = hypervolume(_points(g, split), ref)
+    return out
+
+
+def paired_units(a: dict[int, dict[int, float]], b: dict[int, dict[int, float]]
+                 ) -> dict[int, tuple[float, float, list[int]]]:
+    """Per sample both orders ran: (mean HV of A, mean HV of B, seeds both ran)."""
+    out = {}
+    for sample in sorted(set(a) & set(b)):
+        seeds = sorted(set(a[sample]) & set(b[sample]))
+        if seeds:
+            out[sample] = (sum(a[sample][s] for s in seeds) / len(seeds),
+                           sum(b[sample][s] for s in seeds) / len(seeds), seeds)
+    return out
+
+
 def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = "AB",
             second: str = "BA") -> dict[str, Any]:
-    """Verdict for two orders of one pair, from their rows."""
+    """Verdict for two orders of one pair, from their rows (see the module docstring)."""
     ref = crit.reference
-    pa, pb = _points(ab), _points(ba)
-    hv_a, hv_b = hypervolume(pa, ref), hypervolume(pb, ref)
+    units = paired_units(run_hypervolumes(ab, ref), run_hypervolumes(ba, ref))
+    diffs = [ua - ub for ua, ub, _ in units.values()]
+    n = len(units)
+    hv_a = sum(u[0] for u in units.values()) / n if n else 0.0
+    hv_b = sum(u[1] for u in units.values()) / n if n else 0.0
     margin = _margin(hv_a, hv_b)
+    p_value = sign_flip_p(diffs, seed=crit.seed)
+    significant = p_value <= crit.level
+    decided = significant and abs(margin) >= crit.tie_threshold and margin != 0
+    if decided:
+        reason = f"p = {p_value:.3g} <= {crit.level:.3g}"
+    elif significant:
+        reason = f"p = {p_value:.3g}, but |margin| {abs(margin):.3f} < tie threshold"
+    else:
+        reason = f"p = {p_value:.3g} > {crit.level:.3g}"
+    pa, pb = _points(ab), _points(ba)
     budgets = {}
     wins = {first: 0, second: 0}
     for b in crit.budgets:
@@ -77,46 +133,36 @@ def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = 
                 wins[first] += 1
             elif yb - ya > crit.tie_threshold:
                 wins[second] += 1
-    crosses = wins[first] > 0 and wins[second] > 0
-    confidence = _bootstrap(ab, ba, crit, margin)
-    tie = abs(margin) < crit.tie_threshold or crosses or (hv_a == 0 and hv_b == 0)
-    winner = None if tie else (first if margin > 0 else second)
-    test_ref = (ref[0], 0.0)
+    test_units = paired_units(run_hypervolumes(ab, ref, "test"), run_hypervolumes(ba, ref, "test"))
+    seeds = sorted({s for _, _, ss in units.values() for s in ss})
     return {
         "orders": [first, second],
-        "winner": winner,
-        "tie": tie,
-        "crosses": crosses,
+        "winner": (first if margin > 0 else second) if decided else None,
+        "decided": decided,
+        "tie": not decided,
+        "p_value": p_value,
+        "alpha": crit.level,
+        "reason": reason,
+        "units": n,
+        "seeds": seeds,
+        "decidable": smallest_p(n) <= crit.level,
+        "crosses": wins[first] > 0 and wins[second] > 0,
         "margin": margin,
-        "confidence": confidence,
+        "confidence": bootstrap_sign(diffs, draws=crit.bootstrap, seed=crit.seed),
         "hypervolume": {first: hv_a, second: hv_b},
-        "test_hypervolume": {first: hypervolume(_points(ab, "test"), test_ref),
-                             second: hypervolume(_points(ba, "test"), test_ref)},
+        "test_hypervolume": {first: _mean(u[0] for u in test_units.values()),
+                             second: _mean(u[1] for u in test_units.values())},
+        "unit_statistic": {str(k): {first: ua, second: ub, "seeds": len(ss)}
+                           for k, (ua, ub, ss) in units.items()},
         "budgets": budgets,
         "front": {first: pareto_front(pa), second: pareto_front(pb)},
         "points": {first: len(pa), second: len(pb)},
     }
 
 
-def _bootstrap(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, margin: float) -> float:
-    """Share of paired resamples of (sample, seed) units whose margin has the same sign."""
-    if crit.bootstrap == 0 or margin == 0:
-        return 0.5 if margin == 0 else 1.0
-    units = sorted(set(zip(ab["sample"], ab["seed"], strict=True))
-                   & set(zip(ba["sample"], ba["seed"], strict=True)))
-    if not units:
-        return 0.5
-    rng = random.Random(crit.seed)
-    ga = {u: _points(g) for u, g in ab.groupby(["sample", "seed"])}
-    gb = {u: _points(g) for u, g in ba.groupby(["sample", "seed"])}
-    agree = 0
-    for _ in range(crit.bootstrap):
-        pick = [units[rng.randrange(len(units))] for _ in units]
-        pa = [p for u in pick for p in ga.get(u, [])]
-        pb = [p for u in pick for p in gb.get(u, [])]
-        m = _margin(hypervolume(pa, crit.reference), hypervolume(pb, crit.reference))
-        agree += (m > 0) == (margin > 0) and m != 0
-    return agree / crit.bootstrap
+def _mean(values: Any) -> float:
+    v = list(values)
+    return sum(v) / len(v) if v else 0.0
 
 
 def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
@@ -137,13 +183,14 @@ def build_graph(letters: Sequence[str], verdicts: Sequence[dict[str, Any]]) -> n
     for v in verdicts:
         if v["winner"]:
             a, b = v["winner"][0], v["winner"][1]
-            g.add_edge(a, b, margin=abs(v["margin"]), confidence=v["confidence"])
+            g.add_edge(a, b, margin=abs(v["margin"]), confidence=v["confidence"],
+                       p_value=v["p_value"])
     return g
 
 
 def break_cycles(g: nx.DiGraph) -> tuple[list[list[str]], list[dict[str, Any]]]:
-    """Report every cycle, then remove the weakest edge (lowest confidence, then margin) of a
-    remaining cycle until the graph is acyclic."""
+    """Report every cycle, then remove the weakest edge (highest p-value, then lowest
+    confidence and margin) of a remaining cycle until the graph is acyclic."""
     cycles = [list(c) for c in nx.simple_cycles(g)]
     broken = []
     while True:
@@ -152,7 +199,8 @@ def break_cycles(g: nx.DiGraph) -> tuple[list[list[str]], list[dict[str, Any]]]:
         except nx.NetworkXNoCycle:
             break
         u, v = min(((e[0], e[1]) for e in cycle),
-                   key=lambda e: (g.edges[e]["confidence"], g.edges[e]["margin"]))
+                   key=lambda e: (-g.edges[e]["p_value"], g.edges[e]["confidence"],
+                                  g.edges[e]["margin"]))
         broken.append({"edge": u + v, **g.edges[u, v]})
         g.remove_edge(u, v)
     return cycles, broken
@@ -162,6 +210,66 @@ def topological_orders(g: nx.DiGraph) -> list[str]:
     return ["".join(o) for o in itertools.islice(nx.all_topological_sorts(g), MAX_ORDERS)]
 
 
+def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
+    """What a verdict sits in: the validation split's binomial standard error at the baseline
+    accuracy, and how far two seeds of the same chain and sample land apart."""
+    p = crit.baseline_accuracy
+    se = None if not crit.val_images else 100 * math.sqrt(p * (1 - p) / crit.val_images)
+    rows = table[table["kind"] == "pair"] if "kind" in table else table
+    gaps = []
+    if not rows.empty and rows["seed"].nunique() > 1:
+        tau = rows["tau"].astype(str) if "tau" in rows else ""
+        for _, g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"]):
+            by_seed = g.groupby("seed")["val_accuracy"].mean().tolist()
+            if len(by_seed) >= 2:
+                gaps.append(100 * abs(by_seed[0] - by_seed[1]))
+    return {"val_images": crit.val_images,
+            "val_standard_error_points": se,
+            "seed_gap_points": sum(gaps) / len(gaps) if gaps else None,
+            "seed_gap_runs": len(gaps),
+            "about": "standard error: binomial, at the baseline's validation accuracy; seed "
+                     "gap: mean |seed a - seed b| of validation accuracy over the pair chains "
+                     "(and τ) run with two seeds"}
+
+
+def _trainings(rows: pd.DataFrame) -> int:
+    if rows.empty or "trained" not in rows:
+        return 0
+    units = rows.groupby(["kind", "order", "sample", "seed"])["trained"].first()
+    return int(units.sum())
+
+
+def adaptive_replay(table: pd.DataFrame, letters: Sequence[str], crit: Criteria
+                    ) -> dict[str, Any] | None:
+    """Replays the adaptive-seed rule on a probe that ran every seed on every pair: which
+    pairs would have got each further seed, the verdicts it would have reached and the stage
+    trainings it would have used against those the fixed allocation used (None when the pairs
+    ran one seed)."""
+    rows = table[table["kind"].isin(["single", "pair"])] if "kind" in table else table
+    seeds = sorted(rows["seed"].unique().tolist()) if not rows.empty else []
+    if len(seeds) < 2:
+        return None
+    keep = rows[rows["seed"] == seeds[0]]
+    looks = [{"seed": int(seeds[0]), "pairs": [a + b for a, b in
+                                               itertools.combinations(letters, 2)]}]
+    for seed in seeds[1:]:
+        verdicts = pair_verdicts(keep, letters, crit)
+        still = [p["pair"] for p in verdicts if not p["decided"] and p["decidable"]]
+        if not still:
+            break
+        orders = set(still) | {p[::-1] for p in still}
+        used = {c for p in still for c in p}
+        add = rows[(rows["seed"] == seed)
+                   & (((rows["kind"] == "pair") & rows["order"].isin(orders))
+                      | ((rows["kind"] == "single") & rows["order"].isin(used)))]
+        keep = pd.concat([keep, add])
+        looks.append({"seed": int(seed), "pairs": still})
+    final = pair_verdicts(keep, letters, crit)
+    return {"looks": looks, "stage_trainings": _trainings(keep),
+            "fixed_allocation_stage_trainings": _trainings(rows),
+            "winners": {p["pair"]: p["winner"] for p in final}}
+
+
 def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[str, Any]:
     """The content of order.json."""
     verdicts = pair_verdicts(table, letters, crit)
@@ -169,11 +277,17 @@ def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[
     cycles, broken = break_cycles(g)
     return {
         "letters": list(letters),
-        "criteria": {"baseline_val_accuracy": crit.baseline_accuracy, "max_drop": crit.max_drop,
+        "criteria": {"baseline_val_accuracy": crit.baseline_accuracy, "max_drop": crit.drop,
                      "tie_threshold": crit.tie_threshold, "budgets": list(crit.budgets),
                      "reference_point": list(crit.reference), "bootstrap": crit.bootstrap,
+                     "alpha": crit.alpha, "looks": crit.looks, "level_per_look": crit.level,
+                     "test": "paired sign-flip test over parameter samples (units) of the "
+                             "per-unit hypervolume difference; seeds averaged inside a unit",
                      "decided_on": "validation split"},
+        "noise": noise(table, crit),
+        "adaptive_replay": adaptive_replay(table, letters, crit),
         "pairs": [{k: v for k, v in p.items() if k != "front"} for p in verdicts],
+        "undecided": [p["pair"] for p in verdicts if not p["decided"]],
         "fronts": {p["pair"]: p["front"] for p in verdicts},
         "edges": [{"from": u, "to": v, **d} for u, v, d in g.edges(data=True)],
         "cycles": ["".join(c) for c in cycles],
@@ -197,7 +311,8 @@ def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Seque
                 continue
             v = compare(acb, bca, crit, first=a + c + b, second=b + c + a)
             out.append({"pair": ab, "inserted": c, "holds": v["winner"] == a + c + b,
-                        "winner": v["winner"], "tie": v["tie"], "margin": v["margin"],
+                        "winner": v["winner"], "tie": v["tie"], "decided": v["decided"],
+                        "p_value": v["p_value"], "units": v["units"], "margin": v["margin"],
                         "confidence": v["confidence"]})
     return out
 
@@ -212,22 +327,53 @@ def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
             continue
         v = compare(aa, one, crit, first=a + a, second=a + "+")
         out.append({"stage": a, "repeat_helps": v["winner"] == a + a, "winner": v["winner"],
-                    "tie": v["tie"], "margin": v["margin"], "confidence": v["confidence"],
+                    "tie": v["tie"], "decided": v["decided"], "p_value": v["p_value"],
+                    "units": v["units"], "margin": v["margin"], "confidence": v["confidence"],
                     "hypervolume": v["hypervolume"]})
     return out
 
 
 def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> list[dict[str, Any]]:
-    """Every full order of a brute-force sweep, best first by validation hypervolume, with its
-    best test BitOpsCR (chosen on validation) at each budget."""
-    rows = table[table["kind"] == kind]
-    out = []
+    """Every full order of a brute-force sweep, best first by its mean per-unit validation
+    hypervolume, with its best test BitOpsCR (chosen on validation) at each budget, its rank's
+    bootstrap interval over units (5th–95th percentile), and whether it is distinguishable from
+    the best (paired sign-flip test against the best order at `alpha`, no multiplicity
+    correction: the set of orders not distinguishable from the best is, if anything, small)."""
+    rows = table[table["kind"] == kind] if "kind" in table else table
+    if rows.empty:
+        return []
+    ref = crit.reference
+    per: dict[str, dict[int, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for order, group in rows.groupby("order"):
-        pts = _points(group)
+        hv = run_hypervolumes(group, ref)
+        per[str(order)] = {k: sum(v.values()) / len(v) for k, v in hv.items()}
         budgets = {}
         for b in crit.budgets:
             pick = pick_within_budget(group, crit.baseline_accuracy, b)
             budgets[f"{b:g}"] = None if pick is None else float(pick["bitops_cr"])
-        out.append({"order": order, "hypervolume": hypervolume(pts, crit.reference),
-                    "points": len(pts), "test_bitops_cr_at": budgets})
-    return sorted(out, key=lambda r: -r["hypervolume"])
+        out[str(order)] = {"order": str(order), "points": len(_points(group)),
+                           "test_bitops_cr_at": budgets}
+    samples = sorted(set.intersection(*(set(v) for v in per.values())))
+    for order, units in per.items():
+        out[order]["hypervolume"] = _mean(units[k] for k in samples)
+        out[order]["units"] = len(samples)
+    ranked = sorted(out.values(), key=lambda r: (-r["hypervolume"], r["order"]))
+    best = ranked[0]["order"]
+    names = [r["order"] for r in ranked]
+    ranks: dict[str, list[int]] = {o: [] for o in names}
+    rng = random.Random(crit.seed)
+    for _ in range(crit.bootstrap if samples else 0):
+        pick = [samples[rng.randrange(len(samples))] for _ in samples]
+        score = {o: sum(per[o][k] for k in pick) for o in names}
+        for i, o in enumerate(sorted(names, key=lambda o: (-score[o], o)), start=1):
+            ranks[o].append(i)
+    for i, r in enumerate(ranked, start=1):
+        o = r["order"]
+        r["rank"] = i
+        r["rank_interval"] = ([percentile(ranks[o], 0.05), percentile(ranks[o], 0.95)]
+                              if ranks[o] else None)
+        r["p_vs_best"] = 1.0 if o == best else sign_flip_p(
+            [per[best][k] - per[o][k] for k in samples], seed=crit.seed)
+        r["in_top_set"] = r["p_vs_best"] > crit.alpha
+    return ranked

@@ -71,14 +71,19 @@ def make_samples(stage_names: Sequence[str], k: int, seed: int,
     return out
 
 
-def pair_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Unit]:
+def pair_units(letters: Sequence[str], k: int, seeds: Sequence[int],
+               pairs: Sequence[str] | None = None) -> list[Unit]:
     """Singles (free: their models are the pairs' cached prefixes) then both orders of every
-    pair, interleaved sample by sample so a partial probe already covers every pair."""
-    units = [Unit(a, s, seed, "single") for seed in seeds for s in range(k) for a in letters]
+    pair (or of `pairs` only, with the singles of their stages), interleaved sample by sample
+    so a partial probe already covers every pair."""
+    chosen = [a + b for a, b in itertools.combinations(letters, 2)
+              if pairs is None or a + b in pairs or b + a in pairs]
+    used = [a for a in letters if any(a in p for p in chosen)]
+    units = [Unit(a, s, seed, "single") for seed in seeds for s in range(k) for a in used]
     for seed in seeds:
         for s in range(k):
-            for a, b in itertools.combinations(letters, 2):
-                units += [Unit(a + b, s, seed), Unit(b + a, s, seed)]
+            for ab in chosen:
+                units += [Unit(ab, s, seed), Unit(ab[::-1], s, seed)]
     return units
 
 

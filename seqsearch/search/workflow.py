@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from seqsearch import atomic
 from seqsearch.baseline import Baseline, baseline_metrics, get_baseline
 from seqsearch.config import StudyConfig
+from seqsearch.environment import record as record_environment
 from seqsearch.errors import SeqsearchError
+from seqsearch.progress import note
 from seqsearch.search.order import (
     Criteria,
     check_insertions,
@@ -47,10 +50,55 @@ def check_fixed(study: StudyConfig) -> None:
         resolve_params(get_stage(stage).info, params)
 
 
-def criteria(study: StudyConfig, metrics: dict[str, Any]) -> Criteria:
+def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None = None
+             ) -> Criteria:
     p = study.probe
     return Criteria(float(metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
-                    tuple(p.budgets), p.bootstrap, p.sampler_seed)
+                    tuple(p.budgets), p.bootstrap, p.sampler_seed, alpha=p.alpha,
+                    looks=len(p.seeds), val_images=val_images or metrics.get("val_images"))
+
+
+def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:
+    """The validation split's size: from the baseline's metrics, else by loading the data on
+    the CPU (no training); None where the data cannot be loaded here."""
+    if metrics.get("val_images"):
+        return int(metrics["val_images"])
+    import torch
+
+    from seqsearch.baseline import build_data
+
+    try:
+        return len(build_data(study, torch.device("cpu")).val)
+    except SeqsearchError:
+        return None
+
+
+def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, Any]:
+    """Singles and pairs, seed by seed. With `probe.adaptive` a pair gets its next seed only
+    while it is undecided and could still be decided (see `search.stats`); otherwise every pair
+    runs every seed. Returns the seeds each pair used and the stage trainings this cost
+    against the fixed allocation (every pair, every seed)."""
+    letters = study_letters(study)
+    k, seeds = study.probe.samples, study.probe.seeds
+    if not study.probe.adaptive:
+        prober.run(pair_units(letters, k, seeds))
+    else:
+        prober.run(pair_units(letters, k, seeds[:1]))
+        for look, seed in enumerate(seeds[1:], start=2):
+            verdicts = decide(prober.table(), letters, crit)["pairs"]
+            open_pairs = [p["pair"] for p in verdicts if not p["decided"] and p["decidable"]]
+            if not open_pairs:
+                break
+            note(f"[probe] seed {seed} (look {look}/{len(seeds)}) for the undecided pairs "
+                 f"{', '.join(open_pairs)}")
+            prober.run(pair_units(letters, k, [seed], pairs=open_pairs))
+    pairs = [u for u in prober.load_units() if u["unit"]["kind"] in ("single", "pair")]
+    n = len(letters)
+    return {"adaptive": study.probe.adaptive,
+            "stage_trainings": sum(u["trained"] for u in pairs),
+            "fixed_allocation_stage_trainings": n * n * k * len(seeds),
+            "seeds_per_pair": {p["pair"]: p["seeds"] for p in decide(
+                prober.table(), letters, crit)["pairs"]}}
 
 
 def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
@@ -71,11 +119,11 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     if len(letters) < 2:
         raise SeqsearchError("stages: a probe needs at least two enabled stages")
     base = get_baseline(study, out_dir=out_dir)
+    record_environment(out_dir, "probe", base.data.train.x.device)
     prober = make_prober(study, out_dir, storage, base)
     k, seeds = study.probe.samples, study.probe.seeds
-    prober.run(pair_units(letters, k, seeds))
-    summary: dict[str, Any] = {}
-    crit = criteria(study, base.metrics)
+    crit = criteria(study, base.metrics, len(base.data.val))
+    summary: dict[str, Any] = {"seeds": run_pairs(study, prober, crit)}
     if insert:
         order = decide(prober.table(), letters, crit)
         winners = [p["winner"] for p in order["pairs"] if p["winner"]]
@@ -90,15 +138,23 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
         prober.run(brute_units(letters, k, seeds))
         ranking = rank_orders(prober.table(), crit)
         pairwise = decide(prober.table(), letters, crit)["orders"]
-        summary["brute_force"] = {"ranking": ranking,
-                                  "best": ranking[0]["order"] if ranking else None,
-                                  "pairwise_orders": pairwise,
-                                  "pairwise_matches": bool(ranking)
-                                  and ranking[0]["order"] in pairwise}
+        summary["brute_force"] = brute_summary(ranking, pairwise, crit)
         atomic.write_json(out_dir / "brute.json", summary["brute_force"])
     summary["totals"] = prober.totals()
     atomic.write_json(out_dir / "probe.json", summary)
     return summary
+
+
+def brute_summary(ranking: list[dict[str, Any]], pairwise: list[str], crit: Criteria
+                  ) -> dict[str, Any]:
+    """brute.json: the ranking with its intervals, the orders not distinguishable from the
+    best, and whether the pairwise proposal is the best order or within that set."""
+    top = [r["order"] for r in ranking if r["in_top_set"]]
+    return {"ranking": ranking, "best": ranking[0]["order"] if ranking else None,
+            "top_set": top, "alpha": crit.alpha,
+            "pairwise_orders": pairwise,
+            "pairwise_matches": bool(ranking) and ranking[0]["order"] in pairwise,
+            "pairwise_in_top_set": [o for o in pairwise if o in top]}
 
 
 def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
@@ -110,8 +166,20 @@ def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
     # never trains: the probe (or a committed baseline.json) has the baseline's figures
     metrics = baseline_metrics(study, out_dir)
     table = pd.read_csv(runs)
-    result = decide(table, study_letters(study), criteria(study, metrics))
+    crit = criteria(study, metrics, val_split_size(study, metrics))
+    result = decide(table, study_letters(study), crit)
     atomic.write_json(out_dir / "order.json", result)
+    kinds = set(table["kind"]) if "kind" in table else set()
+    if "insert" in kinds:  # the same checks the probe ran, on the pairs it inserted into
+        path = out_dir / "insert.json"
+        checked = sorted({r["pair"] for r in json.loads(path.read_text())}) \
+            if path.is_file() else [p["winner"] for p in result["pairs"] if p["winner"]]
+        atomic.write_json(path, check_insertions(table, checked, study_letters(study), crit))
+    if "repeat" in kinds:
+        atomic.write_json(out_dir / "repeat.json", check_repeats(table, crit))
+    if "brute" in kinds:
+        atomic.write_json(out_dir / "brute.json",
+                          brute_summary(rank_orders(table, crit), result["orders"], crit))
     return result
 
 
@@ -173,6 +241,7 @@ def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | Non
     from seqsearch.search.tune import Objective, create_study, queue_slots, work
 
     base = get_baseline(study, out_dir=out_dir)
+    record_environment(out_dir, f"tune-w{worker}", base.data.train.x.device)
     runner = runner_for(study, base, out_dir / "cache")
     st = create_study(open_storage(storage, out_dir), opts.study_name(study.name), opts, worker)
     reap_dead_trials(st)
@@ -280,7 +349,6 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) ->
     import json
     import time
 
-    from seqsearch.progress import note
     from seqsearch.report.build import build_report
 
     timings_path = out_dir / "timings.json"

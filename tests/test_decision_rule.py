@@ -1,0 +1,157 @@
+"""The paired decision rule on planted data (no training): it decides a real order effect,
+decides a null pair at most about alpha of the time, and spends seeds only on undecided pairs."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pandas as pd
+import pytest
+
+from seqsearch.search.order import Criteria, compare, decide, rank_orders
+from seqsearch.search.stats import look_alpha, sign_flip_p, smallest_p
+
+BASE = 0.98
+CRIT = Criteria(baseline_accuracy=BASE, bootstrap=0, alpha=0.1)
+
+
+def planted_rows(rng: random.Random, effect: float, *, k: int = 8, seeds: tuple[int, ...] = (0,),
+                 noise: float = 0.006, orders: tuple[str, str] = ("AB", "BA")
+                 ) -> pd.DataFrame:
+    """Per sample a shared difficulty and BitOpsCR; each run adds its own accuracy noise. The
+    first order gains `effect` (fraction) over the second."""
+    rows = []
+    for sample in range(k):
+        shared = rng.gauss(-0.008, 0.004)
+        cr = math.exp(rng.uniform(2.0, 4.0))
+        for seed in seeds:
+            for i, order in enumerate(orders):
+                acc = BASE + shared + rng.gauss(0.0, noise) + (effect if i == 0 else 0.0)
+                rows.append({"order": order, "kind": "pair", "sample": sample, "seed": seed,
+                             "tau": None, "val_accuracy": acc, "test_accuracy": acc,
+                             "val_bitops_cr": cr, "bitops_cr": cr})
+    return pd.DataFrame(rows)
+
+
+def test_sign_flip_p_is_exact_on_small_cases():
+    assert sign_flip_p([1.0] * 5) == pytest.approx(2 / 32)
+    assert sign_flip_p([1.0, -1.0]) == 1.0
+    assert sign_flip_p([0.0, 0.0]) == 1.0  # no evidence either way
+    assert sign_flip_p([3.0, 1.0, 1.0, 1.0, -0.5]) == pytest.approx(4 / 32)
+    assert smallest_p(4) == pytest.approx(0.125) and smallest_p(5) == pytest.approx(0.0625)
+    assert look_alpha(0.1, 2) == pytest.approx(0.05)
+
+
+def test_a_planted_order_effect_is_decided():
+    rng = random.Random(1)
+    wins = 0
+    for _ in range(60):
+        table = planted_rows(rng, 0.015)
+        v = compare(table[table["order"] == "AB"], table[table["order"] == "BA"], CRIT,
+                    first="AB", second="BA")
+        assert v["units"] == 8 and v["decidable"]
+        if v["decided"]:
+            assert v["winner"] == "AB" and v["p_value"] <= 0.1
+            wins += 1
+    assert wins >= 54  # power at least 0.9 for an effect of 1.5 pt with 0.6 pt run noise
+
+
+def test_no_effect_is_decided_at_most_about_alpha_of_the_time():
+    rng = random.Random(2)
+    n, decided = 400, 0
+    for _ in range(n):
+        table = planted_rows(rng, 0.0)
+        v = compare(table[table["order"] == "AB"], table[table["order"] == "BA"], CRIT,
+                    first="AB", second="BA")
+        decided += v["decided"]
+        assert v["decided"] or v["winner"] is None
+    # the test is exact, so the rate is at most alpha up to sampling error (3 standard errors)
+    assert decided / n <= 0.1 + 3 * math.sqrt(0.1 * 0.9 / n)
+
+
+def test_seeds_are_repeats_inside_a_unit_not_new_units():
+    rng = random.Random(3)
+    table = planted_rows(rng, 0.01, k=4, seeds=(0, 1, 2))
+    v = compare(table[table["order"] == "AB"], table[table["order"] == "BA"], CRIT,
+                first="AB", second="BA")
+    assert v["units"] == 4 and v["seeds"] == [0, 1, 2]
+    assert not v["decided"] and not v["decidable"]  # 4 units cannot reach p <= 0.1
+    assert v["p_value"] >= smallest_p(4)
+
+
+def test_only_decided_pairs_become_edges():
+    rng = random.Random(4)
+    strong = planted_rows(rng, 0.01, orders=("DP", "PD"))
+    null = planted_rows(rng, 0.0, orders=("PQ", "QP"))
+    other = planted_rows(rng, 0.01, orders=("DQ", "QD"))
+    result = decide(pd.concat([strong, null, other]), list("DPQ"), CRIT)
+    by_pair = {p["pair"]: p for p in result["pairs"]}
+    assert by_pair["DP"]["decided"] and by_pair["DQ"]["decided"]
+    edges = {(e["from"], e["to"]) for e in result["edges"]}
+    assert edges == {(p["winner"][0], p["winner"][1]) for p in result["pairs"] if p["decided"]}
+    if not by_pair["PQ"]["decided"]:  # undecided: both orders of P and Q stay candidates
+        assert set(result["orders"]) == {"DPQ", "DQP"}
+        assert result["undecided"] == ["PQ"]
+    assert result["criteria"]["alpha"] == 0.1 and result["criteria"]["max_drop"] == 2.0
+
+
+def test_brute_force_ranking_carries_intervals_and_a_top_set():
+    """Six orders on the same 8 samples: two clearly worse than the rest."""
+    rng = random.Random(5)
+    offsets = {"ABC": 0.004, "ACB": 0.0035, "BAC": 0.003, "BCA": 0.003, "CAB": -0.01,
+               "CBA": -0.012}
+    rows = []
+    for sample in range(8):
+        shared = rng.gauss(-0.008, 0.002)
+        cr = math.exp(rng.uniform(2.0, 4.0))
+        for order, off in offsets.items():
+            acc = BASE + shared + off + rng.gauss(0.0, 0.002)
+            rows.append({"order": order, "kind": "brute", "sample": sample, "seed": 0,
+                         "tau": None, "val_accuracy": acc, "test_accuracy": acc,
+                         "val_bitops_cr": cr, "bitops_cr": cr})
+    crit = Criteria(baseline_accuracy=BASE, bootstrap=100, alpha=0.1)
+    ranking = rank_orders(pd.DataFrame(rows), crit)
+    assert [r["rank"] for r in ranking] == list(range(1, 7))
+    assert ranking[0]["in_top_set"] and ranking[0]["p_vs_best"] == 1.0
+    assert {r["order"] for r in ranking[-2:]} == {"CAB", "CBA"}
+    assert not any(r["in_top_set"] for r in ranking[-2:])
+    for r in ranking:
+        low, high = r["rank_interval"]
+        assert 1 <= low <= high <= 6
+        assert r["in_top_set"] == (r["p_vs_best"] > 0.1)
+
+
+def test_adaptive_seeds_go_only_to_undecided_pairs(tmp_path):
+    """D before P is planted strongly, P and Q have no order effect: DP is decided on seed 0
+    and never runs seed 1; PQ (and DQ) get seed 1; the cost is below the fixed allocation."""
+    from seqsearch.config import StudyConfig
+    from seqsearch.search.probe import Prober, UnitResult, make_samples
+    from seqsearch.search.storage import open_storage
+    from seqsearch.search.workflow import run_pairs
+
+    letter = {"distill": "D", "prune": "P", "quantize": "Q"}
+
+    def execute(steps, seed):
+        letters = "".join(letter[name] for name, _ in steps)
+        noise = random.Random(repr((steps, seed))).gauss(0.0, 0.004)
+        acc = BASE - 0.008 + noise + (0.02 if letters == "DP" else 0.0)
+        cr = 1.0 + sum(len(repr(p)) for _, p in steps) % 13
+        row = {"val_accuracy": acc, "test_accuracy": acc, "val_bitops_cr": cr,
+               "bitops_cr": cr, "tau": None}
+        return UnitResult([row], 1, len(steps) - 1, 0.0)
+
+    study = StudyConfig.model_validate({
+        "version": 1, "name": "adaptive", "model": {"name": "tiny"},
+        "stages": ["distill", "prune", "quantize"],
+        "probe": {"samples": 6, "seeds": [0, 1], "bootstrap": 0}})
+    samples = make_samples(study.stages, 6, 0, {})
+    prober = Prober(tmp_path, open_storage(None, tmp_path), "adaptive-probe", execute, samples)
+    crit = Criteria(baseline_accuracy=BASE, bootstrap=0, alpha=0.1, looks=2)
+    used = run_pairs(study, prober, crit)
+    assert used["seeds_per_pair"]["DP"] == [0]
+    assert used["seeds_per_pair"]["PQ"] == [0, 1]
+    assert used["stage_trainings"] < used["fixed_allocation_stage_trainings"] == 3 * 3 * 6 * 2
+    seeds_run = {(u["unit"]["order"], u["unit"]["seed"]) for u in prober.load_units()}
+    assert ("DP", 1) not in seeds_run and ("PD", 1) not in seeds_run
+    assert ("PQ", 1) in seeds_run and ("Q", 1) in seeds_run
