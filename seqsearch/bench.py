@@ -205,9 +205,9 @@ def bench_tune(args: argparse.Namespace) -> int:
 
     from seqsearch.baseline import baseline_path, get_baseline
     from seqsearch.config import load_study
+    from seqsearch.pipeline import run_tune, tune_options
     from seqsearch.search.storage import open_storage
     from seqsearch.search.tune import best_feasible, slot_trials
-    from seqsearch.search.workflow import run_tune, tune_options
 
     study = load_study(args.study)
     tmp = Path(tempfile.mkdtemp(prefix="seqsearch-bench-"))

@@ -23,10 +23,8 @@ from torch import nn
 from seqsearch import atomic
 from seqsearch.data import DataBundle, Split
 from seqsearch.errors import SeqsearchError
-from seqsearch.metrics import count_bitops, param_bits
-from seqsearch.metrics import expected_exit_cost as _expected
-from seqsearch.models.multi_exit import MultiExit, exit_costs, exit_decisions
-from seqsearch.stages import StageContext, get_stage, resolve_params
+from seqsearch.metrics import bitops_cr, count_bitops, param_bits, size_cr
+from seqsearch.stages import StageContext, behaviour, get_stage, resolve_params
 from seqsearch.train import predict, seed_everything
 
 MODEL_FORMAT = 1
@@ -42,7 +40,7 @@ class Step:
         return get_stage(self.stage).info.letter
 
     def training_params(self) -> dict[str, Any]:
-        policy = getattr(get_stage(self.stage), "policy_params", ())
+        policy = behaviour.policy_params(self.stage)
         return {k: v for k, v in sorted(self.params.items()) if k not in policy}
 
 
@@ -72,15 +70,13 @@ def letters(steps: Sequence[Step]) -> str:
 
 def accuracy_and_bitops(model: nn.Module, split: Split, input_shape: tuple[int, ...],
                         *, threshold: float | None = None) -> tuple[float, float]:
-    """Top-1 accuracy and BitOps per sample; for a multi-exit model, expected BitOps from the
-    exits its samples really take under its policy (or under `threshold`)."""
+    """Top-1 accuracy and BitOps per sample. A model whose samples take different paths (one
+    with exits) says itself which prediction each sample gets and what that costs
+    (`predictions_and_bitops`: expected BitOps under its policy, or under `threshold`)."""
     outputs = predict(model, split)
-    if isinstance(model, MultiExit):
-        assert isinstance(outputs, list)
-        tau = model.policy.threshold if threshold is None else threshold
-        taken, preds = exit_decisions(outputs, tau, model.policy.criterion)
-        backbone_to, heads = exit_costs(model, input_shape)
-        bitops = _expected(taken.cpu(), backbone_to, heads)
+    own = getattr(model, "predictions_and_bitops", None)
+    if own is not None:
+        preds, bitops = own(outputs, input_shape, threshold)
     else:
         assert isinstance(outputs, torch.Tensor)
         preds = outputs.argmax(1)
@@ -88,18 +84,33 @@ def accuracy_and_bitops(model: nn.Module, split: Split, input_shape: tuple[int, 
     return float((preds == split.y).float().mean().item()), bitops
 
 
-def threshold_sweep(model: MultiExit, split: Split, input_shape: tuple[int, ...],
-                    thresholds: Sequence[float]) -> list[tuple[float, float, float]]:
-    """(τ, accuracy, expected BitOps) for each τ, from one forward pass over the split."""
-    outputs = predict(model, split)
-    assert isinstance(outputs, list)
-    backbone_to, heads = exit_costs(model, input_shape)
-    rows = []
-    for tau in thresholds:
-        taken, preds = exit_decisions(outputs, tau, model.policy.criterion)
-        acc = float((preds == split.y).float().mean().item())
-        rows.append((float(tau), acc, _expected(taken.cpu(), backbone_to, heads)))
-    return rows
+def operating_points(model: nn.Module, steps: Sequence[Step], data: DataBundle,
+                     final: Mapping[str, Any], values: Sequence[float]) -> list[dict[str, Any]]:
+    """The evaluated points of a chain's final model on validation and test. When a stage of
+    the chain sweeps a policy param (E's τ), one point per value from one forward pass per
+    split, `tau` holding the value; otherwise the one point in `final` (the last record)."""
+    i = behaviour.sweeping_step([s.stage for s in steps])
+    if i is None:
+        return [{"tau": None, "val_accuracy": final["val_accuracy"],
+                 "test_accuracy": final["test_accuracy"], "val_bitops": final["val_bitops"],
+                 "bitops": final["bitops"]}]
+    stage = steps[i].stage
+    val = behaviour.sweep(stage, model, data.val, data.input_shape, values)
+    test = behaviour.sweep(stage, model, data.test, data.input_shape, values)
+    return [{"tau": v, "val_accuracy": va, "test_accuracy": ta, "val_bitops": vb, "bitops": tb}
+            for (v, va, vb), (_, ta, tb) in zip(val, test, strict=True)]
+
+
+def with_policy_value(steps: Sequence[Step], value: float) -> list[list[Any]]:
+    """The chain as [stage, params] with the swept policy param set to the chosen value (the
+    exported chain carries it)."""
+    i = behaviour.sweeping_step([s.stage for s in steps])
+    out: list[list[Any]] = [[s.stage, dict(s.params)] for s in steps]
+    if i is not None:
+        name = behaviour.sweep_param(steps[i].stage)
+        assert name is not None
+        out[i][1][name] = value
+    return out
 
 
 @dataclass(frozen=True)
@@ -122,8 +133,8 @@ def model_metrics(model: nn.Module, data: DataBundle, ref: Reference) -> dict[st
         "val_accuracy": val_acc,
         "bitops": test_bitops,
         "val_bitops": val_bitops,
-        "bitops_cr": ref.bitops / test_bitops,
-        "cr": ref.param_bits / bits,
+        "bitops_cr": bitops_cr(ref.bitops, test_bitops),
+        "cr": size_cr(ref.param_bits, bits),
         "num_params": float(sum(p.numel() for p in model.parameters())),
         "param_bits": float(bits),
     }
@@ -206,9 +217,7 @@ class ChainRunner:
 
     def _apply_policies(self, model: nn.Module, steps: Sequence[Step]) -> None:
         for s in steps:
-            stage = get_stage(s.stage)
-            if getattr(stage, "policy_params", ()):
-                stage.set_policy(model, s.params)  # type: ignore[attr-defined]
+            behaviour.set_policy(s.stage, model, s.params)
 
     def run(self, steps: Sequence[Step]) -> ChainResult:
         records: list[dict[str, Any]] = []

@@ -158,11 +158,20 @@ def _print_plan(study: Any, as_json: bool) -> int:
     print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']} "
           f"stage trainings, {plan['epochs']['tune_at_most']} epochs")
     print(f"estimated compute: {plan['estimated_tflops']:,.1f} TFLOPs (upper bound)")
+    b = plan["brute_force"]
+    print(f"brute force (--brute-force): {b['orders']} orders, {b['stage_trainings']} stage "
+          f"trainings ({b['times_the_probe']:.1f}x the probe's), {b['epochs']} epochs, "
+          f"{b['estimated_tflops']:,.1f} TFLOPs")
+    k, need = study.probe.samples, plan["min_samples_to_decide"]
+    if k < need:
+        print(f"note: probe.samples {k} cannot decide any pair (the paired test needs at least "
+              f"{need} samples at probe.alpha {study.probe.alpha:g} over "
+              f"{len(study.probe.seeds)} seed(s)); every order stays a candidate")
     return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from seqsearch.search.workflow import run_probe
+    from seqsearch.pipeline import run_probe
 
     study, out = _study_and_dir(args)
     if args.dry_run:
@@ -203,7 +212,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_order(args: argparse.Namespace) -> int:
-    from seqsearch.search.workflow import run_order
+    from seqsearch.pipeline import run_order
 
     study, out = _study_and_dir(args)
     result = run_order(study, out)
@@ -284,8 +293,13 @@ def _spawn_workers(args: argparse.Namespace, n: int) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from seqsearch.baseline import get_baseline
-    from seqsearch.search.workflow import finish_tune, run_tune, tune_chains, tune_options
+    from seqsearch.pipeline import (
+        finish_tune,
+        prepare_tune,
+        run_tune,
+        tune_chains,
+        tune_options,
+    )
 
     study, out = _study_and_dir(args)
     chains = tune_chains(study, out, args.chain)
@@ -295,13 +309,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
     if args.workers > 1:
-        from seqsearch.search.storage import open_storage, reap_dead_trials
-        from seqsearch.search.tune import create_study, queue_slots
-
-        get_baseline(study, out_dir=out)  # once, before the workers start
-        st = create_study(open_storage(args.storage, out), opts.study_name(study.name), opts)
-        reap_dead_trials(st)
-        queue_slots(st, opts.trials, opts.initial)  # queued once here: workers never race
+        # baseline and slots once, here, before the workers start: workers never race
+        prepare_tune(study, out, opts, storage=args.storage)
         _spawn_workers(args, args.workers)
         summary = finish_tune(study, out, opts, storage=args.storage)
     else:
@@ -341,7 +350,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from seqsearch.search.workflow import run_all
+    from seqsearch.pipeline import run_all
 
     study, out = _study_and_dir(args)
     if args.dry_run:

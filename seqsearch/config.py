@@ -22,6 +22,8 @@ CONFIG_VERSION = 1
 DEFAULT_STAGES = ("distill", "prune", "quantize", "early_exit")
 
 
+DEFAULT_BUDGETS = (0.2, 0.6, 1.0, 2.0)  # accuracy-drop budgets (points) verdicts look at
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,7 +84,7 @@ class ProbeSection(_Strict):
     sampler_seed: int = 0
     tie_threshold: float = Field(default=0.05, ge=0.0, le=1.0)
     max_drop: float | None = Field(default=None, gt=0.0, le=100.0)  # None: the largest budget
-    budgets: list[float] = Field(default_factory=lambda: [0.2, 0.6, 1.0, 2.0], min_length=1)
+    budgets: list[float] = Field(default_factory=lambda: list(DEFAULT_BUDGETS), min_length=1)
     thresholds: list[float] = Field(
         default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01], min_length=1)
     bootstrap: int = Field(default=200, ge=0, le=100_000)

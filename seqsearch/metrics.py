@@ -150,14 +150,8 @@ def bitops_cr(baseline_bitops: float, bitops: float) -> float:
 
 
 def size_cr(baseline_param_bits: float, compressed_param_bits: float) -> float:
+    """Model-size compression ratio: baseline FP32 parameter bits over the compressed model's."""
     return float(baseline_param_bits) / float(compressed_param_bits)
-
-
-def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
-    """Top-1 accuracy as a fraction."""
-    if targets.numel() == 0:
-        return float("nan")
-    return float((logits.argmax(dim=1) == targets).float().mean().item())
 
 
 def expected_exit_cost(

@@ -25,8 +25,6 @@ from seqsearch.progress import Progress
 LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
 """(model outputs, targets, inputs) -> scalar loss."""
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("cosine", "step", "constant")
 
 
 class DivergedError(RuntimeError):

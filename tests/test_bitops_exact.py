@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from seqsearch.chain import accuracy_and_bitops, threshold_sweep
+from seqsearch.chain import accuracy_and_bitops
 from seqsearch.config import TrainSection
 from seqsearch.data import load_data
 from seqsearch.metrics import count_bitops, count_macs, profile
 from seqsearch.models import create_model
 from seqsearch.models.multi_exit import MultiExit, exit_costs, exit_decisions
 from seqsearch.stages import StageContext, get_stage, resolve_params
+from seqsearch.stages.early_exit import EarlyExit
 
 
 def test_quantize_w4a8_first_last_8_is_sum_of_macs_times_bits(stage_setup):
@@ -52,14 +53,14 @@ def test_early_exit_expected_bitops_hand_count():
     assert heads == [head * 1024]
     with torch.no_grad():
         outs = multi.eval()(data.test.x)
-    for tau, _, bitops in threshold_sweep(multi, data.test, data.input_shape, [0.0, 0.3, 2.0]):
+    for tau, _, bitops in EarlyExit.sweep(multi, data.test, data.input_shape, [0.0, 0.3, 2.0]):
         taken, _ = exit_decisions(outs, tau)
         early = int((taken == 0).sum())
         n = len(data.test)
         hand = (early * (stem + head) + (n - early) * (stem + body + fc + head)) * 1024 / n
         assert bitops == pytest.approx(hand, rel=1e-12)
     # τ = 0: everyone leaves at the head
-    assert threshold_sweep(multi, data.test, data.input_shape, [0.0])[0][2] == (stem + head) * 1024
+    assert EarlyExit.sweep(multi, data.test, data.input_shape, [0.0])[0][2] == (stem + head) * 1024
 
 
 def test_pruned_macs_equal_a_forward_count(stage_setup):

@@ -126,9 +126,9 @@ def test_adaptive_seeds_go_only_to_undecided_pairs(tmp_path):
     """D before P is planted strongly, P and Q have no order effect: DP is decided on seed 0
     and never runs seed 1; PQ (and DQ) get seed 1; the cost is below the fixed allocation."""
     from seqsearch.config import StudyConfig
+    from seqsearch.pipeline import run_pairs
     from seqsearch.search.probe import Prober, UnitResult, make_samples
     from seqsearch.search.storage import open_storage
-    from seqsearch.search.workflow import run_pairs
 
     letter = {"distill": "D", "prune": "P", "quantize": "Q"}
 

@@ -18,16 +18,16 @@ from optuna.trial import FixedTrial, TrialState
 
 from seqsearch.chain import ChainRunner, plan
 from seqsearch.config import load_study
+from seqsearch.pipeline import run_tune, tune_options
 from seqsearch.search.storage import open_storage
 from seqsearch.search.tune import (
     BudgetPruner,
     Objective,
     TuneOptions,
-    choose_tau,
+    choose_point,
     search_space,
     slot_trials,
 )
-from seqsearch.search.workflow import run_tune, tune_options
 from seqsearch.stages import StageInfo, register_stage, unregister_stage
 from seqsearch.train import fit
 
@@ -65,11 +65,12 @@ def test_tau_is_chosen_on_validation_within_budget(stage_setup):
     assert trial.user_attrs["tau"] == min(opts.thresholds)
 
 
-def test_choose_tau():
-    rows = [(0.5, 0.90, 10.0), (0.9, 0.97, 50.0), (1.01, 0.98, 100.0)]
-    assert choose_tau(rows, 0.98, 1.0)[0] == 0.9
-    assert choose_tau(rows, 0.98, 10.0)[0] == 0.5
-    assert choose_tau(rows, 0.99, 0.1)[0] == 1.01  # none feasible: most accurate
+def test_choose_point():
+    rows = [{"tau": t, "val_accuracy": a, "val_bitops": b}
+            for t, a, b in [(0.5, 0.90, 10.0), (0.9, 0.97, 50.0), (1.01, 0.98, 100.0)]]
+    assert choose_point(rows, 0.98, 1.0)["tau"] == 0.9
+    assert choose_point(rows, 0.98, 10.0)["tau"] == 0.5
+    assert choose_point(rows, 0.99, 0.1)["tau"] == 1.01  # none feasible: most accurate
 
 
 def test_budget_pruner():

@@ -58,6 +58,17 @@ class MultiExit(nn.Module):
                 h.remove()
         return [head(feats[p]) for p, head in zip(self.points, self.heads, strict=True)] + [final]
 
+    def predictions_and_bitops(self, outputs: list[torch.Tensor], input_shape: tuple[int, ...],
+                               threshold: float | None = None) -> tuple[torch.Tensor, float]:
+        """Each sample's prediction at the exit it takes under the policy (or `threshold`),
+        and the expected BitOps per sample of those exits."""
+        from seqsearch.metrics import expected_exit_cost
+
+        tau = self.policy.threshold if threshold is None else threshold
+        taken, preds = exit_decisions(outputs, tau, self.policy.criterion)
+        backbone_to, heads = exit_costs(self, input_shape)
+        return preds, expected_exit_cost(taken.cpu(), backbone_to, heads)
+
 
 def confidence(logits: torch.Tensor, criterion: str) -> torch.Tensor:
     """Per-sample confidence in [0, 1] under a criterion (higher = surer)."""

@@ -10,10 +10,11 @@ from typing import Any
 
 import pandas as pd
 
+from seqsearch.config import DEFAULT_BUDGETS
 from seqsearch.search.order import pick_within_budget
 from seqsearch.search.pareto import pareto_front
 
-BUDGETS = (0.2, 0.6, 1.0, 2.0)
+BUDGETS = DEFAULT_BUDGETS
 
 
 def pairs_table(order: dict[str, Any]) -> pd.DataFrame:

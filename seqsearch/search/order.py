@@ -25,7 +25,8 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from seqsearch.search.pareto import best_within, hypervolume, pareto_front
+from seqsearch.config import DEFAULT_BUDGETS
+from seqsearch.search.pareto import best_within, hypervolume, pareto_front, within_budget
 from seqsearch.search.stats import (
     bootstrap_sign,
     look_alpha,
@@ -42,7 +43,7 @@ class Criteria:
     baseline_accuracy: float  # validation accuracy of the baseline, fraction
     max_drop: float | None = None  # points; None: the largest budget
     tie_threshold: float = 0.05
-    budgets: tuple[float, ...] = (0.2, 0.6, 1.0, 2.0)
+    budgets: tuple[float, ...] = DEFAULT_BUDGETS
     bootstrap: int = 200
     seed: int = 0
     alpha: float = 0.1
@@ -71,7 +72,7 @@ def _points(df: pd.DataFrame, split: str = "val") -> list[tuple[float, float]]:
 def pick_within_budget(rows: pd.DataFrame, base_val: float, budget: float) -> pd.Series | None:
     """The row with the best validation BitOpsCR whose validation accuracy drop (points) is
     within the budget — chosen on validation, so its test figures can be reported honestly."""
-    ok = rows[100 * (base_val - rows["val_accuracy"]) <= budget + 1e-9]
+    ok = rows[[within_budget(base_val, a, budget) for a in rows["val_accuracy"]]]
     return None if ok.empty else ok.loc[ok["val_bitops_cr"].idxmax()]
 
 
@@ -318,9 +319,11 @@ def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Seque
 
 
 def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
-    """Paper §6: AA against A once with params as strong as two applications."""
+    """Paper §6: AA against A once with params as strong as two applications (every stage
+    the table has repeat runs of)."""
     out = []
-    for a in ("D", "P", "Q"):
+    repeated = table[table["kind"] == "repeat"]["order"] if "kind" in table else []
+    for a in sorted({str(o)[0] for o in repeated}):
         aa = table[(table["kind"] == "repeat") & (table["order"] == a + a)]
         one = table[(table["kind"] == "stronger") & (table["order"] == a)]
         if aa.empty or one.empty:

@@ -32,6 +32,11 @@ def hypervolume(points: Iterable[Point], ref: Point) -> float:
     return area
 
 
+def within_budget(base_accuracy: float, accuracy: float, budget: float) -> bool:
+    """True when the drop from the baseline (fractions in, `budget` in points) is within it."""
+    return 100 * (base_accuracy - accuracy) <= budget + 1e-9
+
+
 def best_within(points: Iterable[Point], min_accuracy: float) -> float | None:
     """Highest second coordinate among points whose accuracy is at least `min_accuracy`."""
     ys = [y for x, y in points if x >= min_accuracy - 1e-12]

@@ -9,12 +9,15 @@ baseline model: an upper bound, since compressed models are smaller.
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 from typing import Any
 
 from seqsearch.config import StudyConfig
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
+from seqsearch.search.stats import look_alpha, smallest_p
 
 # channels, side, classes, training images (official train split) of the known datasets
 KNOWN = {
@@ -36,7 +39,7 @@ def _imagefolder_size(root: str | None) -> int | None:
 
 
 def dry_run(study: StudyConfig) -> dict[str, Any]:
-    from seqsearch.stages import get_stage
+    from seqsearch.stages import behaviour, get_stage
 
     d = study.data
     c, side, classes, n_images = KNOWN[d.name]
@@ -53,10 +56,9 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     letters = [get_stage(s).info.letter for s in study.stages]
     n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)
     t = study.train
-    student = t.epochs if t.student_epochs is None else t.student_epochs
 
     def epochs_of(letter: str) -> int:
-        return student if letter == "D" else t.stage_epochs
+        return behaviour.epochs(letter, t)
 
     first = n * k * s
     second = n * (n - 1) * k * s
@@ -66,6 +68,13 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     tune_epochs = study.tune.trials * sum(epochs_of(a) for a in letters)
     total_epochs = t.epochs + probe_epochs + tune_epochs
     flops = 6.0 * macs * train_images * total_epochs
+    # the brute force trains every distinct prefix of every full order once (prefix cache):
+    # n!/(n-j)! prefixes of length j, each ending in one of the stages
+    orders = math.factorial(n)
+    brute_trainings = k * s * sum(orders // math.factorial(n - j) for j in range(1, n + 1))
+    brute_epochs = k * s * sum(
+        sum(epochs_of(p[-1]) for p in itertools.permutations(letters, j))
+        for j in range(1, n + 1))
     return {
         "study": study.name, "model": study.model.name, "data": d.name,
         "input": [c, side, side], "classes": classes, "train_images": train_images,
@@ -76,4 +85,17 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
         "tune_trials": study.tune.trials, "tune_stage_trainings_at_most": tune_trainings,
         "epochs": {"baseline": t.epochs, "probe": probe_epochs, "tune_at_most": tune_epochs},
         "estimated_tflops": flops / 1e12,
+        "min_samples_to_decide": min_units(study.probe.alpha, len(study.probe.seeds)),
+        "brute_force": {"orders": orders, "stage_trainings": brute_trainings,
+                        "epochs": brute_epochs,
+                        "times_the_probe": brute_trainings / max(1, first + second),
+                        "estimated_tflops": 6.0 * macs * train_images * brute_epochs / 1e12},
     }
+
+
+def min_units(alpha: float, looks: int) -> int:
+    """The fewest parameter samples with which the paired test can decide a pair at all."""
+    n = 1
+    while smallest_p(n) > look_alpha(alpha, looks):
+        n += 1
+    return n

@@ -24,10 +24,11 @@ from optuna.trial import TrialState
 
 from seqsearch import atomic
 from seqsearch.errors import SeqsearchError
+from seqsearch.metrics import bitops_cr
 from seqsearch.progress import note
 from seqsearch.search.sampling import stage_samples
 from seqsearch.search.storage import claim, reap_dead_trials
-from seqsearch.stages import get_stage
+from seqsearch.stages import behaviour, get_stage
 from seqsearch.train import DivergedError
 
 
@@ -66,7 +67,7 @@ def make_samples(stage_names: Sequence[str], k: int, seed: int,
         stage = get_stage(name)
         info = stage.info
         own = {info.short(k2): v for k2, v in fixed.items() if k2.startswith(f"{info.name}.")}
-        skip = tuple(getattr(stage, "policy_params", ()))
+        skip = behaviour.policy_params(stage)
         out[info.letter] = stage_samples(info, k, seed, fixed=own, skip=skip)
     return out
 
@@ -111,10 +112,10 @@ def brute_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Un
 
 
 def repeat_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[Unit]:
-    """AA next to A with stronger params, for the repeatable static stages (paper §6)."""
+    """AA next to A with stronger params, for the repeatable stages (paper §6)."""
     units = []
     for a in letters:
-        if a not in ("P", "Q", "D"):
+        if not get_stage(a).info.repeatable:
             continue
         for seed in seeds:
             for s in range(k):
@@ -122,28 +123,16 @@ def repeat_units(letters: Sequence[str], k: int, seeds: Sequence[int]) -> list[U
     return units
 
 
-def stronger(letter: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One application as strong as two: P keeps (1-r)^2 of the channels, D shrinks w^2 and
-    d^2; Q is compared at the same final bits (QQ goes through 8/8 first)."""
-    p = dict(params)
-    if letter == "P":
-        p["ratio"] = round(1 - (1 - p["ratio"]) ** 2, 6)
-    elif letter == "D":
-        p["width"] = round(max(0.05, p["width"] ** 2), 6)
-        p["depth"] = round(max(0.05, p["depth"] ** 2), 6)
-    return p
-
-
 def unit_steps(unit: Unit, samples: dict[str, list[dict[str, Any]]]
                ) -> list[tuple[str, dict[str, Any]]]:
     names = {get_stage(letter).info.letter: get_stage(letter).info.name for letter in unit.order}
     if unit.kind == "stronger":
         a = unit.order[0]
-        return [(names[a], stronger(a, samples[a][unit.sample]))]
+        return [(names[a], behaviour.stronger(a, samples[a][unit.sample]))]
     if unit.kind == "repeat":
         a = unit.order[0]
-        first = {"weight_bits": 8, "act_bits": 8} if a == "Q" else samples[a][unit.sample]
-        return [(names[a], dict(first)), (names[a], dict(samples[a][unit.sample]))]
+        first = behaviour.repeat_first(a, samples[a][unit.sample])
+        return [(names[a], first), (names[a], dict(samples[a][unit.sample]))]
     return [(names[c], dict(samples[c][unit.sample])) for c in unit.order]
 
 
@@ -279,13 +268,13 @@ class ChainExecutor:
         self.runners: dict[int, Any] = {}
 
     def __call__(self, steps: list[tuple[str, dict[str, Any]]], seed: int) -> UnitResult:
-        from seqsearch.chain import plan, runner_for, threshold_sweep
-        from seqsearch.models.multi_exit import MultiExit
+        from seqsearch.chain import operating_points, plan, runner_for
 
         if seed not in self.runners:
             self.runners[seed] = runner_for(self.cfg, self.base, self.cache_dir, seed=seed)
         runner = self.runners[seed]
-        result = runner.run(plan(steps))
+        planned = plan(steps)
+        result = runner.run(planned)
         final = result.records[-1]
         common: dict[str, Any] = {"trained": result.trained, "cached": result.cached,
                                   "seconds": round(sum(r["seconds"] for r in result.records), 3),
@@ -298,23 +287,10 @@ class ChainExecutor:
             for key, value in params.items():
                 common[f"{name}.{key}{suffix}"] = value
         ref = runner.reference
-        data = runner.data
-        model = result.model
-        if isinstance(model, MultiExit):
-            val = threshold_sweep(model, data.val, data.input_shape, self.thresholds)
-            test = threshold_sweep(model, data.test, data.input_shape, self.thresholds)
-            rows = [{**common, "tau": tau, "val_accuracy": va, "test_accuracy": ta,
-                     "val_bitops": vb, "bitops": tb, "val_bitops_cr": ref.bitops / vb,
-                     "bitops_cr": ref.bitops / tb}
-                    for (tau, va, vb), (_, ta, tb) in zip(val, test, strict=True)]
-        else:
-            rows = [{**common, "tau": None, "val_accuracy": final["val_accuracy"],
-                     "test_accuracy": final["test_accuracy"], "val_bitops": final["val_bitops"],
-                     "bitops": final["bitops"], "val_bitops_cr": ref.bitops / final["val_bitops"],
-                     "bitops_cr": final["bitops_cr"]}]
+        points = operating_points(result.model, planned, runner.data, final, self.thresholds)
+        rows = [{**common, **pt, "val_bitops_cr": bitops_cr(ref.bitops, pt["val_bitops"]),
+                 "bitops_cr": bitops_cr(ref.bitops, pt["bitops"])} for pt in points]
         return UnitResult(rows, result.trained, result.cached, common["seconds"])
 
     def _epochs(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> int:
-        t = self.cfg.train
-        student = t.epochs if t.student_epochs is None else t.student_epochs
-        return sum(student if name == "distill" else t.stage_epochs for name, _ in steps)
+        return sum(behaviour.epochs(name, self.cfg.train) for name, _ in steps)

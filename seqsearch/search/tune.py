@@ -32,12 +32,13 @@ from optuna.distributions import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
-from seqsearch.chain import ChainRunner, plan, threshold_sweep
+from seqsearch.chain import ChainRunner, operating_points, plan, with_policy_value
 from seqsearch.errors import SeqsearchError
-from seqsearch.models.multi_exit import MultiExit
+from seqsearch.metrics import bitops_cr
 from seqsearch.progress import note
+from seqsearch.search.pareto import within_budget
 from seqsearch.search.storage import claim
-from seqsearch.stages import get_stage
+from seqsearch.stages import behaviour, get_stage
 from seqsearch.train import DivergedError
 
 
@@ -74,7 +75,7 @@ def search_space(chains: Sequence[str], fixed: dict[str, Any]) -> dict[str, Base
     for chain in chains:
         for letter in chain:
             stage = get_stage(letter)
-            policy = set(getattr(stage, "policy_params", ()))
+            policy = set(behaviour.policy_params(stage))
             for key, dist in stage.info.space.items():
                 if key not in fixed and stage.info.short(key) not in policy:
                     space[key] = dist
@@ -92,13 +93,14 @@ def suggest(trial: optuna.Trial | optuna.trial.FixedTrial, name: str,
     raise TypeError(type(dist).__name__)
 
 
-def choose_tau(rows: Sequence[tuple[float, float, float]], base_acc: float, budget: float
-               ) -> tuple[float, float, float]:
-    """(τ, accuracy, BitOps) on validation: most compressing within budget, else most accurate."""
-    feasible = [r for r in rows if 100 * (base_acc - r[1]) <= budget + 1e-9]
+def choose_point(points: Sequence[dict[str, Any]], base_acc: float, budget: float
+                 ) -> dict[str, Any]:
+    """The operating point (E: τ) on validation: most compressing within budget, else the
+    most accurate."""
+    feasible = [p for p in points if within_budget(base_acc, p["val_accuracy"], budget)]
     if feasible:
-        return min(feasible, key=lambda r: (r[2], -r[1]))
-    return max(rows, key=lambda r: (r[1], -r[2]))
+        return min(feasible, key=lambda p: (p["val_bitops"], -p["val_accuracy"]))
+    return max(points, key=lambda p: (p["val_accuracy"], -p["val_bitops"]))
 
 
 class BudgetPruner(optuna.pruners.BasePruner):
@@ -158,42 +160,36 @@ class Objective:
             trial.set_user_attr("trained", trained)
             trial.set_user_attr("train_seconds", round(seconds, 3))
             if not self.opts.multi_objective:
-                trial.report(math.log(ref.bitops / rec["val_bitops"]), k - 1)
+                trial.report(math.log(bitops_cr(ref.bitops, rec["val_bitops"])), k - 1)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_after", chain[:k])
                     trial.set_user_attr("constraint", drop - self.opts.budget)
                     trial.set_constraint("accuracy_drop", drop - self.opts.budget)
                     raise optuna.TrialPruned(f"val drop {drop:.2f} after {chain[:k]}")
         assert result is not None
-        model = result.model
-        data = self.runner.data
+        point = choose_point(operating_points(result.model, steps, self.runner.data,
+                                              result.records[-1], self.opts.thresholds),
+                             base_acc, self.opts.budget)
+        val_acc, val_bitops = point["val_accuracy"], point["val_bitops"]
+        test_acc, test_bitops = point["test_accuracy"], point["bitops"]
         attrs: dict[str, Any] = {"chain": chain, "trained": trained,
                                  "train_seconds": round(seconds, 3),
                                  "saved_by_cache": len(steps) - trained,
                                  "steps": [[s.stage, dict(s.params)] for s in steps]}
-        if isinstance(model, MultiExit):
-            val = threshold_sweep(model, data.val, data.input_shape, self.opts.thresholds)
-            tau, val_acc, val_bitops = choose_tau(val, base_acc, self.opts.budget)
-            (_, test_acc, test_bitops), = threshold_sweep(model, data.test, data.input_shape,
-                                                           [tau])
-            attrs["tau"] = tau
-            for entry in attrs["steps"]:  # the exported chain carries the chosen τ
-                if "threshold" in getattr(get_stage(entry[0]), "policy_params", ()):
-                    entry[1]["threshold"] = tau
-        else:
-            rec = result.records[-1]
-            val_acc, val_bitops = rec["val_accuracy"], rec["val_bitops"]
-            test_acc, test_bitops = rec["test_accuracy"], rec["bitops"]
+        if point["tau"] is not None:  # the exported chain carries the chosen value
+            attrs["tau"] = point["tau"]
+            attrs["steps"] = with_policy_value(steps, point["tau"])
         drop = 100 * (base_acc - val_acc)
         attrs.update(val_accuracy=val_acc, test_accuracy=test_acc,
-                     val_bitops_cr=ref.bitops / val_bitops, bitops_cr=ref.bitops / test_bitops,
+                     val_bitops_cr=bitops_cr(ref.bitops, val_bitops),
+                     bitops_cr=bitops_cr(ref.bitops, test_bitops),
                      cr=result.records[-1]["cr"], drop=drop,
                      test_drop=100 * (ref.test_accuracy - test_acc),
                      constraint=drop - self.opts.budget)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_constraint("accuracy_drop", drop - self.opts.budget)  # feasible when ≤ 0
-        log_cr = math.log(ref.bitops / val_bitops)
+        log_cr = math.log(bitops_cr(ref.bitops, val_bitops))
         return (val_acc, log_cr) if self.opts.multi_objective else log_cr
 
 

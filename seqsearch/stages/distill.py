@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from torch import nn
 
+from seqsearch.config import TrainSection
 from seqsearch.models.multi_exit import MultiExit
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import (
@@ -146,6 +147,18 @@ class Distill:
                 "distill.alpha": Range(0.0, 1.0)},
         description="KD (or CRD) into a shallower/narrower student derived from the model",
     )
+    trains_from_scratch = True
+
+    @staticmethod
+    def epochs(train: TrainSection) -> int:
+        """A student trains for `student_epochs` (default: the baseline's epochs)."""
+        return train.epochs if train.student_epochs is None else train.student_epochs
+
+    @staticmethod
+    def stronger(params: dict[str, Any]) -> dict[str, Any]:
+        """As strong as two applications: width and depth squared."""
+        return {**params, "width": round(max(0.05, params["width"] ** 2), 6),
+                "depth": round(max(0.05, params["depth"] ** 2), 6)}
 
     def build_student(self, teacher: nn.Module, ctx: StageContext, width: float, depth: float
                       ) -> tuple[nn.Module, list[int]]:

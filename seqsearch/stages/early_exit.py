@@ -9,16 +9,24 @@ for the current widths (PE, DE). E after E is an error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from torch import nn
 
+from seqsearch.data import Split
 from seqsearch.errors import SeqsearchError
+from seqsearch.metrics import expected_exit_cost
 from seqsearch.models.base import exit_points_of
-from seqsearch.models.multi_exit import CRITERIA, ExitPolicy, MultiExit
+from seqsearch.models.multi_exit import (
+    CRITERIA,
+    ExitPolicy,
+    MultiExit,
+    exit_costs,
+    exit_decisions,
+)
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import (
     body_bits,
@@ -28,7 +36,7 @@ from seqsearch.stages.common import (
     quantize_module,
     warm_up_norms,
 )
-from seqsearch.train import fit
+from seqsearch.train import fit, predict
 
 PLACEMENTS = ("early", "even", "late")
 
@@ -74,6 +82,22 @@ class EarlyExit:
         description="exit heads trained on a frozen backbone; leave when confident",
     )
     policy_params = ("threshold", "criterion")
+    sweep_param = "threshold"
+
+    @staticmethod
+    def sweep(model: nn.Module, split: Split, input_shape: tuple[int, ...],
+              thresholds: Sequence[float]) -> list[tuple[float, float, float]]:
+        """(τ, accuracy, expected BitOps) for each τ, from one forward pass over the split."""
+        assert isinstance(model, MultiExit)
+        outputs = predict(model, split)
+        assert isinstance(outputs, list)
+        backbone_to, heads = exit_costs(model, input_shape)
+        rows = []
+        for tau in thresholds:
+            taken, preds = exit_decisions(outputs, tau, model.policy.criterion)
+            acc = float((preds == split.y).float().mean().item())
+            rows.append((float(tau), acc, expected_exit_cost(taken.cpu(), backbone_to, heads)))
+        return rows
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         if isinstance(model, MultiExit):

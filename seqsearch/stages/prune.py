@@ -142,6 +142,11 @@ class Prune:
         description="torch-pruning structured channel pruning + fine-tune",
     )
 
+    @staticmethod
+    def stronger(params: dict[str, Any]) -> dict[str, Any]:
+        """As strong as two applications: keep (1 - ratio)^2 of the channels."""
+        return {**params, "ratio": round(1 - (1 - params["ratio"]) ** 2, 6)}
+
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         prune_channels(model, ctx, float(params["ratio"]), importance=params["importance"],
                        global_pruning=bool(params["global_pruning"]),

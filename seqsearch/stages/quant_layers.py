@@ -132,6 +132,3 @@ def to_quant(layer: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
             q.bias.copy_(layer.bias)  # type: ignore[union-attr]
     return q
 
-
-def is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, QConv2d | QLinear) for m in model.modules())

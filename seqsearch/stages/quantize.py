@@ -41,6 +41,11 @@ class Quantize:
         description="DoReFa QAT; first/last layer bits from the study",
     )
 
+    @staticmethod
+    def repeat_first(params: dict[str, Any]) -> dict[str, Any]:
+        """QQ is compared with Q at the same final bits: the first Q goes to 8/8."""
+        return {**params, "weight_bits": 8, "act_bits": 8}
+
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         wb, ab = int(params["weight_bits"]), int(params["act_bits"])
         first, last = first_last_layers(model, ctx.input_shape)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,17 +236,27 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
                        fixed=tuple(sorted(fixed.items())))
 
 
-def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None,
-             worker: int = 0, finalize: bool = True) -> dict[str, Any]:
-    from seqsearch.chain import runner_for
-    from seqsearch.search.tune import Objective, create_study, queue_slots, work
+def prepare_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None,
+                 worker: int = 0) -> tuple[Baseline, Any]:
+    """The baseline (trained once, here) and the tuning study with every slot queued; dead
+    workers' slots are queued again."""
+    from seqsearch.search.tune import create_study, queue_slots
 
     base = get_baseline(study, out_dir=out_dir)
-    record_environment(out_dir, f"tune-w{worker}", base.data.train.x.device)
-    runner = runner_for(study, base, out_dir / "cache")
     st = create_study(open_storage(storage, out_dir), opts.study_name(study.name), opts, worker)
     reap_dead_trials(st)
     queue_slots(st, opts.trials, opts.initial)
+    return base, st
+
+
+def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None,
+             worker: int = 0, finalize: bool = True) -> dict[str, Any]:
+    from seqsearch.chain import runner_for
+    from seqsearch.search.tune import Objective, work
+
+    base, st = prepare_tune(study, out_dir, opts, storage=storage, worker=worker)
+    record_environment(out_dir, f"tune-w{worker}", base.data.train.x.device)
+    runner = runner_for(study, base, out_dir / "cache")
     did = work(st, Objective(runner, opts), label=f"tune w{worker}")
     summary: dict[str, Any] = {"worker": worker, **did}
     if finalize:
@@ -253,35 +264,27 @@ def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | Non
     return summary
 
 
-def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None
-                ) -> dict[str, Any]:
-    """trials.csv, best.json, the best chain (apply format) and its model, from the storage
-    and the prefix cache (no training)."""
-    import optuna
+def trials_frame(trials: Sequence[Any]) -> Any:
+    """tune/trials.csv: one row per slot, its params, attributes and value(s)."""
     import pandas as pd
 
-    from seqsearch.chain import plan, runner_for, save_model
-    from seqsearch.report.export import chain_document, write_chain
-    from seqsearch.search.tune import best_feasible, slot_trials
-
-    st = optuna.load_study(study_name=opts.study_name(study.name),
-                           storage=open_storage(storage, out_dir))
-    tune_dir = out_dir / "tune"
-    trials = slot_trials(st)
     rows = []
     for t in trials:
         row = {"number": t.number, "slot": t.user_attrs.get("slot"), "state": t.state.name,
-               **{k: v for k, v in t.params.items()},
+               **dict(t.params),
                **{k: v for k, v in t.user_attrs.items()
                   if k not in ("steps", "host", "pid", "slot")}}
         if t.values:
             for i, v in enumerate(t.values):
                 row[f"value{i}" if len(t.values) > 1 else "value"] = v
         rows.append(row)
-    atomic.write_bytes(tune_dir / "trials.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    return pd.DataFrame(rows)
+
+
+def tune_counts(name: str, opts: Any, trials: Sequence[Any]) -> dict[str, Any]:
     states = [t.state.name for t in trials]
-    summary: dict[str, Any] = {
-        "study": opts.study_name(study.name), "budget": opts.budget, "chains": list(opts.chains),
+    return {
+        "study": name, "budget": opts.budget, "chains": list(opts.chains),
         "trials": len(trials), "complete": states.count("COMPLETE"),
         "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
         "running": states.count("RUNNING") + states.count("WAITING"),
@@ -289,17 +292,15 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
         "train_seconds": round(sum(float(t.user_attrs.get("train_seconds", 0.0))
                                    for t in trials), 3),
     }
-    if opts.multi_objective:
-        summary["pareto"] = [{"number": t.number, "val_accuracy": t.user_attrs.get(
-            "val_accuracy"), "val_bitops_cr": t.user_attrs.get("val_bitops_cr"),
-            "test_accuracy": t.user_attrs.get("test_accuracy"),
-            "bitops_cr": t.user_attrs.get("bitops_cr"), "chain": t.user_attrs.get("chain")}
-            for t in st.best_trials]
-    best = best_feasible(st)
-    if best is None:
-        summary["best"] = None
-        atomic.write_json(tune_dir / "best.json", summary)
-        return summary
+
+
+def export_trial(study: StudyConfig, out_dir: Path, best: Any) -> dict[str, Any]:
+    """The trial's model (rebuilt through the prefix cache, no training when cached) and its
+    chain file (apply format) under tune/; returns what best.json says of it."""
+    from seqsearch.chain import plan, runner_for, save_model
+    from seqsearch.report.export import chain_document, write_chain
+
+    tune_dir = out_dir / "tune"
     steps = [(name, params) for name, params in best.user_attrs["steps"]]
     base = get_baseline(study, out_dir=out_dir)
     result = runner_for(study, base, out_dir / "cache").run(plan(steps))
@@ -310,18 +311,37 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
     doc = chain_document(study, steps, metrics, name=f"{study.name}-best",
                          output=str(out_dir))
     write_chain(tune_dir / "best_chain.yaml", doc)
-    summary["best"] = {
-        "number": best.number, "chain": best.user_attrs["chain"],
-        "val_accuracy": best.user_attrs["val_accuracy"],
-        "test_accuracy": best.user_attrs["test_accuracy"],
-        "val_bitops_cr": best.user_attrs["val_bitops_cr"],
-        "bitops_cr": best.user_attrs["bitops_cr"], "cr": best.user_attrs["cr"],
-        "drop": best.user_attrs["drop"], "test_drop": best.user_attrs["test_drop"],
-        "tau": best.user_attrs.get("tau"), "params": dict(best.params),
+    a = best.user_attrs
+    return {
+        "number": best.number, "chain": a["chain"], "val_accuracy": a["val_accuracy"],
+        "test_accuracy": a["test_accuracy"], "val_bitops_cr": a["val_bitops_cr"],
+        "bitops_cr": a["bitops_cr"], "cr": a["cr"], "drop": a["drop"],
+        "test_drop": a["test_drop"], "tau": a.get("tau"), "params": dict(best.params),
         "stage_trainings_total": result.trained, "model_file": str(model_path),
-        "trajectory": result.records,
-        "chain_file": str(tune_dir / "best_chain.yaml"),
+        "trajectory": result.records, "chain_file": str(tune_dir / "best_chain.yaml"),
     }
+
+
+def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | None = None
+                ) -> dict[str, Any]:
+    """trials.csv, best.json, the best chain (apply format) and its model, from the storage
+    and the prefix cache (no training)."""
+    import optuna
+
+    from seqsearch.search.tune import best_feasible, slot_trials
+
+    name = opts.study_name(study.name)
+    st = optuna.load_study(study_name=name, storage=open_storage(storage, out_dir))
+    tune_dir = out_dir / "tune"
+    trials = slot_trials(st)
+    atomic.write_bytes(tune_dir / "trials.csv", trials_frame(trials).to_csv(index=False).encode())
+    summary = tune_counts(name, opts, trials)
+    if opts.multi_objective:
+        summary["pareto"] = [{"number": t.number, **{k: t.user_attrs.get(k) for k in (
+            "val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr", "chain")}}
+            for t in st.best_trials]
+    best = best_feasible(st)
+    summary["best"] = None if best is None else export_trial(study, out_dir, best)
     atomic.write_json(tune_dir / "best.json", summary)
     return summary
 
