@@ -1,4 +1,5 @@
-"""Compression stages as plug-ins: D (distill), P (prune), Q (quantize), E (early_exit)."""
+"""Compression stages as plug-ins: D (distill), P (prune), Q (quantize), E (early_exit), and
+L (lowrank), which studies opt into (the default stays DPQE)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from seqsearch.stages.base import (
 )
 from seqsearch.stages.distill import Distill
 from seqsearch.stages.early_exit import EarlyExit
+from seqsearch.stages.lowrank import LowRank
 from seqsearch.stages.prune import Prune
 from seqsearch.stages.quantize import Quantize
 
-for _stage in (Distill(), Prune(), Quantize(), EarlyExit()):
+for _stage in (Distill(), Prune(), Quantize(), EarlyExit(), LowRank()):
     register_stage(_stage)
 
 __all__ = [
