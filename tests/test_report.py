@@ -132,30 +132,44 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None and not os.environ.get("CI"),
                     reason="headless Chromium not installed (.ci/run installs it)")
-def test_report_renders_in_headless_chromium(finished):
+def _browse(browser: str, page, *extra: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--hide-scrollbars",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=10000", *extra, page.as_uri()],
+            capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(finished, tmp_path):
     _, out = finished
     browser = _chromium()
     assert browser, "CI must have chromium"
-    pages = [out / "index.html"] + sorted((out / "figures").glob("*.html"))
-    for page in pages:
-        with tempfile.TemporaryDirectory() as profile:
-            proc = subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
-                 "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0",
-                 "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-                capture_output=True, text=True, timeout=120)
+    # one plotly.js for the folder of reports, none inside the study folder
+    assert (out.parent / "plotly.min.js").is_file()
+    assert not list(out.rglob("plotly.min.js"))
+    figures = sorted((out / "figures").glob("*.html"))
+    for page in [out / "index.html"] + figures:
+        proc = _browse(browser, page, "--dump-dom")
         assert proc.returncode == 0, proc.stderr[-2000:]
         dom = proc.stdout
         errors = [line for line in proc.stderr.splitlines()
                   if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
         assert not errors, errors
+        plots = dom.count('class="plotly-graph-div')
+        # every plot div was drawn (plotly puts its SVG inside each one it renders)
+        assert plots >= 1 and dom.count('class="main-svg"') >= plots, page.name
         if page.name == "index.html":
-            assert dom.count("<iframe") == len(pages) - 1
-        else:
-            assert 'class="main-svg"' in dom, page.name  # plotly drew the figure
-            assert "plotly-graph-div" in dom
+            assert plots == len(figures)  # every figure inline on the page
+            assert dom.index('id="answer"') < dom.index('id="figures"')  # the answer first
+            assert "Proposed order(s)" in dom and "What the search cost" in dom
+            assert "<table" in dom.split('id="figures"')[0]  # verdicts as an HTML table
+    shot = tmp_path / "index.png"
+    proc = _browse(browser, out / "index.html", "--window-size=1200,1600",
+                   f"--screenshot={shot}")
+    assert proc.returncode == 0 and shot.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_overview_puts_studies_side_by_side(finished, tmp_path):

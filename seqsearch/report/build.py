@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from seqsearch import atomic
-from seqsearch.baseline import baseline_metrics
 from seqsearch.config import StudyConfig
-from seqsearch.errors import SeqsearchError
 from seqsearch.progress import note
 from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
+from seqsearch.report.page import write_index
+from seqsearch.report.results import Figure, Results, Tables, load_results
 from seqsearch.stages import get_stage
 
 
@@ -40,96 +39,103 @@ def _md_table(df: pd.DataFrame, floatfmt: str = ".3g") -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
-    base = baseline_metrics(study, out_dir)
-    runs_path = out_dir / "runs.csv"
-    if not runs_path.is_file():
-        raise SeqsearchError(f"{runs_path}: no probe results; run 'seqsearch run' first")
-    runs = pd.read_csv(runs_path)
-    order = T.read_json(out_dir / "order.json")
-    if order is None:
-        raise SeqsearchError(f"{out_dir / 'order.json'}: missing; run 'seqsearch order' first")
-    best = T.read_json(out_dir / "tune" / "best.json") or {}
-    probe = T.read_json(out_dir / "probe.json") or {}
-    timings = T.read_json(out_dir / "timings.json") or {}
-    tables, figs = out_dir / "tables", out_dir / "figures"
-    notes: list[str] = []
-    entries: list[tuple[str, str, str]] = []  # (title, html, png)
+def derive_tables(r: Results) -> Tables:
+    best_run = r.best.get("best")
+    traj = (T.trajectory_table(best_run.get("trajectory", []), r.base) if best_run
+            else pd.DataFrame())
+    tuning = T.tuning_table(r.out_dir / "tune" / "trials.csv")
+    budgets = sorted(set(r.study.probe.budgets) | set(C.GOAL_BUDGETS))
+    budget = T.budget_table(r.runs, r.base["val_accuracy"], r.base["test_accuracy"], budgets,
+                            extra=T.tuning_rows_as_runs(tuning))
+    claims, t1 = C.claims_table(r.order, budget, r.study.probe.tie_threshold, r.insert,
+                                r.repeat, r.brute)
+    cost = C.cost_table(r.runs, r.order["letters"], r.study.probe.samples, r.study.probe.seeds,
+                        r.best or None, r.timings)
+    return Tables(T.pairs_table(r.order), T.edges_table(r.order), traj, tuning, budget, claims,
+                  t1, C.goal_budgets(budget), cost)
 
-    pngs: list[tuple[Any, Path]] = []
 
-    def emit(fig: Any, name: str, title: str) -> None:
-        page = F.save_html(fig, figs, name)
-        pngs.append((fig, figs / f"{name}.png"))
-        entries.append((title, f"figures/{page}", f"figures/{name}.png"))
+def write_tables(r: Results, t: Tables) -> None:
+    folder = r.out_dir / "tables"
+    for p in r.order["pairs"]:
+        _csv(T.pareto_points(r.runs, p["orders"]), folder, f"pareto_{p['pair']}")
+    for name in ("pairs", "traj", "tuning", "budget", "claims", "table1", "goals", "cost"):
+        df = getattr(t, name)
+        if name == "traj" and not r.best.get("best"):
+            continue
+        _csv(df, folder, {"traj": "trajectory", "budget": "budgets"}.get(name, name))
+    _csv(t.edges, folder, "dag_edges")
 
-    pairs = T.pairs_table(order)
-    _csv(pairs, tables, "pairs")
-    for p in order["pairs"]:
+
+def make_figures(r: Results, t: Tables) -> list[Figure]:
+    base_val = r.base["val_accuracy"]
+    budgets = list(r.study.probe.budgets)
+    exported = _exported_point(r)
+    out = []
+    for p in r.order["pairs"]:
         a, b = p["orders"]
-        pts = T.pareto_points(runs, [a, b])
-        _csv(pts, tables, f"pareto_{p['pair']}")
+        pts = T.pareto_points(r.runs, [a, b])
         verdict = (f"{p['winner']} wins (p = {p['p_value']:.3g}, margin {p['margin']:+.2f})"
                    if p["decided"] else f"undecided (p = {p['p_value']:.3g})")
-        emit(F.pareto_figure(pts, a, b, verdict), f"pareto_{p['pair']}", f"{a} vs {b}")
-    edges = T.edges_table(order)
-    _csv(edges, tables, "dag_edges")
-    emit(F.dag_figure(order["letters"], edges, order["orders"], order.get("undecided", [])),
-         "dag", "order DAG")
-    best_run = best.get("best")
-    traj = pd.DataFrame()
+        out.append(Figure(f"pareto_{p['pair']}", f"{a} vs {b}",
+                          f"Every probe point of {a} and {b} on validation (one trace per seed; "
+                          "click the legend to hide one), each order's front, the baseline and "
+                          "the budget lines; the star is the exported chain.",
+                          F.pareto_figure(pts, a, b, verdict, base_val, budgets, exported)))
+    out.append(Figure("dag", "order DAG",
+                      "Decided pairs as arrows (p-value, margin); undecided pairs dotted.",
+                      F.dag_figure(r.order["letters"], t.edges, r.order["orders"],
+                                   r.order.get("undecided", []))))
+    if r.brute and r.brute.get("ranking"):
+        out.append(Figure("brute_ranking", "brute-force ranking",
+                          "Every full order's mean per-unit validation hypervolume with its "
+                          "rank's bootstrap interval; filled: not distinguishable from the "
+                          "best.", F.ranking_figure(r.brute["ranking"],
+                                                    r.brute.get("pairwise_orders", []))))
+    best_run = r.best.get("best")
     if best_run:
-        traj = T.trajectory_table(best_run.get("trajectory", []), base)
-        _csv(traj, tables, "trajectory")
-        emit(F.trajectory_figure(traj, best_run["chain"]), "trajectory",
-             "per-stage trajectory")
-    tuning = T.tuning_table(out_dir / "tune" / "trials.csv")
-    _csv(tuning, tables, "tuning")
-    emit(F.tuning_figure(tuning), "tuning_history", "tuning history")
-    emit(F.tuning_pareto_figure(tuning), "tuning_pareto", "tuning trials (Pareto view)")
-    budgets = sorted(set(study.probe.budgets) | set(C.GOAL_BUDGETS))
-    budget = T.budget_table(runs, base["val_accuracy"], base["test_accuracy"], budgets,
-                            extra=T.tuning_rows_as_runs(tuning))
-    _csv(budget, tables, "budgets")
-    brute = T.read_json(out_dir / "brute.json")
-    claims, t1 = C.claims_table(order, budget, study.probe.tie_threshold,
-                                T.read_json(out_dir / "insert.json"),
-                                T.read_json(out_dir / "repeat.json"), brute)
-    _csv(claims, tables, "claims")
-    _csv(t1, tables, "table1")
-    goals = C.goal_budgets(budget)
-    _csv(goals, tables, "goals")
-    cost = C.cost_table(runs, order["letters"], study.probe.samples, study.probe.seeds,
-                        best or None, timings)
-    _csv(cost, tables, "cost")
-    problem = F.save_pngs(pngs)
+        out.append(Figure("trajectory", "per-stage trajectory",
+                          "Test accuracy and BitOpsCR after each stage of the exported chain.",
+                          F.trajectory_figure(t.traj, best_run["chain"])))
+    out.append(Figure("tuning_history", "tuning history",
+                      "Validation BitOpsCR of each tuning trial, and the best feasible so far.",
+                      F.tuning_figure(t.tuning)))
+    out.append(Figure("tuning_pareto", "tuning trials (Pareto view)",
+                      "Completed tuning trials: validation accuracy against BitOpsCR.",
+                      F.tuning_pareto_figure(t.tuning)))
+    return out
+
+
+def _exported_point(r: Results) -> tuple[float, float, str] | None:
+    run = r.best.get("best")
+    if not run:
+        return None
+    return float(run["val_bitops_cr"]), float(run["val_accuracy"]), str(run["chain"])
+
+
+def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
+    r = load_results(study, out_dir)
+    t = derive_tables(r)
+    write_tables(r, t)
+    figures = make_figures(r, t)
+    folder = out_dir / "figures"
+    js = F.write_plotly_js(out_dir.parent)
+    for f in figures:
+        F.save_html(f.fig, folder, f.name, js)
+    notes: list[str] = []
+    problem = F.save_pngs([(f.fig, folder / f"{f.name}.png") for f in figures])
     if problem:
         note(f"[report] {problem}")
         notes.append(problem)
-    _write_index(out_dir, study, entries)
-    _write_summary(out_dir, study, base, order, pairs, best, traj, budget, probe, timings,
-                   notes, _claims_lines(claims, t1, goals, cost, brute))
-    return {"figures": [e[1] for e in entries], "notes": notes}
+    _write_summary(r, t, notes)
+    write_index(r, t, figures, js, notes)
+    return {"figures": [f"figures/{f.name}.html" for f in figures], "notes": notes}
 
 
-def _write_index(out_dir: Path, study: StudyConfig, entries: list[tuple[str, str, str]]) -> None:
-    items = "\n".join(
-        f'<li><a href="{html.escape(h)}">{html.escape(t)}</a> · '
-        f'<a href="{html.escape(p)}">PNG</a></li>' for t, h, p in entries)
-    frames = "\n".join(
-        f'<section><h2>{html.escape(t)}</h2><iframe src="{html.escape(h)}" width="760" '
-        f'height="580" style="border:0"></iframe></section>' for t, h, _ in entries)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>seqsearch: "
-            f"{html.escape(study.name)}</title></head><body><h1>seqsearch report: "
-            f"{html.escape(study.name)}</h1><p><a href='summary.md'>summary.md</a> · "
-            f"tables in <code>tables/</code></p><ul>{items}</ul>{frames}</body></html>\n")
-    atomic.write_bytes(out_dir / "index.html", page.encode())
-
-
-def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
-                   order: dict[str, Any], pairs: pd.DataFrame, best: dict[str, Any],
-                   traj: pd.DataFrame, budget: pd.DataFrame, probe: dict[str, Any],
-                   timings: dict[str, Any], notes: list[str], claims: list[str]) -> None:
+def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
+    out_dir, study, base, order, best = r.out_dir, r.study, r.base, r.order, r.best
+    pairs, traj, budget, probe, timings = t.pairs, t.traj, t.budget, r.probe, r.timings
+    claims = _claims_lines(t.claims, t.table1, t.goals, t.cost, r.brute)
     fl = study.first_last_bits
     kinds = {get_stage(c).info.letter: get_stage(c).info for c in order["letters"]}
     lines = [f"# seqsearch report: {study.name}", "",
@@ -190,8 +196,7 @@ def _write_summary(out_dir: Path, study: StudyConfig, base: dict[str, Any],
                      f"{best.get('stage_trainings')} stage trainings")
     for step, secs in timings.items():
         lines.append(f"- {step}: {secs:.1f} s")
-    for extra in ("insert", "repeat"):
-        data = T.read_json(out_dir / f"{extra}.json")
+    for extra, data in (("insert", r.insert), ("repeat", r.repeat)):
         if data:
             lines += ["", f"## {'Insertion' if extra == 'insert' else 'Repetition'} check", "",
                       _md_table(pd.DataFrame(data).drop(columns=["hypervolume"],

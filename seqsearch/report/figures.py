@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -15,22 +18,72 @@ NEEDS_BROWSER = ("PNGs need a headless browser: apt-get install chromium, or run
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
-def pareto_figure(points: pd.DataFrame, first: str, second: str, verdict: str) -> go.Figure:
-    """Both orders of a pair: every point, and each order's front as a line."""
+def pareto_figure(points: pd.DataFrame, first: str, second: str, verdict: str,
+                  base_val: float | None = None, budgets: Sequence[float] = (),
+                  exported: tuple[float, float, str] | None = None) -> go.Figure:
+    """Both orders of a pair: every point (one trace per seed, so a reader can toggle seeds),
+    each order's front as a line, the baseline's validation accuracy, a dashed line per
+    accuracy-drop budget, and the exported chain as a star."""
     fig = go.Figure()
     for color, order in zip(COLORS, (first, second), strict=False):
         part = points[points["order"] == order]
-        fig.add_trace(go.Scatter(x=part["val_bitops_cr"], y=100 * part["val_accuracy"],
-                                 mode="markers", name=f"{order} points",
-                                 marker={"color": color, "opacity": 0.45, "size": 7}))
+        seeds = sorted(part["seed"].unique()) if "seed" in part else [None]
+        for seed in seeds:
+            sub = part if seed is None else part[part["seed"] == seed]
+            fig.add_trace(go.Scatter(
+                x=sub["val_bitops_cr"], y=100 * sub["val_accuracy"], mode="markers",
+                name=f"{order} seed {seed}" if seed is not None else f"{order} points",
+                legendgroup=f"{order}-seed-{seed}",
+                marker={"color": color, "opacity": 0.45, "size": 7,
+                        "symbol": ("circle", "square", "diamond", "cross")[
+                            seeds.index(seed) % 4]}))
         front = part[part["on_front"]].sort_values("val_bitops_cr")
         fig.add_trace(go.Scatter(x=front["val_bitops_cr"], y=100 * front["val_accuracy"],
                                  mode="lines+markers", name=f"{order} front",
                                  line={"color": color, "shape": "hv"}))
+    if base_val is not None:
+        fig.add_hline(y=100 * base_val, line={"color": "#333", "width": 1},
+                      annotation_text="baseline", annotation_position="top left")
+        for b in budgets:
+            fig.add_hline(y=100 * base_val - b, line={"color": "#888", "width": 1, "dash": "dash"},
+                          annotation_text=f"−{b:g} pt", annotation_position="bottom left")
+    if exported is not None:
+        cr, acc, chain = exported
+        fig.add_trace(go.Scatter(x=[cr], y=[100 * acc], mode="markers+text",
+                                 name=f"exported {chain}", text=[chain],
+                                 textposition="top center",
+                                 marker={"symbol": "star", "size": 16, "color": "#ff7f0e",
+                                         "line": {"color": "#333", "width": 1}}))
     fig.update_layout(title=f"{first} vs {second}: {verdict}",
                       xaxis={"title": "BitOpsCR (validation, log)", "type": "log"},
                       yaxis={"title": "validation accuracy (%)"}, template="plotly_white",
                       width=720, height=480)
+    return fig
+
+
+def ranking_figure(ranking: Sequence[dict[str, Any]], proposed: Sequence[str]) -> go.Figure:
+    """The brute force's orders by rank, each with its rank's bootstrap interval; filled
+    markers are not distinguishable from the best, the pairwise proposal is orange."""
+    rows = list(ranking)
+    fig = go.Figure()
+    ranks = [r["rank"] for r in rows]
+    lows = [r["rank"] - (r.get("rank_interval") or [r["rank"]] * 2)[0] for r in rows]
+    highs = [(r.get("rank_interval") or [r["rank"]] * 2)[1] - r["rank"] for r in rows]
+    colors = ["#ff7f0e" if r["order"] in proposed else "#1f77b4" for r in rows]
+    fig.add_trace(go.Scatter(
+        x=ranks, y=[r["order"] for r in rows], mode="markers", name="rank (interval)",
+        error_x={"type": "data", "symmetric": False, "array": highs, "arrayminus": lows},
+        marker={"size": 10, "color": colors,
+                "symbol": ["circle" if r.get("in_top_set") else "circle-open" for r in rows]},
+        text=[f"HV {r['hypervolume']:.4f}, p vs best {r.get('p_vs_best', 1.0):.2g}"
+              for r in rows], hoverinfo="text+y"))
+    names = [r["order"] for r in rows]
+    fig.update_layout(title="brute force: every order's rank<br><sup>orange: proposed by the "
+                            "pairwise method; filled: not distinguishable from the best</sup>",
+                      xaxis={"title": "rank (1 = best), bootstrap interval over units"},
+                      yaxis={"autorange": "reversed", "type": "category", "tickmode": "array",
+                             "tickvals": names, "ticktext": names},
+                      template="plotly_white", width=720, height=max(360, 24 * len(rows) + 140))
     return fig
 
 
@@ -116,12 +169,42 @@ def tuning_pareto_figure(tuning: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def save_html(fig: go.Figure, folder: Path, name: str) -> str:
-    """HTML with plotly.js written once beside it (no network needed to view it)."""
+def write_plotly_js(folder: Path) -> Path:
+    """plotly.min.js once per folder of reports (no network needed to view them); rewritten
+    only when its content changes."""
+    from plotly.offline import get_plotlyjs
+
+    from seqsearch import atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "plotly.min.js"
+    js = get_plotlyjs().encode()
+    if not path.is_file() or path.stat().st_size != len(js):
+        atomic.write_bytes(path, js)
+    return path
+
+
+def save_html(fig: go.Figure, folder: Path, name: str, js: Path) -> str:
+    """A standalone HTML page of the figure that loads the shared plotly.js beside the
+    report folder."""
     folder.mkdir(parents=True, exist_ok=True)
     html = folder / f"{name}.html"
-    fig.write_html(html, include_plotlyjs="directory", full_html=True, div_id=name)  # stable
+    src = os.path.relpath(js, folder).replace(os.sep, "/")
+    fig.write_html(html, include_plotlyjs=src, full_html=True, div_id=name)  # stable ids
+    stale = folder / "plotly.min.js"  # the per-folder copy older reports carried
+    if stale.is_file():
+        stale.unlink()
     return html.name
+
+
+def inline_html(fig: go.Figure, name: str) -> str:
+    """The figure as a div for a page that already loads plotly.js, at the page's width."""
+    wide = go.Figure(fig)
+    height = int(wide.layout.height or 480)
+    wide.update_layout(width=None, autosize=True)
+    return str(wide.to_html(full_html=False, include_plotlyjs=False, div_id=name,
+                            default_width="100%", default_height=f"{height}px",
+                            config={"responsive": True}))
 
 
 def save_pngs(figs: list[tuple[go.Figure, Path]], timeout: float = 120.0) -> str | None:

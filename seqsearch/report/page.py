@@ -1,0 +1,141 @@
+"""index.html: the answer first (which order and how sure, the exported chain, what the search
+cost, the noise), then every figure inline at page width with a one-line caption, then the
+tables as HTML tables. plotly.js is loaded once, from the folder of reports."""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from seqsearch import atomic
+from seqsearch.report import figures as F
+from seqsearch.report import tables as T
+from seqsearch.report.results import Figure, Results, Tables
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1080px; margin: 0 auto; padding: 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.answer { background: #f6f9fc; border: 1px solid #d5e3f0; padding: 0.5em 1em 1em; }
+.undecided { color: #777; } .decided { font-weight: 600; }
+figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.92em; }
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
+    if df.empty:
+        return "<p><em>(none)</em></p>"
+    return str(df.to_html(index=False, border=0, na_rep="",
+                          float_format=lambda v: floatfmt.format(v)))
+
+
+def _verdicts(r: Results) -> str:
+    rows = []
+    for p in r.order["pairs"]:
+        cls = "decided" if p["decided"] else "undecided"
+        verdict = p["winner"] if p["decided"] else "undecided"
+        rows.append(f"<tr class='{cls}'><td>{_e(p['pair'])}</td><td>{_e(verdict)}</td>"
+                    f"<td>{p['p_value']:.3g}</td><td>{p['units']}</td>"
+                    f"<td>{len(p['seeds'])}</td><td>{p['margin']:+.2f}</td>"
+                    f"<td>{p['confidence']:.2f}</td></tr>")
+    c = r.order["criteria"]
+    level = c.get("level_per_look", c.get("alpha", 0.1))
+    return ("<table><tr><th>pair</th><th>verdict</th><th>p-value</th><th>units</th>"
+            "<th>seeds</th><th>margin</th><th>confidence</th></tr>" + "".join(rows)
+            + "</table>"
+            + f"<p>A pair is decided when the paired sign-flip test over its parameter samples "
+              f"gives p ≤ {level:.3g} (alpha {c.get('alpha', 0.1):g} over "
+              f"{c.get('looks', 1)} seed look(s)); hypervolume above baseline − "
+              f"{c['max_drop']:g} points on the validation split. Undecided pairs leave both "
+              "orders as candidates.</p>")
+
+
+def _noise(r: Results) -> str:
+    n = r.order.get("noise") or {}
+    parts = []
+    if n.get("val_standard_error_points") is not None:
+        parts.append(f"validation split of {n['val_images']} images: standard error "
+                     f"{n['val_standard_error_points']:.2f} points")
+    if n.get("seed_gap_points") is not None:
+        parts.append(f"two seeds of the same chain land {n['seed_gap_points']:.2f} points "
+                     "apart on average")
+    return f"<p><b>Noise:</b> {_e('; '.join(parts))}.</p>" if parts else ""
+
+
+def _exported(r: Results) -> str:
+    run = r.best.get("best")
+    if not run:
+        return ("<p><b>Exported chain:</b> none — no tuning trial met the "
+                f"{_e(r.best.get('budget', r.study.tune.budget))}-point budget (or tuning has "
+                "not run).</p>")
+    tau = f", τ = {run['tau']:g}" if run.get("tau") is not None else ""
+    return (f"<p><b>Exported chain: {_e(run['chain'])}</b> (tuning trial {run['number']} of "
+            f"{r.best.get('trials')}, picked on validation within {r.best.get('budget')} "
+            f"points{_e(tau)}): test accuracy {100 * run['test_accuracy']:.2f} % (drop "
+            f"{run['test_drop']:+.2f} points), BitOpsCR {run['bitops_cr']:.1f}×, CR "
+            f"{run['cr']:.1f}×. Files: <a href='chain.yaml'>chain.yaml</a>, "
+            "<code>model.pt</code>.</p>")
+
+
+def _cost(r: Results, t: Tables) -> str:
+    cost = t.cost
+    text = ""
+    if r.brute:
+        inside = r.brute.get("pairwise_in_top_set", [])
+        text = (f"<p>The brute force over {len(r.brute.get('ranking', []))} orders ranks "
+                f"<b>{_e(r.brute.get('best'))}</b> first; "
+                f"{len(r.brute.get('top_set', []))} orders are not distinguishable from it; "
+                + (f"the pairwise proposal is among them ({_e(T.orders_text(inside))})."
+                   if inside else "no proposed order is among them.") + "</p>")
+    return "<h3>What the search cost</h3>" + _table(cost) + text
+
+
+def write_index(r: Results, t: Tables, figures: Sequence[Figure], js: Path,
+                notes: Sequence[str]) -> None:
+    s = r.study
+    src = os.path.relpath(js, r.out_dir).replace(os.sep, "/")
+    orders = r.order["orders"]
+    proposed = (f"<b>{_e(T.orders_text(orders, 12))}</b>"
+                + (f" — {len(orders)} orders are consistent with the decided pairs"
+                   if len(orders) > 1 else ""))
+    figs = "".join(
+        f"<figure id='fig-{_e(f.name)}'><h3>{_e(f.title)}</h3>{F.inline_html(f.fig, f.name)}"
+        f"<figcaption>{_e(f.caption)} <a href='figures/{_e(f.name)}.html'>page</a> · "
+        f"<a href='figures/{_e(f.name)}.png'>PNG</a></figcaption></figure>" for f in figures)
+    budget_cols = [c for c in t.budget.columns if c.startswith("bitops_cr@")]
+    tables = ("<h3>Best test BitOpsCR within a validation-drop budget</h3>"
+              + _table(t.budget[["order", "kind", "points"] + budget_cols]
+                       if not t.budget.empty else t.budget, "{:.4g}")
+              + "<h3>The paper's claims</h3>" + _table(t.claims)
+              + "<h3>Goal budgets</h3>" + _table(t.goals, "{:.4g}")
+              + "<p>Every table is also a CSV in <code>tables/</code>; the full text is in "
+                "<a href='summary.md'>summary.md</a>.</p>")
+    note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>seqsearch: {_e(s.name)}</title><style>{STYLE}</style>"
+        f"<script src='{_e(src)}'></script></head><body>"
+        f"<h1>seqsearch report: {_e(s.name)}</h1>"
+        f"<p>Model <code>{_e(s.model.name)}</code> on <code>{_e(s.data.name)}</code>; baseline "
+        f"validation {100 * r.base['val_accuracy']:.2f} %, test "
+        f"{100 * r.base['test_accuracy']:.2f} %.</p>"
+        "<section class='answer' id='answer'><h2>Answer</h2>"
+        f"<p><b>Proposed order(s):</b> {proposed}</p>"
+        f"{_verdicts(r)}{_noise(r)}{_exported(r)}{_cost(r, t)}</section>"
+        f"<section id='figures'><h2>Figures</h2>{figs}</section>"
+        f"<section id='tables'><h2>Tables</h2>{tables}</section>"
+        + (f"<section id='notes'><h2>Notes</h2><ul>{note_html}</ul></section>"
+           if notes else "")
+        + "</body></html>\n")
+    atomic.write_bytes(r.out_dir / "index.html", page.encode())

@@ -1,0 +1,71 @@
+"""What a report is made from: a study folder's stored results, the tables derived from them,
+and the figures, as plain data the summary and the page both read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from seqsearch.baseline import baseline_metrics
+from seqsearch.config import StudyConfig
+from seqsearch.errors import SeqsearchError
+from seqsearch.report import tables as T
+
+
+@dataclass
+class Results:
+    """What a study folder holds, as read by the report (nothing here trains)."""
+
+    study: StudyConfig
+    out_dir: Path
+    base: dict[str, Any]
+    runs: pd.DataFrame
+    order: dict[str, Any]
+    best: dict[str, Any]
+    probe: dict[str, Any]
+    timings: dict[str, Any]
+    brute: dict[str, Any] | None
+    insert: list[dict[str, Any]] | None
+    repeat: list[dict[str, Any]] | None
+
+
+@dataclass
+class Tables:
+    """The tables the report derives from the results (each also written as CSV)."""
+
+    pairs: pd.DataFrame
+    edges: pd.DataFrame
+    traj: pd.DataFrame
+    tuning: pd.DataFrame
+    budget: pd.DataFrame
+    claims: pd.DataFrame
+    table1: pd.DataFrame
+    goals: pd.DataFrame
+    cost: pd.DataFrame
+
+
+@dataclass
+class Figure:
+    name: str
+    title: str
+    caption: str
+    fig: Any
+
+
+def load_results(study: StudyConfig, out_dir: Path) -> Results:
+    base = baseline_metrics(study, out_dir)
+    runs_path = out_dir / "runs.csv"
+    if not runs_path.is_file():
+        raise SeqsearchError(f"{runs_path}: no probe results; run 'seqsearch run' first")
+    order = T.read_json(out_dir / "order.json")
+    if order is None:
+        raise SeqsearchError(f"{out_dir / 'order.json'}: missing; run 'seqsearch order' first")
+    return Results(study, out_dir, base, pd.read_csv(runs_path), order,
+                   T.read_json(out_dir / "tune" / "best.json") or {},
+                   T.read_json(out_dir / "probe.json") or {},
+                   T.read_json(out_dir / "timings.json") or {},
+                   T.read_json(out_dir / "brute.json"), T.read_json(out_dir / "insert.json"),
+                   T.read_json(out_dir / "repeat.json"))
