@@ -359,16 +359,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = res["order"]
     best = res["tune"].get("best")
     print(f"study {study.name} in {out}")
-    print("pairs: " + ", ".join(f"{p['pair']}: {p['winner'] or 'tie'}" for p in order["pairs"]))
+    print("pairs: " + ", ".join(f"{p['pair']}: {p['winner'] or 'undecided'}"
+                                for p in order["pairs"]))
     print(f"proposed order(s): {' '.join(order['orders'])}")
     if best:
-        print(f"tuned chain {best['chain']}: test accuracy {100 * best['test_accuracy']:.2f} % "
-              f"(drop {best['test_drop']:+.2f} pts), BitOpsCR {best['bitops_cr']:.1f}x, "
-              f"CR {best['cr']:.1f}x")
+        print(f"best tuning trial {best['chain']}: test accuracy "
+              f"{100 * best['test_accuracy']:.2f} % (drop {best['test_drop']:+.2f} pts), "
+              f"BitOpsCR {best['bitops_cr']:.1f}x, CR {best['cr']:.1f}x")
     else:
-        print("no tuned chain met the accuracy budget")
-    if res["export"]:
-        print(f"exported: {res['export']['chain']} and {res['export']['model']}")
+        print("no tuning trial met the accuracy budget")
+    ex = res["export"]
+    if ex:
+        drop = 100 * (ex["baseline_test_accuracy"] - ex["runs"][0]["test_accuracy"])
+        print(f"exported {ex['exported']} (from {ex['from']} {ex['id']}"
+              + ("" if ex["feasible"] else ", INFEASIBLE: " + ex["note"]) + "): test accuracy "
+              f"{100 * ex['runs'][0]['test_accuracy']:.2f} % (drop {drop:+.2f} pts), BitOpsCR "
+              f"{ex['runs'][0]['bitops_cr']:.1f}x; mean of two seeds: val drop "
+              f"{100 * (ex['baseline_val_accuracy'] - ex['mean_val_accuracy']):+.2f} pts, "
+              f"test BitOpsCR {ex['mean_bitops_cr']:.1f}x")
+        print(f"exported: {ex['chain']} and {ex['model']}")
     print(f"report: {out / 'summary.md'} and {out / 'index.html'}")
     total = sum(res["timings"].values())
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["timings"].items())

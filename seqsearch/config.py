@@ -106,6 +106,8 @@ class TuneSection(_Strict):
     pruner: bool = True
     prune_slack: float = Field(default=1.0, ge=0.0, le=100.0)
     startup_trials: int = Field(default=5, ge=1, le=10_000)
+    warm_start: int = Field(default=8, ge=0, le=10_000)  # measured points queued on top
+    confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on a fresh seed
 
 
 class RunSection(_Strict):
@@ -175,6 +177,9 @@ class ChainConfig(RunSection):
     stages: list[StepSection] = Field(default_factory=list)
     metrics: dict[str, Any] | None = None
     versions: dict[str, str] | None = None
+    feasible: bool | None = None  # an export: whether it met the budget (never read as input)
+    source: dict[str, Any] | None = None  # an export: probe, brute or tune, and which point
+    confirmation: dict[str, Any] | None = None  # an export: both seeds' figures and means
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -188,8 +188,10 @@ def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def tune_chains(study: StudyConfig, out_dir: Path, chain: str | None) -> tuple[str, ...]:
-    """--chain, else the study's tune.chains, else the proposed orders in order.json."""
-    from seqsearch.search.tune import check_chain
+    """The candidate orders: --chain, else the study's tune.chains, else the proposed orders in
+    order.json (every topological order of the decided DAG), the first
+    `MAX_CANDIDATE_ORDERS` of them."""
+    from seqsearch.search.tune import MAX_CANDIDATE_ORDERS, check_chain
 
     if chain:
         return (check_chain(chain),)
@@ -204,15 +206,20 @@ def tune_chains(study: StudyConfig, out_dir: Path, chain: str | None) -> tuple[s
     orders = json.loads(order.read_text())["orders"]
     if not orders:
         raise SeqsearchError(f"{order}: lists no order")
-    return tuple(check_chain(o) for o in orders)
+    if len(orders) > MAX_CANDIDATE_ORDERS:
+        note(f"[tune] {len(orders)} orders are consistent with the decided pairs; tuning draws "
+             f"sub-chains from the first {MAX_CANDIDATE_ORDERS}")
+    return tuple(check_chain(o) for o in orders[:MAX_CANDIDATE_ORDERS])
 
 
 def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | None,
                  budget: float | None, multi_objective: bool, pruner: bool | None,
                  out_dir: Path | None = None) -> Any:
-    """Tuning options from the study and the command line; with `out_dir`, the probe's samples
-    (samples.json) become the first trials."""
-    from seqsearch.search.tune import TuneOptions, warm_start
+    """Tuning options from the study and the command line. The space: every sub-chain of the
+    candidate orders (each stage on or off) and the stages' params. With `out_dir` holding a
+    probe, its best measured points within the budget (`tune.warm_start` of them) are queued
+    first, on top of the `trials` the sampler gets."""
+    from seqsearch.search.tune import TuneOptions, subchains, warm_start
 
     t = study.tune
     fixed = {**study.probe.fixed, **t.fixed}
@@ -222,13 +229,19 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
     n = t.trials if trials is None else trials
     if n < 1:
         raise SeqsearchError(f"--n-trials {n}: must be at least 1")
-    samples_path = out_dir / "samples.json" if out_dir is not None else None
     initial: tuple[dict[str, Any], ...] = ()
-    if samples_path is not None and samples_path.is_file():
-        import json
+    if out_dir is not None and (out_dir / "samples.json").is_file() \
+            and (out_dir / "runs.csv").is_file() and t.warm_start > 0:
+        import pandas as pd
 
-        initial = warm_start(chains, json.loads(samples_path.read_text()), fixed)
-    return TuneOptions(chains=chains, trials=n, budget=b, multi_objective=multi_objective,
+        base_val = float(baseline_metrics(study, out_dir)["val_accuracy"])
+        initial = warm_start(pd.read_csv(out_dir / "runs.csv"),
+                             json.loads((out_dir / "samples.json").read_text()), fixed,
+                             base_val, b, t.warm_start)
+    choices = subchains(chains)
+    extra = tuple(dict.fromkeys(p["chain"] for p in initial if p["chain"] not in choices))
+    return TuneOptions(chains=choices + extra, orders=chains, trials=n, budget=b,
+                       multi_objective=multi_objective,
                        initial=initial,
                        pruner=t.pruner if pruner is None else pruner,
                        prune_slack=t.prune_slack, seed=study.seed,
@@ -285,7 +298,10 @@ def tune_counts(name: str, opts: Any, trials: Sequence[Any]) -> dict[str, Any]:
     states = [t.state.name for t in trials]
     return {
         "study": name, "budget": opts.budget, "chains": list(opts.chains),
-        "trials": len(trials), "complete": states.count("COMPLETE"),
+        "trials": len(trials),
+        "warm_start_trials": sum(1 for t in trials if t.user_attrs.get("warm_start")),
+        "sampler_trials": sum(1 for t in trials if not t.user_attrs.get("warm_start")),
+        "complete": states.count("COMPLETE"),
         "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
         "running": states.count("RUNNING") + states.count("WAITING"),
         "stage_trainings": sum(int(t.user_attrs.get("trained", 0)) for t in trials),
@@ -340,6 +356,14 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
         summary["pareto"] = [{"number": t.number, **{k: t.user_attrs.get(k) for k in (
             "val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr", "chain")}}
             for t in st.best_trials]
+    if (out_dir / "runs.csv").is_file() and opts.pruner and not opts.multi_objective:
+        import pandas as pd
+
+        from seqsearch.search.tune import pruner_regret
+
+        base_val = float(baseline_metrics(study, out_dir)["val_accuracy"])
+        summary["pruner_check"] = pruner_regret(pd.read_csv(out_dir / "runs.csv"), base_val,
+                                                opts.budget, opts.prune_slack)
     best = best_feasible(st)
     summary["best"] = None if best is None else export_trial(study, out_dir, best)
     atomic.write_json(tune_dir / "best.json", summary)
@@ -349,23 +373,64 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
 # --- the whole pipeline -------------------------------------------------------------------------
 
 
-def export_best(out_dir: Path) -> dict[str, str] | None:
-    """chain.yaml (apply format, with metrics) and model.pt at the top of the study folder."""
-    import shutil
+def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
+                 storage: str | None = None) -> dict[str, Any] | None:
+    """Confirm the best candidates of probe, brute force and tune on a fresh seed and export
+    the winner as chain.yaml (apply format: `metrics` of the exported model, plus `source`,
+    `feasible` and `confirmation`) and model.pt; every candidate's figures go to
+    confirm.json. Never exports nothing while anything was measured."""
+    import optuna
 
-    tune_dir = out_dir / "tune"
-    if not (tune_dir / "best_chain.yaml").is_file():
+    from seqsearch.chain import runner_for, save_model
+    from seqsearch.report.export import chain_document, write_chain
+    from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm
+    from seqsearch.search.tune import slot_trials
+
+    base = get_baseline(study, out_dir=out_dir)
+    try:
+        trials = slot_trials(optuna.load_study(study_name=opts.study_name(study.name),
+                                               storage=open_storage(storage, out_dir)))
+    except KeyError:  # tuning has not run: probe points only
+        trials = []
+    runners = [runner_for(study, base, out_dir / "cache"),
+               runner_for(study, base, out_dir / "cache", seed=study.seed + FRESH_SEED_OFFSET)]
+    got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
+                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners)
+    if got is None:
+        note("[export] nothing to export: no probe point and no completed tuning trial")
         return None
-    chain, model = out_dir / "chain.yaml", out_dir / "model.pt"
-    atomic.write_bytes(chain, (tune_dir / "best_chain.yaml").read_bytes())
-    tmp = model.with_suffix(".pt.tmp")
-    shutil.copyfile(tune_dir / "best_model.pt", tmp)
-    tmp.replace(model)
-    return {"chain": str(chain), "model": str(model)}
+    c = got.candidate
+    run = c.runs[0]  # the study-seed run: what `seqsearch apply` rebuilds
+    metrics = {"accuracy": run["test_accuracy"], "bitops_cr": run["bitops_cr"], "cr": run["cr"]}
+    confirmation = {
+        "budget": opts.budget, "runs": c.runs,
+        **{f"mean_{m}": c.mean(m) for m in ("val_accuracy", "val_bitops_cr", "test_accuracy",
+                                            "bitops_cr")},
+        "baseline_val_accuracy": float(base.metrics["val_accuracy"]),
+        "baseline_test_accuracy": float(base.metrics["test_accuracy"]),
+        "note": got.why}
+    doc = chain_document(study, [(s, p) for s, p in c.steps], metrics,
+                         name=f"{study.name}-export", output=str(out_dir))
+    doc.update(feasible=got.feasible, confirmation=confirmation,
+               source={"from": c.source, "id": c.ident, "chain": c.chain})
+    chain_path, model_path = out_dir / "chain.yaml", out_dir / "model.pt"
+    write_chain(chain_path, doc)
+    save_model(model_path, got.model, {"chain": c.chain, "final": metrics})
+    atomic.write_json(out_dir / "confirm.json", {
+        "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
+                     "feasible": got.feasible, "note": got.why},
+        "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
+                        "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,
+                        "runs": x.runs, "steps": x.steps} for x in got.considered]})
+    if not got.feasible:
+        note(f"[export] {c.chain} exported, but {got.why}")
+    return {"chain": str(chain_path), "model": str(model_path), "exported": c.chain,
+            "from": c.source, "id": c.ident, "feasible": got.feasible, **confirmation}
 
 
 def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) -> dict[str, Any]:
-    """baseline → probe → order → tune → report → export; each step resumes on a rerun."""
+    """baseline → probe → order → tune → export (confirmed) → report; each step resumes on a
+    rerun."""
     import json
     import time
 
@@ -391,7 +456,8 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) ->
     opts = tune_options(study, chains, trials=None, budget=None, multi_objective=False,
                         pruner=None, out_dir=out_dir)
     result["tune"] = step("tune", 4, lambda: run_tune(study, out_dir, opts, storage=storage))
-    result["export"] = step("export", 5, lambda: export_best(out_dir))
+    result["export"] = step("export", 5, lambda: export_chain(study, out_dir, opts,
+                                                             storage=storage))
     result["report"] = step("report", 6, lambda: build_report(study, out_dir))
     result["timings"] = timings
     return result

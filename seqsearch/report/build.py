@@ -13,7 +13,7 @@ from seqsearch.progress import note
 from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
-from seqsearch.report.page import write_index
+from seqsearch.report.page import exported_text, write_index
 from seqsearch.report.results import Figure, Results, Tables, load_results
 from seqsearch.stages import get_stage
 
@@ -107,6 +107,13 @@ def make_figures(r: Results, t: Tables) -> list[Figure]:
 
 
 def _exported_point(r: Results) -> tuple[float, float, str] | None:
+    """The exported chain's validation point (the study-seed run), else the best trial's."""
+    if r.export:
+        e = r.export["exported"]
+        for c in r.export["candidates"]:
+            if c["chain"] == e["chain"] and c["id"] == e["id"] and c["runs"]:
+                run0 = c["runs"][0]
+                return float(run0["val_bitops_cr"]), float(run0["val_accuracy"]), c["chain"]
     run = r.best.get("best")
     if not run:
         return None
@@ -163,6 +170,10 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
     lines += [f"Proposed order(s): **{T.orders_text(order['orders'], 12)}**"
               + (f" ({len(order['orders'])}: every order consistent with the decided pairs)"
                  if len(order["orders"]) > 1 else ""), ""]
+    exported = exported_text(r)
+    lines += ["## Exported chain", "",
+              f"**{exported[0]}** ({exported[1]})" if exported else "Nothing exported yet "
+              "(`seqsearch run` confirms the best candidates and exports one).", ""]
     run = best.get("best") if best else None
     lines += ["## Tuned chain", ""]
     if run:

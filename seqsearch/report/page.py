@@ -73,7 +73,39 @@ def _noise(r: Results) -> str:
     return f"<p><b>Noise:</b> {_e('; '.join(parts))}.</p>" if parts else ""
 
 
+def exported_text(r: Results) -> tuple[str, str] | None:
+    """(headline, details) of the exported chain (confirm.json), or None when nothing was."""
+    ex = r.export
+    if not ex:
+        return None
+    e = ex["exported"]
+    c = next((x for x in ex["candidates"] if x["chain"] == e["chain"] and x["id"] == e["id"]),
+             None)
+    if c is None or not c["runs"]:
+        return None
+    first = c["runs"][0]
+    n = len(c["runs"])
+    mean = {k: sum(float(x[k]) for x in c["runs"]) / n
+            for k in ("val_accuracy", "test_accuracy", "bitops_cr")}
+    base_val, base_test = r.base["val_accuracy"], r.base["test_accuracy"]
+    status = "confirmed within the budget" if e["feasible"] else f"INFEASIBLE — {e['note']}"
+    test_drop = 100 * (base_test - first["test_accuracy"])
+    details = (
+        f"from {e['from']} {e['id']}; {status}. On the study seed: test accuracy "
+        f"{100 * first['test_accuracy']:.2f} % (drop {test_drop:+.2f} points), BitOpsCR "
+        f"{first['bitops_cr']:.1f}×, CR {first['cr']:.1f}×. Mean of {n} seeds: validation "
+        f"drop {100 * (base_val - mean['val_accuracy']):+.2f} points, test drop "
+        f"{100 * (base_test - mean['test_accuracy']):+.2f} points, test BitOpsCR "
+        f"{mean['bitops_cr']:.1f}×. {len(ex['candidates'])} candidates were re-run on a fresh "
+        "seed (confirm.json).")
+    return f"Exported chain: {e['chain']}", details
+
+
 def _exported(r: Results) -> str:
+    text = exported_text(r)
+    if text is not None:
+        return (f"<p><b>{_e(text[0])}</b> ({_e(text[1])}) Files: "
+                "<a href='chain.yaml'>chain.yaml</a>, <code>model.pt</code>.</p>")
     run = r.best.get("best")
     if not run:
         return ("<p><b>Exported chain:</b> none — no tuning trial met the "

@@ -30,6 +30,7 @@ class Results:
     brute: dict[str, Any] | None
     insert: list[dict[str, Any]] | None
     repeat: list[dict[str, Any]] | None
+    export: dict[str, Any] | None  # confirm.json: the exported chain and every candidate
 
 
 @dataclass
@@ -68,4 +69,4 @@ def load_results(study: StudyConfig, out_dir: Path) -> Results:
                    T.read_json(out_dir / "probe.json") or {},
                    T.read_json(out_dir / "timings.json") or {},
                    T.read_json(out_dir / "brute.json"), T.read_json(out_dir / "insert.json"),
-                   T.read_json(out_dir / "repeat.json"))
+                   T.read_json(out_dir / "repeat.json"), T.read_json(out_dir / "confirm.json"))

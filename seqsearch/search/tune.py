@@ -44,8 +44,8 @@ from seqsearch.train import DivergedError
 
 @dataclass(frozen=True)
 class TuneOptions:
-    chains: tuple[str, ...]
-    trials: int
+    chains: tuple[str, ...]  # the choices of the `chain` param: sub-chains and warm starts
+    trials: int  # the sampler's own trials; the warm start comes on top
     budget: float  # accuracy-drop budget, percentage points
     multi_objective: bool = False
     pruner: bool = True
@@ -54,11 +54,26 @@ class TuneOptions:
     startup_trials: int = 5
     thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
     fixed: tuple[tuple[str, Any], ...] = ()
-    initial: tuple[dict[str, Any], ...] = ()  # params of the first slots (probe samples)
+    initial: tuple[dict[str, Any], ...] = ()  # the warm start: measured points, best first
+    orders: tuple[str, ...] = ()  # the candidate full orders the sub-chains come from
 
     def study_name(self, name: str) -> str:
         mode = "-mo" if self.multi_objective else ""
         return f"{name}-tune-b{self.budget:g}{mode}"
+
+
+MAX_CANDIDATE_ORDERS = 12  # topological orders of the DAG the tuning space draws sub-chains from
+
+
+def subchains(orders: Sequence[str]) -> tuple[str, ...]:
+    """Every non-empty sub-chain of each order (each stage on or off, the order kept),
+    deduplicated, longest first, then as the orders list them."""
+    seen: dict[str, None] = {}
+    for order in orders:
+        n = len(order)
+        for mask in range(1, 2 ** n):
+            seen["".join(order[i] for i in range(n) if mask >> i & 1)] = None
+    return tuple(sorted(seen, key=lambda c: -len(c)))
 
 
 def check_chain(letters: str) -> str:
@@ -101,6 +116,32 @@ def choose_point(points: Sequence[dict[str, Any]], base_acc: float, budget: floa
     if feasible:
         return min(feasible, key=lambda p: (p["val_bitops"], -p["val_accuracy"]))
     return max(points, key=lambda p: (p["val_accuracy"], -p["val_bitops"]))
+
+
+def pruner_regret(runs: Any, base_acc: float, budget: float, slack: float,
+                  default_tau: float | None = None) -> dict[str, int]:
+    """From the probe's pair runs: how many pair chains AB the budget pruner would stop after
+    A (A's drop beyond budget + slack, at A's best τ, or at `default_tau` for the old rule)
+    although AB itself has a point within the budget."""
+    singles = runs[runs["kind"] == "single"]
+    pairs = runs[runs["kind"] == "pair"]
+    pruned = regret = total = 0
+    for (order, sample, seed), rows in pairs.groupby(["order", "sample", "seed"]):
+        first = singles[(singles["order"] == order[0]) & (singles["sample"] == sample)
+                        & (singles["seed"] == seed)]
+        if first.empty:
+            continue
+        if default_tau is not None and first["tau"].notna().any():
+            first = first[(first["tau"] - default_tau).abs() < 1e-9]
+        if first.empty:
+            continue
+        total += 1
+        stopped = 100 * (base_acc - first["val_accuracy"].max()) > budget + slack
+        feasible = any(within_budget(base_acc, a, budget) for a in rows["val_accuracy"])
+        pruned += stopped
+        regret += stopped and feasible
+    return {"pairs": total, "pruned_after_first_stage": int(pruned),
+            "pruned_but_feasible": int(regret)}
 
 
 class BudgetPruner(optuna.pruners.BasePruner):
@@ -150,12 +191,17 @@ class Objective:
         trained = 0
         seconds = 0.0
         result = None
+        points: list[dict[str, Any]] = []
         for k in range(1, len(steps) + 1):
             result = self.runner.run(steps[:k])  # only stage k can be new: 0 or 1 training
             trained += result.trained
             seconds += sum(r["seconds"] for r in result.records if not r.get("from_cache"))
             rec = result.records[-1]
-            drop = 100 * (base_acc - rec["val_accuracy"])
+            # judged at its best operating point (an E prefix at its most accurate τ), not at
+            # the default policy: only a prefix that no τ brings within reach is pruned
+            points = operating_points(result.model, steps[:k], self.runner.data, rec,
+                                      self.opts.thresholds)
+            drop = 100 * (base_acc - max(p["val_accuracy"] for p in points))
             trial.set_user_attr("last_drop", drop)
             trial.set_user_attr("trained", trained)
             trial.set_user_attr("train_seconds", round(seconds, 3))
@@ -167,9 +213,7 @@ class Objective:
                     trial.set_constraint("accuracy_drop", drop - self.opts.budget)
                     raise optuna.TrialPruned(f"val drop {drop:.2f} after {chain[:k]}")
         assert result is not None
-        point = choose_point(operating_points(result.model, steps, self.runner.data,
-                                              result.records[-1], self.opts.thresholds),
-                             base_acc, self.opts.budget)
+        point = choose_point(points, base_acc, self.opts.budget)
         val_acc, val_bitops = point["val_accuracy"], point["val_bitops"]
         test_acc, test_bitops = point["test_accuracy"], point["bitops"]
         attrs: dict[str, Any] = {"chain": chain, "trained": trained,
@@ -217,29 +261,42 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
     return study
 
 
-def warm_start(chains: Sequence[str], samples: dict[str, list[dict[str, Any]]],
-               fixed: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    """The probe's paired samples as the first trials of each candidate chain: their stage
-    prefixes are already in the prefix cache, so these trials cost little training."""
-    space = search_space(chains, fixed)
-    k = min((len(v) for v in samples.values()), default=0)
-    out = []
-    for i in range(k):
-        for chain in chains:
-            params: dict[str, Any] = {} if len(chains) == 1 else {"chain": chain}
-            for letter in chain:
-                info = get_stage(letter).info
-                for short, value in samples.get(info.letter, [{}] * k)[i].items():
-                    key = info.prefixed(short)
-                    if key in space:
-                        params[key] = value
-            out.append(params)
+def warm_start(runs: Any, samples: dict[str, list[dict[str, Any]]], fixed: dict[str, Any],
+               base_acc: float, budget: float, limit: int) -> tuple[dict[str, Any], ...]:
+    """The best measured points within the budget on validation (probe and brute-force runs
+    of `runs`), deduplicated by chain and sample, best validation BitOpsCR first, as trials of
+    their own chain: a pair or a single is queued as that sub-chain. Their stages are in the
+    prefix cache, so these trials cost little training."""
+    if runs is None or len(runs) == 0:
+        return ()
+    rows = runs[runs["kind"].isin(["single", "pair", "insert", "brute"])]
+    rows = rows[[within_budget(base_acc, a, budget) for a in rows["val_accuracy"]]]
+    rows = rows.sort_values("val_bitops_cr", ascending=False)
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+    for _, r in rows.iterrows():
+        key = (str(r["order"]), int(r["sample"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        params: dict[str, Any] = {"chain": key[0]}
+        for letter in key[0]:
+            info = get_stage(letter).info
+            policy = set(behaviour.policy_params(letter))
+            for short, value in samples.get(info.letter, [])[key[1]].items():
+                full = info.prefixed(short)
+                if full in info.space and full not in fixed and short not in policy:
+                    params[full] = value
+        out.append(params)
+        if len(out) >= limit:
+            break
     return tuple(out)
 
 
 def queue_slots(study: optuna.Study, n: int, initial: Sequence[dict[str, Any]] = ()) -> None:
-    """Queue every slot 0..n-1 that has no live or finished trial (reaped ones go again);
-    the first slots carry `initial` params."""
+    """Queue every slot that has no live or finished trial (reaped ones go again): first one
+    slot per `initial` params (the warm start), then `n` slots for the sampler's own trials,
+    so the warm start comes on top of `n`."""
     taken = set()
     for t in study.get_trials(deepcopy=False):
         slot = t.user_attrs.get("slot")
@@ -248,10 +305,11 @@ def queue_slots(study: optuna.Study, n: int, initial: Sequence[dict[str, Any]] =
         if t.state == TrialState.FAIL and t.user_attrs.get("reaped"):
             continue
         taken.add(slot)
-    for slot in range(n):
+    for slot in range(len(initial) + n):
         if slot not in taken:
-            params = dict(initial[slot]) if slot < len(initial) else {}
-            study.enqueue_trial(params, user_attrs={"slot": slot})
+            warm = slot < len(initial)
+            params = dict(initial[slot]) if warm else {}
+            study.enqueue_trial(params, user_attrs={"slot": slot, "warm_start": warm})
 
 
 def work(study: optuna.Study, objective: Objective, *, label: str = "tune") -> dict[str, int]:

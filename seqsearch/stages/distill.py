@@ -3,8 +3,12 @@
 The student is derived from the current model, so it inherits every compression already
 applied: it is a deep copy that is made shallower (trailing shape-preserving blocks of each
 residual stage dropped: ResNet-20 -> ResNet-8 at depth 1/3) and/or narrower (uniform channel
-shrink by torch-pruning, which works for any traceable model), then re-initialised and trained
-from scratch against the teacher. So a pruned teacher gives a student with the pruned widths,
+shrink by torch-pruning, which works for any traceable model). With `init: scratch` (the
+paper's student, the default) it is then re-initialised and trained from scratch against the
+teacher; with `init: teacher` it keeps the teacher's weights for every layer depth reduction
+and width pruning kept, and distils at the fine-tune learning rate (a student that can learn
+in a few epochs). Depth reduction shortens sequences of residual blocks and plain VGG-style
+layer sequences alike. So a pruned teacher gives a student with the pruned widths,
 a quantized teacher a student with the same bit config trained QAT from scratch, and a teacher
 with exits a student with exits at the matching places, each teacher exit supervising its
 student exit (the paper's ED).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -37,6 +42,7 @@ from seqsearch.stages.prune import prune_channels
 from seqsearch.train import fit
 
 METHODS = ("kd", "crd")
+INITS = ("scratch", "teacher")  # the paper's fresh student, or the teacher's kept weights
 
 
 def _has_conv(m: nn.Module) -> bool:
@@ -44,13 +50,16 @@ def _has_conv(m: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def _shape_preserving(model: nn.Module, seq: nn.Sequential, x: torch.Tensor) -> list[bool]:
-    flags: dict[int, bool] = {}
+def _child_shapes(model: nn.Module, seq: nn.Sequential, x: torch.Tensor
+                  ) -> list[tuple[Any, Any]]:
+    """(input shape, output shape) of each child of `seq` in one forward pass of `model`."""
+    shapes: dict[int, tuple[Any, Any]] = {}
     handles = []
     for i, child in enumerate(seq):
         def hook(_m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor,
                  i: int = i) -> None:
-            flags.setdefault(i, isinstance(out, torch.Tensor) and inp[0].shape == out.shape)
+            if isinstance(out, torch.Tensor):
+                shapes.setdefault(i, (inp[0].shape, out.shape))
 
         handles.append(child.register_forward_hook(hook))
     was_training = model.training
@@ -61,7 +70,46 @@ def _shape_preserving(model: nn.Module, seq: nn.Sequential, x: torch.Tensor) -> 
         for h in handles:
             h.remove()
         model.train(was_training)
-    return [flags.get(i, False) for i in range(len(seq))]
+    return [shapes.get(i, (None, -1)) for i in range(len(seq))]
+
+
+def _shape_preserving(model: nn.Module, seq: nn.Sequential, x: torch.Tensor) -> list[bool]:
+    return [a == b for a, b in _child_shapes(model, seq, x)]
+
+
+def _conv_units(seq: nn.Sequential) -> list[list[int]]:
+    """A plain layer sequence (VGG's conv, BN, ReLU, …, pool) as units: each conv with the
+    non-conv, non-pooling layers after it."""
+    units: list[list[int]] = []
+    for i, layer in enumerate(seq):
+        if isinstance(layer, nn.Conv2d):
+            units.append([i])
+        elif units and not isinstance(layer, nn.MaxPool2d | nn.AvgPool2d
+                                      | nn.AdaptiveAvgPool2d) and units[-1][-1] == i - 1:
+            units[-1].append(i)
+    return units
+
+
+def _reduce_plain(backbone: nn.Module, name: str, seq: nn.Sequential, depth: float,
+                  x: torch.Tensor, remap: dict[str, str]) -> None:
+    """Drop trailing shape-preserving conv units of a plain layer sequence, keeping about
+    `depth` of its convs (VGG-11's 256-256 stage keeps one conv at depth 0.5)."""
+    units = _conv_units(seq)
+    if len(units) < 2:
+        return
+    shapes = _child_shapes(backbone, seq, x)
+    preserving = [shapes[u[0]][0] == shapes[u[-1]][1] for u in units]
+    keep = max(1, round(depth * len(units)))
+    n = len(units)
+    while n > keep and preserving[n - 1]:
+        n -= 1
+    drop = sorted((i for u in units[n:] for i in u), reverse=True)
+    if not drop:
+        return
+    target = f"{name}.{units[n - 1][-1]}"
+    for i in drop:
+        remap[f"{name}.{i}"] = target
+        del seq[i]
 
 
 def reduce_depth(backbone: nn.Module, depth: float, x: torch.Tensor) -> dict[str, str]:
@@ -75,7 +123,8 @@ def reduce_depth(backbone: nn.Module, depth: float, x: torch.Tensor) -> dict[str
             continue
         children = list(seq)
         if not all(_has_conv(c) and any(True for _ in c.children()) for c in children):
-            continue  # not a sequence of blocks (e.g. a VGG block of conv/BN/ReLU layers)
+            _reduce_plain(backbone, name, seq, depth, x, remap)  # e.g. a VGG block
+            continue
         keep = max(1, round(depth * len(children)))
         flags = _shape_preserving(backbone, seq, x)
         n = len(children)
@@ -138,9 +187,11 @@ class Distill:
             "distill.alpha": FloatDistribution(0.5, 1.0),
             "distill.method": CategoricalDistribution(METHODS),
             "distill.crd_weight": FloatDistribution(0.1, 2.0),
+            "distill.init": CategoricalDistribution(INITS),
         },
         defaults={"distill.width": 0.5, "distill.depth": 1.0, "distill.temperature": 4.0,
-                  "distill.alpha": 0.9, "distill.method": "kd", "distill.crd_weight": 0.8},
+                  "distill.alpha": 0.9, "distill.method": "kd", "distill.crd_weight": 0.8,
+                  "distill.init": "scratch"},
         limits={"distill.width": Range(0.0, 1.0, low_open=True),
                 "distill.depth": Range(0.0, 1.0, low_open=True),
                 "distill.temperature": Range(0.0, 100.0, low_open=True),
@@ -160,8 +211,8 @@ class Distill:
         return {**params, "width": round(max(0.05, params["width"] ** 2), 6),
                 "depth": round(max(0.05, params["depth"] ** 2), 6)}
 
-    def build_student(self, teacher: nn.Module, ctx: StageContext, width: float, depth: float
-                      ) -> tuple[nn.Module, list[int]]:
+    def build_student(self, teacher: nn.Module, ctx: StageContext, width: float, depth: float,
+                      init: str = "scratch") -> tuple[nn.Module, list[int]]:
         """The student and, for each student exit head, the teacher head that supervises it."""
         student = copy.deepcopy(teacher)
         for p in student.parameters():
@@ -183,7 +234,8 @@ class Distill:
             narrow_only = "use distill.width 1.0 (a shallower student only) for this model"
             prune_channels(student, ctx, 1.0 - width, stage="distill", remedy=narrow_only,
                            untraceable=narrow_only)
-        reinitialise(student)
+        if init == "scratch":
+            reinitialise(student)  # else the student keeps the teacher's weights it kept
         # A quantized student keeps the teacher's calibrated activation ranges: calibrating the
         # fresh weights would read activations through reset BatchNorm statistics, which shrink
         # layer by layer (to 1 % of the trained range at VGG-11's classifier), and the fixed
@@ -192,8 +244,9 @@ class Distill:
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         teacher = model.eval()
+        init = str(params.get("init", "scratch"))
         student, pairs = self.build_student(teacher, ctx, float(params["width"]),
-                                            float(params["depth"]))
+                                            float(params["depth"]), init)
         for p in teacher.parameters():
             p.requires_grad_(False)
         temperature, alpha = float(params["temperature"]), float(params["alpha"])
@@ -226,7 +279,10 @@ class Distill:
 
         trainable = list(student.parameters()) + (list(crd.parameters()) if crd else [])
         try:
-            fit(student, ctx.data, ctx.student_settings(), loss_fn=loss, params=trainable,
+            settings = ctx.student_settings()
+            if init == "teacher":  # a warm student distils at the fine-tune learning rate
+                settings = replace(settings, lr=ctx.settings(finetune=True).lr)
+            fit(student, ctx.data, settings, loss_fn=loss, params=trainable,
                 label=f"{ctx.label}distill w{params['width']:.2f} d{params['depth']:.2f}",
                 progress=ctx.progress)
         finally:
