@@ -337,6 +337,27 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from seqsearch.pipeline import export_chain, tune_chains, tune_options
+
+    study, out = _study_and_dir(args)
+    chains = tune_chains(study, out, None) if (out / "order.json").is_file() else ("",)
+    opts = tune_options(study, tuple(c for c in chains if c), trials=None, budget=args.budget,
+                        multi_objective=False, pruner=None)
+    ex = export_chain(study, out, opts, storage=args.storage)
+    if args.json:
+        print(json.dumps(ex))
+        return 0
+    if ex is None:
+        print("nothing to export: run 'seqsearch probe' (and 'seqsearch tune') first")
+        return 0
+    print(f"exported {ex['exported']} from {ex['from']} {ex['id']}"
+          + ("" if ex["feasible"] else f" (INFEASIBLE: {ex['note']})")
+          + f": test BitOpsCR {ex['runs'][0]['bitops_cr']:.1f}x on the study seed, mean of two "
+          f"seeds {ex['mean_bitops_cr']:.1f}x; {ex['chain']}, {ex['model']}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from seqsearch.report.build import build_report
 
@@ -458,6 +479,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-finalize", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("export", help="re-run the best candidates on a fresh seed and export "
+                       "the best confirmed chain (chain.yaml, model.pt)")
+    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
+    p.add_argument("--out", help="study folder (default: the study's output setting)")
+    p.add_argument("--storage", help="Optuna storage of the tuning study (default: the journal "
+                   "in the study folder)")
+    p.add_argument("--budget", type=float, help="accuracy-drop budget in points (default: "
+                   "the study's tune.budget)")
+    _threads_option(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="baseline, probe, order, tune, report and export in one go")
     p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
