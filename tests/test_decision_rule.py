@@ -136,7 +136,7 @@ def test_adaptive_seeds_go_only_to_undecided_pairs(tmp_path):
         letters = "".join(letter[name] for name, _ in steps)
         noise = random.Random(repr((steps, seed))).gauss(0.0, 0.004)
         acc = BASE - 0.008 + noise + (0.02 if letters == "DP" else 0.0)
-        cr = 1.0 + sum(len(repr(p)) for _, p in steps) % 13
+        cr = 2.0 + sum(len(repr(p)) for _, p in steps) % 13  # > 1: every unit counts
         row = {"val_accuracy": acc, "test_accuracy": acc, "val_bitops_cr": cr,
                "bitops_cr": cr, "tau": None}
         return UnitResult([row], 1, len(steps) - 1, 0.0)

@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from seqsearch.report.tables import orders_text
+
 LAW = "DPQE"
 GOAL_BUDGETS = (0.5, 1.0)
 
@@ -62,7 +64,7 @@ def law_claim(order: dict[str, Any], pairs: pd.DataFrame,
     else:
         confidence = float(against["confidence"].max()) if not against.empty else 0.0
         verdict = "disagree" if not against.empty else "inconclusive"
-    rows = [{"claim": "law DPQE (pairwise DAG)", "paper": LAW, "ours": ", ".join(proposed),
+    rows = [{"claim": "law DPQE (pairwise DAG)", "paper": LAW, "ours": orders_text(proposed),
              "verdict": verdict, "confidence": confidence, "margin": None}]
     if brute and brute.get("ranking"):
         ranking = brute["ranking"]
@@ -173,7 +175,8 @@ def repetition_claims(repeat: Sequence[dict[str, Any]] | None) -> pd.DataFrame:
             wanted = "P+" if a == "P" else a + a
             verdict = _verdict(None if r["tie"] else r["winner"] == wanted)
         rows.append({"claim": f"§6 repeat {a}{a}", "paper": REPEAT_PAPER.get(a, ""),
-                     "ours": ours, "verdict": verdict, "confidence": conf,
+                     "ours": ours, "verdict": verdict, "p_value": r.get("p_value"),
+                     "confidence": conf,
                      "margin": r["margin"]})
     return pd.DataFrame(rows)
 
