@@ -95,7 +95,7 @@ def table1(budget: pd.DataFrame) -> pd.DataFrame:
     (best test BitOpsCR per budget, each point chosen on validation)."""
     if budget.empty:
         return pd.DataFrame()
-    rows = budget[(budget["kind"] == "brute") & budget["order"].str.startswith("D")]
+    rows = budget[(budget["kind"] == "brute") & budget["order"].str.startswith(LAW[0])]
     return rows[["order"] + [c for c in budget.columns if c.startswith("bitops_cr@")]] \
         .reset_index(drop=True)
 
@@ -169,10 +169,10 @@ def repetition_claims(repeat: Sequence[dict[str, Any]] | None) -> pd.DataFrame:
         a = r["stage"]
         ours = "undecided" if r["tie"] else r["winner"]
         conf = r["confidence"]
-        if a == "D":  # the paper saw no difference: undecided is consistent, a winner is not
+        if a == LAW[0]:  # the paper saw no DD/D+ difference: undecided is consistent
             verdict = "agree" if r["tie"] else "disagree"
         else:
-            wanted = "P+" if a == "P" else a + a
+            wanted = f"{a}+" if a == LAW[1] else a + a  # P+ beats PP; QQ beats Q+
             verdict = _verdict(None if r["tie"] else r["winner"] == wanted)
         rows.append({"claim": f"§6 repeat {a}{a}", "paper": REPEAT_PAPER.get(a, ""),
                      "ours": ours, "verdict": verdict, "p_value": r.get("p_value"),
