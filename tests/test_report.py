@@ -104,6 +104,13 @@ def test_report_rebuilds_from_committed_files_only(finished, tmp_path):
     assert cost.loc["pairwise probe", "stage_trainings"] == 27
     assert cost.loc["brute force (all orders)", "stage_trainings"] == 45
     assert cost.loc["pairwise probe", "train_seconds"] > 0
+    order = json.loads((kept / "order.json").read_text())
+    for p in order["pairs"]:
+        del p["decided"]  # as an older seqsearch wrote it
+    (kept / "order.json").write_text(json.dumps(order))
+    res = run_cli("report", str(study), "--out", str(kept), check=False)
+    assert res.returncode == 2 and "seqsearch order' again" in res.stderr
+    assert "Traceback" not in res.stderr
     (kept / "baseline.json").write_text('{"baseline_key": "other", "metrics": {}}')
     res = run_cli("report", str(study), "--out", str(kept), check=False)
     assert res.returncode == 2 and "baseline.json" in res.stderr

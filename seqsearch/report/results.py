@@ -64,6 +64,9 @@ def load_results(study: StudyConfig, out_dir: Path) -> Results:
     order = T.read_json(out_dir / "order.json")
     if order is None:
         raise SeqsearchError(f"{out_dir / 'order.json'}: missing; run 'seqsearch order' first")
+    if any("decided" not in p for p in order.get("pairs", [])):
+        raise SeqsearchError(f"{out_dir / 'order.json'}: written by an older seqsearch (no "
+                             "paired-test verdicts); run 'seqsearch order' again (no training)")
     return Results(study, out_dir, base, pd.read_csv(runs_path), order,
                    T.read_json(out_dir / "tune" / "best.json") or {},
                    T.read_json(out_dir / "probe.json") or {},

@@ -63,6 +63,8 @@ def probe_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, Any]]
     out = []
     for _, r in rows.iterrows():
         order, k = str(r["order"]), int(r["sample"])
+        if any(k >= len(samples.get(get_stage(c).info.letter, [])) for c in order):
+            continue  # a sample samples.json does not hold
         steps = plan([(get_stage(c).info.name, samples[get_stage(c).info.letter][k])
                       for c in order])
         tau = r.get("tau")

@@ -276,8 +276,8 @@ def warm_start(runs: Any, samples: dict[str, list[dict[str, Any]]], fixed: dict[
     seen: set[tuple[str, int]] = set()
     for _, r in rows.iterrows():
         key = (str(r["order"]), int(r["sample"]))
-        if key in seen:
-            continue
+        if key in seen or any(key[1] >= len(samples.get(c, [])) for c in key[0]):
+            continue  # seen, or a sample samples.json does not hold
         seen.add(key)
         params: dict[str, Any] = {"chain": key[0]}
         for letter in key[0]:
