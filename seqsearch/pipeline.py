@@ -310,13 +310,22 @@ def tune_counts(name: str, opts: Any, trials: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def export_trial(study: StudyConfig, out_dir: Path, best: Any) -> dict[str, Any]:
+def tune_folder(study: StudyConfig, out_dir: Path, opts: Any) -> Path:
+    """tune/ for the study's own tuning (its budget, one objective), which the report reads;
+    tune/<study name>/ for any other budget or mode, so one never overwrites the other."""
+    if opts.budget == study.tune.budget and not opts.multi_objective:
+        return out_dir / "tune"
+    return out_dir / "tune" / opts.study_name(study.name)
+
+
+def export_trial(study: StudyConfig, out_dir: Path, best: Any,
+                 tune_dir: Path | None = None) -> dict[str, Any]:
     """The trial's model (rebuilt through the prefix cache, no training when cached) and its
     chain file (apply format) under tune/; returns what best.json says of it."""
     from seqsearch.chain import plan, runner_for, save_model
     from seqsearch.report.export import chain_document, write_chain
 
-    tune_dir = out_dir / "tune"
+    tune_dir = tune_dir or out_dir / "tune"
     steps = [(name, params) for name, params in best.user_attrs["steps"]]
     base = get_baseline(study, out_dir=out_dir)
     result = runner_for(study, base, out_dir / "cache").run(plan(steps))
@@ -348,7 +357,7 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
 
     name = opts.study_name(study.name)
     st = optuna.load_study(study_name=name, storage=open_storage(storage, out_dir))
-    tune_dir = out_dir / "tune"
+    tune_dir = tune_folder(study, out_dir, opts)
     trials = slot_trials(st)
     atomic.write_bytes(tune_dir / "trials.csv", trials_frame(trials).to_csv(index=False).encode())
     summary = tune_counts(name, opts, trials)
@@ -365,7 +374,7 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
         summary["pruner_check"] = pruner_regret(pd.read_csv(out_dir / "runs.csv"), base_val,
                                                 opts.budget, opts.prune_slack)
     best = best_feasible(st)
-    summary["best"] = None if best is None else export_trial(study, out_dir, best)
+    summary["best"] = None if best is None else export_trial(study, out_dir, best, tune_dir)
     atomic.write_json(tune_dir / "best.json", summary)
     return summary
 
