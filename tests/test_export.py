@@ -118,3 +118,15 @@ def test_confirm_exports_the_most_accurate_chain_marked_infeasible(stage_setup, 
     assert got.candidate.mean("val_accuracy") == best
     assert [r["seed"] for r in got.candidate.runs] == [ctx.seed, ctx.seed + 7919]
     assert not got.feasible and "infeasible" in got.why
+
+
+def test_a_drop_of_exactly_the_budget_is_within_it():
+    """float32 accuracies: 0.97 and the mean of 0.97 and 0.95 are 1.000002 points apart."""
+    import numpy as np
+
+    from seqsearch.search.pareto import within_budget
+
+    base = float(np.float32(0.97))
+    mean = (float(np.float32(0.97)) + float(np.float32(0.95))) / 2
+    assert 100 * (base - mean) > 1.0 and within_budget(base, mean, 1.0)
+    assert not within_budget(base, float(np.float32(0.9575)), 1.0)  # one image over

@@ -51,7 +51,7 @@ def test_fixed_trial_objective_is_deterministic(stage_setup):
     direct = ChainRunner(model, data, ctx, ref, None, "k").run(
         plan([("prune", {"ratio": 0.3}), ("quantize", {"weight_bits": 4, "act_bits": 8})]))
     assert va == pytest.approx(math.log(ref.bitops / direct.records[-1]["val_bitops"]))
-    assert a.user_attrs["constraint"] == pytest.approx(a.user_attrs["drop"] - 100.0)
+    assert a.user_attrs["constraint"] == pytest.approx(a.user_attrs["drop"] - 100.0, abs=1e-3)
     assert a.user_attrs["chain"] == "PQ"
 
 

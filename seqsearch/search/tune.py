@@ -36,7 +36,7 @@ from seqsearch.chain import ChainRunner, operating_points, plan, with_policy_val
 from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import bitops_cr
 from seqsearch.progress import note
-from seqsearch.search.pareto import within_budget
+from seqsearch.search.pareto import BUDGET_TOLERANCE, within_budget
 from seqsearch.search.storage import claim
 from seqsearch.stages import behaviour, get_stage
 from seqsearch.train import DivergedError
@@ -209,8 +209,9 @@ class Objective:
                 trial.report(math.log(bitops_cr(ref.bitops, rec["val_bitops"])), k - 1)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_after", chain[:k])
-                    trial.set_user_attr("constraint", drop - self.opts.budget)
-                    trial.set_constraint("accuracy_drop", drop - self.opts.budget)
+                    excess = drop - self.opts.budget - BUDGET_TOLERANCE
+                    trial.set_user_attr("constraint", excess)
+                    trial.set_constraint("accuracy_drop", excess)
                     raise optuna.TrialPruned(f"val drop {drop:.2f} after {chain[:k]}")
         assert result is not None
         point = choose_point(points, base_acc, self.opts.budget)
@@ -229,10 +230,10 @@ class Objective:
                      bitops_cr=bitops_cr(ref.bitops, test_bitops),
                      cr=result.records[-1]["cr"], drop=drop,
                      test_drop=100 * (ref.test_accuracy - test_acc),
-                     constraint=drop - self.opts.budget)
+                     constraint=drop - self.opts.budget - BUDGET_TOLERANCE)  # ≤ 0: feasible
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        trial.set_constraint("accuracy_drop", drop - self.opts.budget)  # feasible when ≤ 0
+        trial.set_constraint("accuracy_drop", attrs["constraint"])
         log_cr = math.log(bitops_cr(ref.bitops, val_bitops))
         return (val_acc, log_cr) if self.opts.multi_objective else log_cr
 
