@@ -14,7 +14,13 @@ from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.report.page import exported_text, write_index
-from seqsearch.report.results import Figure, Results, Tables, load_results
+from seqsearch.report.results import (
+    Figure,
+    Results,
+    Tables,
+    exported_candidate,
+    load_results,
+)
 from seqsearch.stages import get_stage
 
 
@@ -108,12 +114,10 @@ def make_figures(r: Results, t: Tables) -> list[Figure]:
 
 def _exported_point(r: Results) -> tuple[float, float, str] | None:
     """The exported chain's validation point (the study-seed run), else the best trial's."""
-    if r.export:
-        e = r.export["exported"]
-        for c in r.export["candidates"]:
-            if c["chain"] == e["chain"] and c["id"] == e["id"] and c["runs"]:
-                run0 = c["runs"][0]
-                return float(run0["val_bitops_cr"]), float(run0["val_accuracy"]), c["chain"]
+    c = exported_candidate(r.export)
+    if c is not None:
+        run0 = c["runs"][0]
+        return float(run0["val_bitops_cr"]), float(run0["val_accuracy"]), c["chain"]
     run = r.best.get("best")
     if not run:
         return None

@@ -15,7 +15,7 @@ import pandas as pd
 from seqsearch import atomic
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
-from seqsearch.report.results import Figure, Results, Tables
+from seqsearch.report.results import Figure, Results, Tables, exported_candidate
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1080px; margin: 0 auto; padding: 1em;
@@ -75,14 +75,10 @@ def _noise(r: Results) -> str:
 
 def exported_text(r: Results) -> tuple[str, str] | None:
     """(headline, details) of the exported chain (confirm.json), or None when nothing was."""
-    ex = r.export
-    if not ex:
+    c = exported_candidate(r.export)
+    if c is None or r.export is None:
         return None
-    e = ex["exported"]
-    c = next((x for x in ex["candidates"] if x["chain"] == e["chain"] and x["id"] == e["id"]),
-             None)
-    if c is None or not c["runs"]:
-        return None
+    ex, e = r.export, r.export["exported"]
     first = c["runs"][0]
     n = len(c["runs"])
     mean = {k: sum(float(x[k]) for x in c["runs"]) / n

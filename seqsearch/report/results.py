@@ -73,3 +73,12 @@ def load_results(study: StudyConfig, out_dir: Path) -> Results:
                    T.read_json(out_dir / "timings.json") or {},
                    T.read_json(out_dir / "brute.json"), T.read_json(out_dir / "insert.json"),
                    T.read_json(out_dir / "repeat.json"), T.read_json(out_dir / "confirm.json"))
+
+
+def exported_candidate(export: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The exported chain's entry among confirm.json's candidates (with its runs), or None."""
+    if not export:
+        return None
+    e = export["exported"]
+    return next((c for c in export["candidates"]
+                 if c["chain"] == e["chain"] and c["id"] == e["id"] and c["runs"]), None)

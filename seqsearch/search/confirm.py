@@ -27,6 +27,7 @@ import pandas as pd
 from seqsearch.chain import ChainRunner, plan, with_policy_value
 from seqsearch.progress import note
 from seqsearch.search.pareto import within_budget
+from seqsearch.search.tune import measured_points
 from seqsearch.stages import get_stage
 
 FRESH_SEED_OFFSET = 7919  # the confirmation run's stage seeds start this far from the study's
@@ -54,12 +55,7 @@ def probe_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, Any]]
                      base_val: float, budget: float | None) -> list[Candidate]:
     """Measured probe and brute-force points, within the budget (or all, for `None`), best
     validation BitOpsCR first (most accurate first when no budget)."""
-    rows = runs[runs["kind"].isin(["single", "pair", "insert", "brute"])]
-    if budget is not None:
-        rows = rows[[within_budget(base_val, a, budget) for a in rows["val_accuracy"]]]
-        rows = rows.sort_values("val_bitops_cr", ascending=False)
-    else:
-        rows = rows.sort_values(["val_accuracy", "val_bitops_cr"], ascending=False)
+    rows = measured_points(runs, base_val, budget)
     out = []
     for _, r in rows.iterrows():
         order, k = str(r["order"]), int(r["sample"])

@@ -262,6 +262,19 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
     return study
 
 
+MEASURED_KINDS = ("single", "pair", "insert", "brute")  # runs whose params are a sample's
+
+
+def measured_points(runs: Any, base_acc: float, budget: float | None) -> Any:
+    """Probe and brute-force rows: within the budget on validation, best validation BitOpsCR
+    first; or, for no budget, all of them, most accurate first."""
+    rows = runs[runs["kind"].isin(MEASURED_KINDS)]
+    if budget is None:
+        return rows.sort_values(["val_accuracy", "val_bitops_cr"], ascending=False)
+    rows = rows[[within_budget(base_acc, a, budget) for a in rows["val_accuracy"]]]
+    return rows.sort_values("val_bitops_cr", ascending=False)
+
+
 def warm_start(runs: Any, samples: dict[str, list[dict[str, Any]]], fixed: dict[str, Any],
                base_acc: float, budget: float, limit: int) -> tuple[dict[str, Any], ...]:
     """The best measured points within the budget on validation (probe and brute-force runs
@@ -270,9 +283,7 @@ def warm_start(runs: Any, samples: dict[str, list[dict[str, Any]]], fixed: dict[
     prefix cache, so these trials cost little training."""
     if runs is None or len(runs) == 0:
         return ()
-    rows = runs[runs["kind"].isin(["single", "pair", "insert", "brute"])]
-    rows = rows[[within_budget(base_acc, a, budget) for a in rows["val_accuracy"]]]
-    rows = rows.sort_values("val_bitops_cr", ascending=False)
+    rows = measured_points(runs, base_acc, budget)
     out: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()
     for _, r in rows.iterrows():
