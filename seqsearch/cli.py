@@ -341,8 +341,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seqsearch.pipeline import export_chain, tune_chains, tune_options
 
     study, out = _study_and_dir(args)
-    chains = tune_chains(study, out, None) if (out / "order.json").is_file() else ("",)
-    opts = tune_options(study, tuple(c for c in chains if c), trials=None, budget=args.budget,
+    chains = tune_chains(study, out, None) if (out / "order.json").is_file() else ()
+    opts = tune_options(study, chains, trials=None, budget=args.budget,
                         multi_objective=False, pruner=None)
     ex = export_chain(study, out, opts, storage=args.storage)
     if args.json:

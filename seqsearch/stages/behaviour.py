@@ -10,7 +10,6 @@ them only through the functions here, so none of them names a stage:
   produced is evaluated over values of one policy param from one forward pass, as
   `[(value, accuracy, bitops)]` (E: the τ sweep). Default: no sweep, one point per model.
 - `epochs(train)`: the epochs its training takes (D: the student's). Default: stage_epochs.
-- `trains_from_scratch: bool`: True when the stage trains a new model (D's student).
 - `stronger(params)`: one application as strong as two (paper §6). Default: the same params.
 - `repeat_first(params)`: the first application's params when the stage is repeated in the
   §6 check (Q goes through 8/8 first). Default: the same params.
@@ -57,10 +56,6 @@ def sweep(stage: Stage | str, model: nn.Module, split: Split, input_shape: tuple
 def epochs(stage: Stage | str, train: TrainSection) -> int:
     fn = getattr(_stage(stage), "epochs", None)
     return int(fn(train)) if fn is not None else train.stage_epochs
-
-
-def trains_from_scratch(stage: Stage | str) -> bool:
-    return bool(getattr(_stage(stage), "trains_from_scratch", False))
 
 
 def stronger(stage: Stage | str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -198,7 +198,6 @@ class Distill:
                 "distill.alpha": Range(0.0, 1.0)},
         description="KD (or CRD) into a shallower/narrower student derived from the model",
     )
-    trains_from_scratch = True
 
     @staticmethod
     def epochs(train: TrainSection) -> int:
