@@ -10,6 +10,7 @@ from typing import Any
 
 from seqsearch import __version__
 from seqsearch.errors import SeqsearchError
+from seqsearch.workers import AUTO
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -176,13 +177,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     study, out = _study_and_dir(args)
     if args.dry_run:
         return _print_plan(study, args.json)
-    if args.workers < 1:
-        raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
-    if args.workers > 1:
+    from seqsearch.workers import resolve_workers
+
+    workers = resolve_workers(args.workers)
+    if workers > 1:
         from seqsearch.baseline import get_baseline
 
         get_baseline(study, out_dir=out)  # once, before the workers start
-        _spawn_probe_workers(args, args.workers)
+        _spawn_probe_workers(args, workers, insert=args.insert, repeat=args.repeat,
+                             brute=args.brute_force)
         # every unit is done now: this pass only gathers the results and the checks
     summary = run_probe(study, out, storage=args.storage, insert=args.insert,
                         repeat=args.repeat, brute=args.brute_force)
@@ -236,60 +239,40 @@ def cmd_order(args: argparse.Namespace) -> int:
     return 0
 
 
-def thread_share(workers: int) -> int:
-    """Torch threads for each of `workers` local processes: the cores split evenly, so N
-    workers never oversubscribe the machine (each used to take every core's threads)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, workers))
-
-
-def _wait_all(procs: list[Any], what: str) -> None:
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            p.wait()
-        raise
-    bad = [c for c in codes if c != 0]
-    if bad:
-        raise SeqsearchError(f"{len(bad)} of {len(procs)} {what} workers failed (exit {bad[0]}); "
-                             "run the same command again to resume")
-
-
-def _spawn_probe_workers(args: argparse.Namespace, n: int) -> None:
-    import subprocess
-
-    base = [sys.executable, "-m", "seqsearch", "probe"] + ([args.study] if args.study else [])
-    for flag, value in (("--out", args.out), ("--storage", args.storage)):
+def _store_flags(args: argparse.Namespace, names: Sequence[str]) -> list[str]:
+    """The given value options of ARGS (e.g. --out, --storage) as command-line flags."""
+    flags: list[str] = []
+    for name in names:
+        value = getattr(args, name, None)
         if value is not None:
-            base += [flag, str(value)]
-    for flag, on in (("--insert", args.insert), ("--repeat", args.repeat),
-                     ("--brute-force", args.brute_force)):
-        if on:
-            base.append(flag)
-    base += ["--threads", str(thread_share(n))]
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
+def _spawn_probe_workers(args: argparse.Namespace, n: int, *, insert: bool = False,
+                         repeat: bool = False, brute: bool = False) -> None:
+    from seqsearch.workers import spawn, thread_budget, thread_share
+
+    cmd = ["probe"] + ([args.study] if args.study else []) + _store_flags(args, ["out", "storage"])
+    cmd += [flag for flag, on in (("--insert", insert), ("--repeat", repeat),
+                                  ("--brute-force", brute)) if on]
+    cmd += ["--workers", "1", "--threads", str(thread_share(n, thread_budget()))]
     # their summaries would repeat the one this process prints after them
-    _wait_all([subprocess.Popen(base, stdout=subprocess.DEVNULL) for _ in range(n)], "probe")
+    spawn(cmd, n, "probe", quiet=True)
 
 
 def _spawn_workers(args: argparse.Namespace, n: int) -> None:
-    import subprocess
+    from seqsearch.workers import spawn, thread_budget, thread_share
 
-    base = [sys.executable, "-m", "seqsearch", "tune"] + ([args.study] if args.study else [])
-    for flag, value in (("--out", args.out), ("--chain", args.chain),
-                        ("--n-trials", args.n_trials), ("--storage", args.storage),
-                        ("--budget", args.budget)):
-        if value is not None:
-            base += [flag, str(value)]
+    cmd = ["tune"] + ([args.study] if args.study else []) + _store_flags(
+        args, ["out", "chain", "n_trials", "storage", "budget"])
     if args.multi_objective:
-        base.append("--multi-objective")
+        cmd.append("--multi-objective")
     if args.no_pruner:
-        base.append("--no-pruner")
-    base += ["--threads", str(thread_share(n))]
-    _wait_all([subprocess.Popen(base + ["--worker-index", str(i), "--no-finalize"])
-               for i in range(n)], "tune")
+        cmd.append("--no-pruner")
+    cmd += ["--threads", str(thread_share(n, thread_budget()))]
+    spawn(cmd, n, "tune", per_worker=[["--worker-index", str(i), "--no-finalize"]
+                                      for i in range(n)])
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -306,12 +289,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
     opts = tune_options(study, chains, trials=args.n_trials, budget=args.budget,
                         multi_objective=args.multi_objective,
                         pruner=False if args.no_pruner else None, out_dir=out)
-    if args.workers < 1:
-        raise SeqsearchError(f"--workers {args.workers}: must be at least 1")
-    if args.workers > 1:
+    from seqsearch.workers import resolve_workers
+
+    workers = resolve_workers(args.workers)
+    if workers > 1:
         # baseline and slots once, here, before the workers start: workers never race
         prepare_tune(study, out, opts, storage=args.storage)
-        _spawn_workers(args, args.workers)
+        _spawn_workers(args, workers)
         summary = finish_tune(study, out, opts, storage=args.storage)
     else:
         summary = run_tune(study, out, opts, storage=args.storage, worker=args.worker_index,
@@ -376,7 +360,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     study, out = _study_and_dir(args)
     if args.dry_run:
         return _print_plan(study, args.json)
-    res = run_all(study, out, storage=args.storage)
+    from seqsearch.workers import resolve_workers
+
+    workers = resolve_workers(args.workers)
+    probe = None
+    if workers > 1:
+        from seqsearch.pipeline import run_probe
+
+        def probe() -> dict[str, Any]:
+            _spawn_probe_workers(args, workers)
+            return run_probe(study, out, storage=args.storage)  # gathers what they ran
+    res = run_all(study, out, storage=args.storage, probe=probe)
     order = res["order"]
     best = res["tune"].get("best")
     print(f"study {study.name} in {out}")
@@ -449,8 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes on the "
-                   "study's storage, each with its share of the cores' threads")
+    _workers_option(p, AUTO, "local worker processes on the study's storage, each with its "
+                    "share of the threads (default auto: one single-threaded worker per thread)")
     _threads_option(p)
     p.set_defaults(func=cmd_probe)
 
@@ -471,8 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the study's tune.budget)")
     p.add_argument("--multi-objective", action="store_true",
                    help="maximise accuracy and BitOpsCR together; report the Pareto set")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes, each with "
-                   "its share of the cores' threads")
+    _workers_option(p, 1, "local worker processes, each with its share of the threads "
+                    "(default 1; auto: one per thread)")
     _threads_option(p)
     p.add_argument("--no-pruner", action="store_true", help="run every trial to the end")
     p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
@@ -500,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
+    _workers_option(p, AUTO, "local worker processes for the probe step (default auto: one "
+                    "single-threaded worker per thread)")
+    _threads_option(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="rebuild tables, figures and summary from stored results")
@@ -507,6 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.set_defaults(func=cmd_report)
     return parser
+
+
+def _workers_option(p: argparse.ArgumentParser, default: int | str, text: str) -> None:
+    from seqsearch.workers import workers_arg
+
+    p.add_argument("--workers", type=workers_arg, default=default, metavar="N|auto", help=text)
 
 
 def _threads_option(p: argparse.ArgumentParser) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -437,9 +437,10 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
             "from": c.source, "id": c.ident, "feasible": got.feasible, **confirmation}
 
 
-def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) -> dict[str, Any]:
+def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
+            probe: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """baseline → probe → order → tune → export (confirmed) → report; each step resumes on a
-    rerun."""
+    rerun. `probe` replaces the in-process probe step (the CLI's worker processes)."""
     import json
     import time
 
@@ -459,7 +460,8 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None) ->
         return value
 
     step("baseline", 1, lambda: get_baseline(study, out_dir=out_dir))
-    result["probe"] = step("probe", 2, lambda: run_probe(study, out_dir, storage=storage))
+    result["probe"] = step("probe", 2, probe or (lambda: run_probe(study, out_dir,
+                                                                   storage=storage)))
     result["order"] = step("order", 3, lambda: run_order(study, out_dir))
     chains = tune_chains(study, out_dir, None)
     opts = tune_options(study, chains, trials=None, budget=None, multi_objective=False,

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from helpers import run_cli
@@ -136,6 +137,43 @@ def test_real_probe_counts_cache_savings(tmp_path):
     assert runs[runs["order"] == "PE"]["tau"].notna().all()  # τ swept on E chains
 
 
+def _processes_naming(path) -> list[int]:
+    """Live processes whose command line names `path` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        if str(path) in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_workers_default_to_one_per_thread(monkeypatch):
+    import argparse
+
+    import torch
+
+    from seqsearch.errors import SeqsearchError
+    from seqsearch.workers import resolve_workers, thread_share, workers_arg
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert resolve_workers("auto") == 1  # --threads 1 / OMP_NUM_THREADS=1: no subprocess
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 512)
+    assert resolve_workers("auto") == len(os.sched_getaffinity(0))  # never above the cores
+    assert resolve_workers(3) == 3 and thread_share(2, 4) == 2 and thread_share(8, 4) == 1
+    assert workers_arg("auto") == "auto" and workers_arg("2") == 2
+    for bad in ("0", "two"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            workers_arg(bad)
+    with pytest.raises(SeqsearchError):
+        resolve_workers(0)
+
+
 def test_sigkilled_probe_resumes_with_same_order(tmp_path):
     study = tmp_path / "s.yaml"
     study.write_text(TINY_STUDY.format(stages="prune, quantize", k=3))
@@ -143,14 +181,19 @@ def test_sigkilled_probe_resumes_with_same_order(tmp_path):
     run_cli("order", str(study), "--out", str(tmp_path / "clean"))
     killed = tmp_path / "killed"
     env = {**os.environ, "SEQSEARCH_QUIET": "1"}
+    # two workers: SIGKILL of the command must take its workers with it
     proc = subprocess.Popen([sys.executable, "-m", "seqsearch", "probe", str(study), "--out",
-                             str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             str(killed), "--workers", "2", "--threads", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((killed / "units").glob("*.json"))) < 4:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and _processes_naming(killed):
+        time.sleep(0.2)
+    assert not _processes_naming(killed), "a worker outlived its killed command"
     assert len(list((killed / "units").glob("*.json"))) < 12  # it really was cut short
     run_cli("probe", str(study), "--out", str(killed))
     run_cli("order", str(study), "--out", str(killed))
@@ -189,12 +232,27 @@ def test_brute_force_ranks_the_planted_order_first(tmp_path):
     ranking = rank_orders(prober.table(), CRIT)
     assert len(ranking) == 24
     assert ranking[0]["order"] == "DPQE" and ranking[-1]["order"] == "EQPD"
+    assert all(r["seeds"] == [0] for r in ranking)
+
+
+def test_brute_force_stopped_in_a_later_seed_ranks_on_the_finished_seeds(tmp_path):
+    from seqsearch.search.order import rank_orders
+    from seqsearch.search.probe import brute_units
+
+    planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
+    prober = probe_synthetic(tmp_path, planted, k=3)
+    units = brute_units("DPQE", 3, [0, 1])
+    assert {u.seed for u in units[:72]} == {0}  # seed by seed: a stopped sweep is whole
+    prober.run(units[:72 + 10])  # seed 1 cut short after 10 of its 72 units
+    ranking = rank_orders(prober.table(), CRIT)
+    assert all(r["seeds"] == [0] and r["units"] == 3 for r in ranking)
+    assert ranking[0]["order"] == "DPQE"
 
 
 def test_probe_workers_share_the_storage_and_the_cores(tmp_path):
     """`--workers 2` on the journal storage: every unit exactly once, the same verdicts as one
     process, and each worker runs with its share of the threads."""
-    from seqsearch.cli import thread_share
+    from seqsearch.workers import thread_share
 
     assert thread_share(1) == max(1, len(os.sched_getaffinity(0)))
     assert thread_share(64) == 1

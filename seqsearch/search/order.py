@@ -336,6 +336,20 @@ def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
     return out
 
 
+def complete_seeds(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """The rows of the seeds that every (order, sample) of a sweep has finished, and those
+    seeds. A sweep runs seed by seed, so one stopped part-way through a later seed is still
+    ranked on equal terms (every order on the same seeds), not on a mix of one and two."""
+    def units(frame: pd.DataFrame) -> set[tuple[str, int]]:
+        return {(str(o), int(s)) for o, s in zip(frame["order"], frame["sample"], strict=True)}
+
+    keys = units(rows)
+    done = [int(seed) for seed, group in rows.groupby("seed") if units(group) == keys]
+    if not done:  # no seed is complete: rank on what there is
+        return rows, sorted(int(x) for x in set(rows["seed"]))
+    return rows[rows["seed"].isin(done)], sorted(done)
+
+
 def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> list[dict[str, Any]]:
     """Every full order of a brute-force sweep, best first by its mean per-unit validation
     hypervolume, with its best test BitOpsCR (chosen on validation) at each budget, its rank's
@@ -345,6 +359,7 @@ def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> lis
     rows = table[table["kind"] == kind] if "kind" in table else table
     if rows.empty:
         return []
+    rows, seeds = complete_seeds(rows)
     ref = crit.reference
     per: dict[str, dict[int, float]] = {}
     out: dict[str, dict[str, Any]] = {}
@@ -356,7 +371,7 @@ def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> lis
             pick = pick_within_budget(group, crit.baseline_accuracy, b)
             budgets[f"{b:g}"] = None if pick is None else float(pick["bitops_cr"])
         out[str(order)] = {"order": str(order), "points": len(_points(group)),
-                           "test_bitops_cr_at": budgets}
+                           "seeds": seeds, "test_bitops_cr_at": budgets}
     samples = sorted(set.intersection(*(set(v) for v in per.values())))
     for order, units in per.items():
         out[order]["hypervolume"] = _mean(units[k] for k in samples)

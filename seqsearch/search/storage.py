@@ -60,7 +60,13 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A worker whose parent was killed is reparented; where nothing reaps it (a container's
+    # init), it stays a zombie that signal 0 still reaches: dead all the same.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def is_dead(t: FrozenTrial) -> bool:
