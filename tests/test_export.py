@@ -130,3 +130,45 @@ def test_a_drop_of_exactly_the_budget_is_within_it():
     mean = (float(np.float32(0.97)) + float(np.float32(0.95))) / 2
     assert 100 * (base - mean) > 1.0 and within_budget(base, mean, 1.0)
     assert not within_budget(base, float(np.float32(0.9575)), 1.0)  # one image over
+
+
+class _FakeRunner:
+    """A chain runner whose accuracy is looked up: the study seed reproduces the measured
+    point, the fresh seed gives `fresh[chain]`."""
+
+    def __init__(self, seed, accuracy):
+        from types import SimpleNamespace
+
+        self.ctx = SimpleNamespace(seed=seed)
+        self.reference = SimpleNamespace(bitops=1000.0)
+        self.accuracy = accuracy
+        self.calls = []
+
+    def run(self, steps):
+        from types import SimpleNamespace
+
+        chain = "".join(get_stage(s.stage).info.letter for s in steps)
+        self.calls.append(chain)
+        acc = self.accuracy[chain]
+        return SimpleNamespace(model=chain, trained=len(steps), records=[{
+            "val_accuracy": acc, "val_bitops": 10.0, "test_accuracy": acc, "bitops_cr": 100.0,
+            "cr": 4.0}])
+
+
+def test_confirm_takes_another_round_with_the_optimism_removed(tmp_path):
+    """The two best picks sit at the budget's edge and regress on the fresh seed; the next
+    round skips a third edge point (still over once the optimism is removed) and confirms
+    the safer Q."""
+    runs = _runs([("pair", "PQ", 0, 0, None, 0.971, 100.0),
+                  ("pair", "QP", 1, 0, None, 0.972, 80.0),
+                  ("single", "P", 1, 0, None, 0.9705, 60.0),  # edge: out once corrected
+                  ("single", "Q", 1, 0, None, 0.979, 20.0)])
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "samples.json").write_text(json.dumps(SAMPLES))
+    study = _FakeRunner(0, {"PQ": 0.971, "QP": 0.972, "P": 0.9705, "Q": 0.979})
+    fresh = _FakeRunner(7919, {"PQ": 0.955, "QP": 0.955, "P": 0.95, "Q": 0.978})
+    got = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", [], 0.98, 1.0, 2,
+                  [study, fresh])
+    assert got is not None and got.feasible
+    assert got.candidate.chain == "Q" and fresh.calls == ["PQ", "QP", "Q"]
+    assert [c.chain for c in got.considered] == ["PQ", "QP", "Q"]
