@@ -426,6 +426,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     write_chain(chain_path, doc)
     save_model(model_path, got.model, {"chain": c.chain, "final": metrics})
     atomic.write_json(out_dir / "confirm.json", {
+        "budget": opts.budget,
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
                      "feasible": got.feasible, "note": got.why},
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,

@@ -188,6 +188,11 @@ def test_overview_puts_studies_side_by_side(finished, tmp_path):
     assert first.startswith("# Results\n\nhand-written findings\n")
     assert "| pair DP |" not in first  # this study has no distillation stage
     assert "| pair PQ | PQ |" in first and "### out: search cost" in first
+    # the exported chain next to the best single stage and pair the same rule picks
+    assert "### out: the exported chain against what the study measured" in first
+    exported = json.loads((out / "confirm.json").read_text())["exported"]
+    assert f"| {exported['chain']} (from {exported['from']} {exported['id']}) |" in first
+    assert "| best single stage |" in first and "| best pair |" in first
     assert overview.main([str(out), "--write", str(readme)]) == 0
     assert readme.read_text() == first  # the marked part is replaced, not appended again
     assert overview.main([str(tmp_path / "nowhere")]) == 2

@@ -1,7 +1,8 @@
 """Several studies' claims, goal budgets and search cost side by side, as markdown.
 
 Reads only what `seqsearch report` wrote into each study folder (tables/claims.csv,
-tables/goals.csv, tables/cost.csv, baseline.json, brute.json), so the overview is as
+tables/goals.csv, tables/cost.csv, tables/budgets.csv, baseline.json, brute.json,
+confirm.json), so the overview is as
 recomputable as the reports. `python -m seqsearch.report.overview FOLDER [FOLDER …]` prints it;
 `--write FILE` replaces the part of FILE between the overview markers.
 """
@@ -46,7 +47,11 @@ def _load(folder: Path) -> dict[str, Any]:
         if not path.is_file():
             raise SeqsearchError(f"{path}: missing; run 'seqsearch report' on that study first")
     brute = folder / "brute.json"
+    confirm = folder / "confirm.json"
+    budgets = tables / "budgets.csv"
     return {"name": folder.name,
+            "confirm": json.loads(confirm.read_text()) if confirm.is_file() else None,
+            "budgets": pd.read_csv(budgets) if budgets.is_file() else None,
             "claims": pd.read_csv(tables / "claims.csv"),
             "goals": pd.read_csv(tables / "goals.csv"),
             "cost": pd.read_csv(tables / "cost.csv"),
@@ -99,6 +104,45 @@ def goals_section(s: dict[str, Any]) -> list[str]:
     return lines
 
 
+def export_section(s: dict[str, Any], budget: float) -> list[str]:
+    """The exported (confirmed) chain against the best single stage, pair and full order that
+    the same validation rule picks at the budget: test BitOpsCR and test drop of each."""
+    c, b = s["confirm"], s["budgets"]
+    if not c:
+        return ["_(nothing exported)_"]
+    ex = c["exported"]
+    cand = next((x for x in c["candidates"] if x["chain"] == ex["chain"]
+                 and x["from"] == ex["from"] and x["id"] == ex["id"]), None)
+    if cand is None or not cand["runs"]:
+        return ["_(confirm.json does not hold the exported candidate's runs)_"]
+    base = s["baseline"]
+    run = cand["runs"][0]
+    mean_test = sum(r["test_accuracy"] for r in cand["runs"]) / len(cand["runs"])
+    mean_val = sum(r["val_accuracy"] for r in cand["runs"]) / len(cand["runs"])
+    mean_cr = sum(r["bitops_cr"] for r in cand["runs"]) / len(cand["runs"])
+    drop = 100 * (base["test_accuracy"] - run["test_accuracy"])
+    lines = [f"| at ≤ {budget:g} point (validation) | chain | test BitOpsCR | test drop "
+             "(points) | note |", "|---|---|---|---|---|",
+             f"| **exported** ({'confirmed' if ex['feasible'] else 'INFEASIBLE'}) | "
+             f"{ex['chain']} (from {ex['from']} {ex['id']}) | {_cr(run['bitops_cr'])} | "
+             f"{drop:+.2f} | mean of {len(cand['runs'])} seeds: test "
+             f"{_cr(mean_cr)}, test drop {100 * (base['test_accuracy'] - mean_test):+.2f}, "
+             f"val drop {100 * (base['val_accuracy'] - mean_val):+.2f} |"]
+    col, dcol = f"bitops_cr@{budget:g}", f"test_drop@{budget:g}"
+    for label, kind in (("best single stage", "single"), ("best pair", "pair"),
+                        ("best full order", "brute")):
+        rows = (b[(b["kind"] == kind) & b[col].notna()] if b is not None and col in b
+                else pd.DataFrame())
+        if rows.empty:
+            lines.append(f"| {label} | – | – | – | "
+                         + ("no sweep" if kind == "brute" else "nothing within budget") + " |")
+            continue
+        r = rows.loc[rows[col].idxmax()]
+        lines.append(f"| {label} | {r['order']} | {_cr(r[col])} | {float(r[dcol]):+.2f} | "
+                     "one run, picked on validation |")
+    return lines
+
+
 def cost_section(s: dict[str, Any]) -> list[str]:
     c = s["cost"]
     lines = ["| search | stage trainings | training s | wall s | share of brute trainings "
@@ -131,6 +175,12 @@ def overview(folders: Sequence[Path]) -> str:
                   "", f"Baseline: val {100 * b['val_accuracy']:.2f} %, test "
                   f"{100 * b['test_accuracy']:.2f} %, {b['bitops']:,} BitOps.", ""]
         lines += goals_section(s)
+        budget = float(s["goals"]["budget"].max()) if not s["goals"].empty else 1.0
+        if s["confirm"] and s["confirm"]["candidates"]:
+            budget = float(s["confirm"].get("budget", budget))
+        lines += ["", f"### {s['name']}: the exported chain against what the study measured",
+                  ""]
+        lines += export_section(s, budget)
         lines += ["", f"### {s['name']}: search cost", ""]
         lines += cost_section(s)
     lines += ["", END]
