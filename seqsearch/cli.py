@@ -206,10 +206,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"repeat {r['stage']}{r['stage']}: {verdict} (margin {r['margin']:+.3f})")
     brute = summary.get("brute_force")
     if brute:
+        from seqsearch.report.tables import brute_sentence
+
         top = ", ".join(f"{r['order']} ({r['hypervolume']:.3f})" for r in brute["ranking"][:5])
         print(f"brute force over {len(brute['ranking'])} orders, best by hypervolume: {top}")
-        print(f"pairwise method proposes {' '.join(brute['pairwise_orders'])}: "
-              f"{'matches' if brute['pairwise_matches'] else 'does not match'} the best order")
+        print(brute_sentence(brute, bold=""))
     print(f"next: seqsearch order {args.study or ''}".rstrip())
     return 0
 

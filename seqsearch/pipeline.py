@@ -151,10 +151,18 @@ def brute_summary(ranking: list[dict[str, Any]], pairwise: list[str], crit: Crit
     """brute.json: the ranking with its intervals, the orders not distinguishable from the
     best, and whether the pairwise proposal is the best order or within that set."""
     top = [r["order"] for r in ranking if r["in_top_set"]]
-    return {"ranking": ranking, "best": ranking[0]["order"] if ranking else None,
+    # Where no order has a point above the reference (every chain more than the largest
+    # budget below the baseline), all tie at zero: the sweep names no best order.
+    informative = bool(ranking) and ranking[0]["hypervolume"] > 0
+    best = [r["order"] for r in ranking if r["rank"] == 1] if informative else []
+    return {"ranking": ranking, "best": best[0] if len(best) == 1 else None,
+            "best_tied": best, "informative": informative,
+            "note": None if informative else
+            "no full order has a point above the reference (baseline minus the largest "
+            "budget): the sweep cannot rank the orders",
             "top_set": top, "alpha": crit.alpha,
             "pairwise_orders": pairwise,
-            "pairwise_matches": bool(ranking) and ranking[0]["order"] in pairwise,
+            "pairwise_matches": bool(best) and any(o in pairwise for o in best),
             "pairwise_in_top_set": [o for o in pairwise if o in top]}
 
 

@@ -278,3 +278,22 @@ def test_probe_workers_share_the_storage_and_the_cores(tmp_path):
                                    "--json").stdout)
         verdicts[name] = [(p["pair"], p["winner"]) for p in order["pairs"]]
     assert verdicts["one"] == verdicts["two"]
+
+
+def test_a_sweep_where_no_order_reaches_the_reference_names_no_best():
+    """Every full order more than the largest budget below the baseline: all tie at zero
+    hypervolume, share rank 1, and the summary claims no best order and no match."""
+    from seqsearch.pipeline import brute_summary
+    from seqsearch.report.tables import brute_sentence
+    from seqsearch.search.order import _rank
+
+    assert _rank(0.0, [0.0, 0.0, 0.0]) == 1 and _rank(1.0, [2.0, 1.0, 0.5]) == 2
+    ranking = [{"order": o, "hypervolume": 0.0, "rank": 1, "in_top_set": True}
+               for o in ("DEPQ", "DPQE", "EQPD")]
+    got = brute_summary(ranking, ["DEPQ"], CRIT)
+    assert got["best"] is None and not got["informative"] and not got["pairwise_matches"]
+    assert "cannot rank" in brute_sentence(got)
+    ranking[1]["hypervolume"] = 0.4
+    ranking[1]["rank"], ranking[0]["rank"], ranking[2]["rank"] = 1, 2, 2
+    got = brute_summary(sorted(ranking, key=lambda r: r["rank"]), ["DPQE"], CRIT)
+    assert got["best"] == "DPQE" and got["pairwise_matches"]

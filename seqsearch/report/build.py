@@ -280,16 +280,7 @@ def _claims_lines(claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
              "trainings (evaluation excluded); wall seconds of `seqsearch run`'s steps.", "",
              _md_table(cost, ".4g")]
     if brute:
-        proposed = brute.get("pairwise_orders", [])
-        top = brute.get("top_set", [])
-        inside = brute.get("pairwise_in_top_set", [])
-        lines += [f"Brute force best order: **{brute.get('best')}**; the pairwise method "
-                  f"proposed {T.orders_text(proposed)} — "
-                  + ("exact match" if brute.get("pairwise_matches") else "no exact match")
-                  + f". Orders not distinguishable from the best (paired test at alpha "
-                  f"{brute.get('alpha', 0.1):g}): {len(top)} — {T.orders_text(top)}; "
-                  + (f"the proposal is in that set ({T.orders_text(inside)})."
-                     if inside else "no proposed order is in that set."), ""]
+        lines += [T.brute_sentence(brute), ""]
         ranking = pd.DataFrame(brute.get("ranking", []))
         if not ranking.empty and "rank_interval" in ranking:
             ranking["rank_interval"] = [f"{r[0]:g}–{r[1]:g}" if r else "" for r in

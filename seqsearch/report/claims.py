@@ -73,7 +73,10 @@ def law_claim(order: dict[str, Any], pairs: pd.DataFrame,
         law_hv = law["hypervolume"] if law else 0.0
         margin = (law_hv - best["hypervolume"]) / best["hypervolume"] \
             if best["hypervolume"] > 0 else 0.0
-        if law is None:
+        if not brute.get("informative", True):
+            ours, verdict, p_value = ("no full order within the largest budget: the sweep "
+                                      "ranks nothing"), "inconclusive", None
+        elif law is None:
             ours, verdict, p_value = f"{best['order']} best; {LAW} not run", "inconclusive", None
         else:
             lo, hi = law.get("rank_interval") or (law["rank"], law["rank"])
@@ -81,8 +84,8 @@ def law_claim(order: dict[str, Any], pairs: pd.DataFrame,
             ours = (f"{best['order']} best; {LAW} ranks {law['rank']} of {len(ranking)} "
                     f"(interval {lo:g}–{hi:g}), "
                     + ("not distinguishable from the best" if top else "worse than the best"))
-            verdict = "agree" if best["order"] == LAW else ("inconclusive" if top else
-                                                             "disagree")
+            verdict = "agree" if brute.get("best_tied", [best["order"]]) == [LAW] else (
+                "inconclusive" if top else "disagree")
             p_value = law.get("p_vs_best")
         rows.append({"claim": f"law DPQE (brute force, {len(ranking)} orders)", "paper": LAW,
                      "ours": ours, "verdict": verdict, "p_value": p_value,

@@ -20,7 +20,7 @@ import pandas as pd
 
 from seqsearch import atomic
 from seqsearch.errors import SeqsearchError
-from seqsearch.report.tables import orders_text
+from seqsearch.report.tables import brute_sentence
 
 BEGIN = "<!-- overview:begin (python -m seqsearch.report.overview) -->"
 END = "<!-- overview:end -->"
@@ -155,13 +155,7 @@ def cost_section(s: dict[str, Any]) -> list[str]:
                         else f"{100 * r['share_of_brute_seconds']:.1f} %") + " |")
     b = s["brute"]
     if b:
-        inside = b.get("pairwise_in_top_set", [])
-        lines += ["", f"Brute force's best order: **{b['best']}**; pairwise proposal: "
-                  f"{orders_text(b['pairwise_orders'])} — "
-                  + ("**exact match**" if b["pairwise_matches"] else "**no exact match**")
-                  + f"; {len(b.get('top_set', []))} orders are not distinguishable from the "
-                  "best, " + (f"and the proposal is among them ({orders_text(inside)})."
-                             if inside else "and no proposed order is among them.")]
+        lines += ["", brute_sentence(b)]
     return lines
 
 

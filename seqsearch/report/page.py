@@ -120,12 +120,7 @@ def _cost(r: Results, t: Tables) -> str:
     cost = t.cost
     text = ""
     if r.brute:
-        inside = r.brute.get("pairwise_in_top_set", [])
-        text = (f"<p>The brute force over {len(r.brute.get('ranking', []))} orders ranks "
-                f"<b>{_e(r.brute.get('best'))}</b> first; "
-                f"{len(r.brute.get('top_set', []))} orders are not distinguishable from it; "
-                + (f"the pairwise proposal is among them ({_e(T.orders_text(inside))})."
-                   if inside else "no proposed order is among them.") + "</p>")
+        text = f"<p>{_e(T.brute_sentence(r.brute, bold=''))}</p>"
     return "<h3>What the search cost</h3>" + _table(cost) + text
 
 

@@ -38,6 +38,27 @@ def orders_text(orders: Sequence[str], limit: int = 6) -> str:
     return shown + (f", … ({len(orders)} in all)" if len(orders) > limit else "")
 
 
+def brute_sentence(brute: dict[str, Any], bold: str = "**") -> str:
+    """What a brute-force sweep says about the best order and the pairwise proposal, in one
+    sentence (markdown bold by default; the page passes "" and adds its own)."""
+    n = len(brute.get("ranking", []))
+    proposed = brute.get("pairwise_orders", [])
+    if not brute.get("informative", True):
+        return (f"The brute force over {n} orders cannot rank them: "
+                f"{brute.get('note') or 'no order has a point above the reference'}; the "
+                f"pairwise method proposed {orders_text(proposed)}.")
+    best = brute.get("best_tied") or [brute.get("best")]
+    top, inside = brute.get("top_set", []), brute.get("pairwise_in_top_set", [])
+    return (f"Brute force's best order: {bold}{orders_text(best)}{bold}"
+            + (" (tied)" if len(best) > 1 else "") + f"; pairwise proposal: "
+            f"{orders_text(proposed)} — {bold}"
+            + ("exact match" if brute.get("pairwise_matches") else "no exact match")
+            + f"{bold}; {len(top)} orders are not distinguishable from the best (paired test at "
+            f"alpha {brute.get('alpha', 0.1):g}), "
+            + (f"and the proposal is among them ({orders_text(inside)})." if inside
+               else "and no proposed order is among them."))
+
+
 def edges_table(order: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(order["edges"], columns=["from", "to", "margin", "confidence",
                                                  "p_value"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,6 +350,12 @@ def complete_seeds(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
     return rows[rows["seed"].isin(done)], sorted(done)
 
 
+def _rank(value: float, values: Iterable[float]) -> int:
+    """Competition rank: 1 + how many score strictly higher, so tied orders share a rank
+    (24 orders at zero hypervolume are all first, not 1st to 24th by name)."""
+    return 1 + sum(1 for v in values if v > value + 1e-12)
+
+
 def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> list[dict[str, Any]]:
     """Every full order of a brute-force sweep, best first by its mean per-unit validation
     hypervolume, with its best test BitOpsCR (chosen on validation) at each budget, its rank's
@@ -384,11 +390,11 @@ def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> lis
     for _ in range(crit.bootstrap if samples else 0):
         pick = [samples[rng.randrange(len(samples))] for _ in samples]
         score = {o: sum(per[o][k] for k in pick) for o in names}
-        for i, o in enumerate(sorted(names, key=lambda o: (-score[o], o)), start=1):
-            ranks[o].append(i)
-    for i, r in enumerate(ranked, start=1):
+        for o in names:
+            ranks[o].append(_rank(score[o], score.values()))
+    for r in ranked:
         o = r["order"]
-        r["rank"] = i
+        r["rank"] = _rank(r["hypervolume"], [x["hypervolume"] for x in ranked])
         r["rank_interval"] = ([percentile(ranks[o], 0.05), percentile(ranks[o], 0.95)]
                               if ranks[o] else None)
         r["p_vs_best"] = 1.0 if o == best else sign_flip_p(
