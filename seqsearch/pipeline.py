@@ -159,7 +159,7 @@ def brute_summary(ranking: list[dict[str, Any]], pairwise: list[str], crit: Crit
             "best_tied": best, "informative": informative,
             "note": None if informative else
             "no full order has a point above the reference (baseline minus the largest "
-            "budget): the sweep cannot rank the orders",
+            "budget)",
             "top_set": top, "alpha": crit.alpha,
             "pairwise_orders": pairwise,
             "pairwise_matches": bool(best) and any(o in pairwise for o in best),

@@ -134,8 +134,9 @@ def export_section(s: dict[str, Any], budget: float) -> list[str]:
         rows = (b[(b["kind"] == kind) & b[col].notna()] if b is not None and col in b
                 else pd.DataFrame())
         if rows.empty:
+            swept = b is not None and (b["kind"] == kind).any()
             lines.append(f"| {label} | – | – | – | "
-                         + ("no sweep" if kind == "brute" else "nothing within budget") + " |")
+                         + ("nothing within budget" if swept else "no sweep") + " |")
             continue
         r = rows.loc[rows[col].idxmax()]
         lines.append(f"| {label} | {r['order']} | {_cr(r[col])} | {float(r[dcol]):+.2f} | "
