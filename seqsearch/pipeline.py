@@ -436,6 +436,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     atomic.write_json(out_dir / "confirm.json", {
         "budget": opts.budget,
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
+                     "candidate": got.considered.index(c),
                      "feasible": got.feasible, "note": got.why},
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
                         "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,

@@ -128,7 +128,8 @@ def table1_claim(t1: pd.DataFrame, tie_threshold: float) -> pd.DataFrame:
     total = beaten + held
     return pd.DataFrame([{
         "claim": "Table 1 (DPQE best D-first order)", "paper": LAW,
-        "ours": "best per budget " + "; ".join(winners),
+        "ours": ("best per budget " + "; ".join(winners)) if winners
+        else "no D-first order has a point within any budget",
         "verdict": "inconclusive" if total == 0 else ("agree" if beaten == 0 else "disagree"),
         "confidence": None if total == 0 else max(held, beaten) / total, "margin": None}])
 

@@ -111,8 +111,10 @@ def export_section(s: dict[str, Any], budget: float) -> list[str]:
     if not c:
         return ["_(nothing exported)_"]
     ex = c["exported"]
-    cand = next((x for x in c["candidates"] if x["chain"] == ex["chain"]
-                 and x["from"] == ex["from"] and x["id"] == ex["id"]), None)
+    i = ex.get("candidate")
+    cand = c["candidates"][i] if isinstance(i, int) and i < len(c["candidates"]) else next(
+        (x for x in c["candidates"] if x["chain"] == ex["chain"] and x["from"] == ex["from"]
+         and x["id"] == ex["id"]), None)
     if cand is None or not cand["runs"]:
         return ["_(confirm.json does not hold the exported candidate's runs)_"]
     base = s["baseline"]

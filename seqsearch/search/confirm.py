@@ -71,7 +71,9 @@ def probe_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, Any]]
         chosen = (with_policy_value(steps, float(tau)) if tau is not None and not pd.isna(tau)
                   else [[s.stage, dict(s.params)] for s in steps])
         kind = "brute" if r["kind"] == "brute" else "probe"
-        out.append(Candidate(kind, f"sample {k} seed {int(r['seed'])}", order, chosen,
+        ident = f"sample {k} seed {int(r['seed'])}" + (
+            f" tau {float(tau):g}" if tau is not None and not pd.isna(tau) else "")
+        out.append(Candidate(kind, ident, order, chosen,
                              float(r["val_accuracy"]), float(r["val_bitops_cr"])))
     return out
 
