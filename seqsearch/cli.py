@@ -198,12 +198,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
           f"prefix cache (the pair chains alone would train {t['pair_stages_without_cache']} "
           f"without it); {t['failed']} failed")
     for r in summary.get("insertions", []):
-        verdict = "holds" if r["holds"] else ("tie" if r["tie"] else "breaks")
+        verdict = ("undecided" if not r.get("decided", not r["tie"])
+                   else "holds" if r["holds"] else "breaks")
         print(f"insert {r['inserted']} into {r['pair']}: {verdict} (margin {r['margin']:+.3f}, "
-              f"confidence {r['confidence']:.2f})")
+              f"p {r.get('p_value', float('nan')):.3g})")
     for r in summary.get("repeats", []):
-        verdict = "helps" if r["repeat_helps"] else ("tie" if r["tie"] else "does not help")
-        print(f"repeat {r['stage']}{r['stage']}: {verdict} (margin {r['margin']:+.3f})")
+        verdict = ("undecided" if not r.get("decided", not r["tie"])
+                   else "helps" if r["repeat_helps"] else "does not help")
+        print(f"repeat {r['stage']}{r['stage']}: {verdict} (margin {r['margin']:+.3f}, "
+              f"p {r.get('p_value', float('nan')):.3g})")
     brute = summary.get("brute_force")
     if brute:
         from seqsearch.report.tables import brute_sentence
