@@ -97,5 +97,5 @@ def get_baseline(
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic.torch_save(path, {"state_dict": state, "metrics": metrics})
-    environment.record(path.parent.parent, "baseline", dev)
+    environment.record(path.parent.parent, "baseline", dev, study.train)
     return Baseline(model, data, metrics, from_cache=False)

@@ -1,6 +1,7 @@
 """Benchmarks that print ratios measured side by side in one run (the machine is noisy).
 
     python -m seqsearch.bench loop [--studies A.yaml,B.yaml] [--precision auto] [--rounds 3]
+    python -m seqsearch.bench command [STUDY.yaml] [--epochs 3] [--rounds 3]
 
     python -m seqsearch.bench qat [--model resnet20] [--bits 4,8] [--rounds 5]
     python -m seqsearch.bench cache [--model resnet8] [--limit 1000]
@@ -10,6 +11,7 @@
 a plain fp32 PyTorch loop on the same model, data and optimizer (the CPU studies' ResNet-20
 and VGG-11 by default), measured alternately; prints each round, the median ratio and the
 validation accuracy after each, for parity.
+`command`: the same comparison over whole commands in fresh processes (seqsearch.bench_command).
 `qat`: time of one QAT training step (DoReFa fake-quant layers) over one float step, same
 model and batch, alternately.
 `cache`: wall time of a two-stage chain whose first stage is in the prefix cache against the
@@ -287,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=12)
     p.add_argument("--budget", type=float, default=1.0)
     p.set_defaults(func=bench_tune)
+    from seqsearch.bench_command import add_parsers
+
+    add_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -91,16 +91,21 @@ def _fmt_row(label: str, order: str, r: dict[str, Any], cached: str = "") -> str
 def cmd_apply(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from seqsearch.apply_settings import apply_settings
     from seqsearch.baseline import get_baseline
     from seqsearch.chain import letters, plan, runner_for, save_model
     from seqsearch.config import load_chain
+    from seqsearch.progress import note
 
     path = Path(args.chain)
     cfg = load_chain(path)
     if not cfg.stages:
         raise SeqsearchError(f"{path}: 'stages' is empty; list at least one {{stage: NAME}}")
     steps = plan([(s.stage, s.params) for s in cfg.stages])  # every check before any training
-    out = Path(args.out) if args.out else path.with_suffix(".pt")
+    settings = apply_settings(cfg, path, out=args.out, precision=args.precision)
+    for line in settings.notes:
+        note(line)
+    cfg, out = settings.cfg, settings.model_path
     base = get_baseline(cfg)
     runner = runner_for(cfg, base, cfg.output_dir() / "cache")
     result = runner.run(steps)
@@ -116,7 +121,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"chain": chain, "baseline": baseline, "stages": result.records,
                           "final": final, "model_file": str(out),
-                          "stage_trainings": result.trained, "cached": result.cached}))
+                          "stage_trainings": result.trained, "cached": result.cached,
+                          "policy": {"precision": cfg.train.precision,
+                                     "memory_format": cfg.train.memory_format},
+                          "notes": settings.notes}))
         return 0
     print(f"chain {chain}: {cfg.model.name} on {cfg.data.name}, first/last bits "
           f"{cfg.first_last_bits[0]}/{cfg.first_last_bits[1]}")
@@ -431,7 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="apply a chain of stages (CHAIN.yaml) to its baseline")
     p.add_argument("chain", help="chain YAML: version, model, data, train, stages")
     p.add_argument("--out", help="where to save the compressed model (default: next to the "
-                   "chain file, same name, .pt)")
+                   "chain file, same name, .pt; for a chain in its study folder, "
+                   "runs/NAME/model.pt)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="train under this precision (default: the policy an exported chain "
+                   "was measured under, else its train.precision)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_apply)
 

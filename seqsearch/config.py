@@ -167,6 +167,14 @@ class StepSection(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class PolicySection(_Strict):
+    """A resolved training policy, pinned in an exported chain."""
+
+    precision: Literal["fp32", "bf16", "fp16"]
+    memory_format: Literal["channels_last", "contiguous"]
+    recorded_from: str | None = None
+
+
 class ChainConfig(RunSection):
     """A chain file for `seqsearch apply`: the run settings plus an ordered list of stages.
 
@@ -180,6 +188,8 @@ class ChainConfig(RunSection):
     feasible: bool | None = None  # an export: whether it met the budget (never read as input)
     source: dict[str, Any] | None = None  # an export: probe, brute or tune, and which point
     confirmation: dict[str, Any] | None = None  # an export: both seeds' figures and means
+    # an export: the precision and memory format its figures ran under (apply's default)
+    policy: PolicySection | None = None
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

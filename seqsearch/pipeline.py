@@ -120,7 +120,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     if len(letters) < 2:
         raise SeqsearchError("stages: a probe needs at least two enabled stages")
     base = get_baseline(study, out_dir=out_dir)
-    record_environment(out_dir, "probe", base.data.train.x.device)
+    record_environment(out_dir, "probe", base.data.train.x.device, study.train)
     prober = make_prober(study, out_dir, storage, base)
     k, seeds = study.probe.samples, study.probe.seeds
     crit = criteria(study, base.metrics, len(base.data.val))
@@ -276,7 +276,7 @@ def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | Non
     from seqsearch.search.tune import Objective, work
 
     base, st = prepare_tune(study, out_dir, opts, storage=storage, worker=worker)
-    record_environment(out_dir, f"tune-w{worker}", base.data.train.x.device)
+    record_environment(out_dir, f"tune-w{worker}", base.data.train.x.device, study.train)
     runner = runner_for(study, base, out_dir / "cache")
     did = work(st, Objective(runner, opts), label=f"tune w{worker}")
     summary: dict[str, Any] = {"worker": worker, **did}
@@ -331,7 +331,7 @@ def export_trial(study: StudyConfig, out_dir: Path, best: Any,
     """The trial's model (rebuilt through the prefix cache, no training when cached) and its
     chain file (apply format) under tune/; returns what best.json says of it."""
     from seqsearch.chain import plan, runner_for, save_model
-    from seqsearch.report.export import chain_document, write_chain
+    from seqsearch.report.export import chain_document, pinned_policy, write_chain
 
     tune_dir = tune_dir or out_dir / "tune"
     steps = [(name, params) for name, params in best.user_attrs["steps"]]
@@ -342,7 +342,7 @@ def export_trial(study: StudyConfig, out_dir: Path, best: Any,
     model_path = tune_dir / "best_model.pt"
     save_model(model_path, result.model, {"chain": best.user_attrs["chain"], "final": metrics})
     doc = chain_document(study, steps, metrics, name=f"{study.name}-best",
-                         output=str(out_dir))
+                         output=str(out_dir), policy=pinned_policy(study, out_dir))
     write_chain(tune_dir / "best_chain.yaml", doc)
     a = best.user_attrs
     return {
@@ -399,7 +399,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     import optuna
 
     from seqsearch.chain import runner_for, save_model
-    from seqsearch.report.export import chain_document, write_chain
+    from seqsearch.report.export import chain_document, pinned_policy, write_chain
     from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm
     from seqsearch.search.tune import slot_trials
 
@@ -427,7 +427,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "baseline_test_accuracy": float(base.metrics["test_accuracy"]),
         "note": got.why}
     doc = chain_document(study, [(s, p) for s, p in c.steps], metrics,
-                         name=f"{study.name}-export", output=str(out_dir))
+                         name=f"{study.name}-export", output=str(out_dir),
+                         policy=pinned_policy(study, out_dir))
     doc.update(feasible=got.feasible, confirmation=confirmation,
                source={"from": c.source, "id": c.ident, "chain": c.chain})
     chain_path, model_path = out_dir / "chain.yaml", out_dir / "model.pt"

@@ -8,6 +8,7 @@ run in eval mode, so their BatchNorm statistics do not drift either.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -83,7 +84,7 @@ def lr_at(step: int, total: int, base: float, schedule: str) -> float:
 
 def cross_entropy(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
     assert isinstance(outputs, torch.Tensor)
-    return F.cross_entropy(outputs, targets)
+    return F.cross_entropy(outputs.float(), targets)
 
 
 def _make_optimizer(
@@ -137,9 +138,11 @@ def fit(
     bar = Progress(label, settings.epochs, steps_per_epoch, enabled=progress)
     result = FitResult(epochs=settings.epochs, steps=0, seconds=0.0)
     start = time.perf_counter()
+    guard = contextlib.ExitStack()
     try:
         if not trainable or total == 0:
             return result
+        guard.enter_context(policy.guarded(model))
         opt = _make_optimizer(trainable, settings)
         step = 0
         for epoch in range(1, settings.epochs + 1):
@@ -173,6 +176,7 @@ def fit(
         result.steps = step
         return result
     finally:
+        guard.close()
         for p, flag in saved.items():
             p.requires_grad_(flag)
         # Back to contiguous weights: a model's numerics then never depend on its history

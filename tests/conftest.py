@@ -33,7 +33,11 @@ def stage_setup():
     torch.manual_seed(0)
     model = create_model("resnet8", in_channels=1, num_classes=10, kwargs={"width": 0.5})
     fit(model, data, TrainSettings(epochs=3, lr=0.05, batch_size=32), progress=False)
-    train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=32, lr=0.05)
+    from helpers import TEST_MEMORY_FORMAT, TEST_PRECISION
+
+    train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=32, lr=0.05,
+                         precision=TEST_PRECISION,
+                         memory_format=TEST_MEMORY_FORMAT)
     ctx = StageContext(data, train, 0, (8, 8), progress=False)
     ref = Reference(float(count_bitops(model, data.input_shape)), float(param_bits(model)),
                     evaluate(model, data.test), evaluate(model, data.val))

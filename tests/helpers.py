@@ -6,6 +6,12 @@ import os
 import subprocess
 import sys
 
+# The precision the stage suites train under: the study default (`auto`: bf16 where the CPU
+# has it natively, else fp32). CI runs the order suite and the torchvision matrix a second
+# time with SEQSEARCH_TEST_PRECISION=bf16, so the bf16 path is tested on every machine.
+TEST_PRECISION = os.environ.get("SEQSEARCH_TEST_PRECISION", "auto")
+TEST_MEMORY_FORMAT = os.environ.get("SEQSEARCH_TEST_MEMORY_FORMAT", "auto")
+
 
 def run_cli(*args: str, cwd: str | None = None, check: bool = True
             ) -> subprocess.CompletedProcess[str]:

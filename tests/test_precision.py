@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,3 +87,58 @@ def test_fp32_and_bf16_runs_of_a_short_chain_agree(stage_setup):
         finals[precision] = result.records[-1]
     assert finals["fp32"]["bitops"] == finals["bf16"]["bitops"]
     assert abs(finals["fp32"]["accuracy"] - finals["bf16"]["accuracy"]) <= 0.05 + 1e-6
+
+
+def test_environment_records_the_policy_each_step_ran(tmp_path):
+    from seqsearch.environment import record, recorded_policy
+
+    assert recorded_policy(tmp_path) is None
+    record(tmp_path, "probe", CPU, TrainSection(precision="bf16", memory_format="contiguous"))
+    record(tmp_path, "baseline", CPU, TrainSection(precision="fp32"))
+    kept = json.loads((tmp_path / "environment.json").read_text())
+    assert kept["probe"]["policy"]["precision"] == "bf16"
+    assert kept["baseline"]["policy"]["requested"]["precision"] == "fp32"
+    assert kept["baseline"]["native_bf16"] == native_bf16(CPU)
+    assert recorded_policy(tmp_path) == {"precision": "fp32", "memory_format": "contiguous"}
+
+
+def _chain_file(folder, output, policy: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "chain.yaml"
+    path.write_text(f"version: 1\nname: c\nmodel: {{name: tiny}}\noutput: {output}\n"
+                    f"stages: [{{stage: prune}}]\n{policy}")
+    return path
+
+
+def test_apply_reproduces_the_pinned_policy_and_leaves_the_chain_folder(tmp_path):
+    from seqsearch.apply_settings import apply_settings
+    from seqsearch.config import load_chain
+
+    study = tmp_path / "study"
+    path = _chain_file(study, study, "policy: {precision: bf16, memory_format: contiguous}\n")
+    got = apply_settings(load_chain(path), path)
+    assert got.cfg.train.precision == "bf16"  # what the chain ran under, not `auto`
+    assert not _same(got.work_dir, study) and not _same(got.model_path.parent, study)
+    assert got.cfg.output_dir() == got.work_dir
+    assert any("left as it is" in n for n in got.notes)
+    assert apply_settings(load_chain(path), path, precision="fp32").cfg.train.precision == "fp32"
+    fp16 = _chain_file(tmp_path / "f", tmp_path / "f-run",
+                       "policy: {precision: fp16, memory_format: contiguous}\n")
+    got = apply_settings(load_chain(fp16), fp16)
+    assert got.cfg.train.precision == "fp32" and "needs a CUDA GPU" in got.notes[-1]
+    assert got.model_path == fp16.with_suffix(".pt")  # a chain elsewhere: as before
+    plain = _chain_file(tmp_path / "p", tmp_path / "p-run")
+    assert apply_settings(load_chain(plain), plain).cfg.train.precision == "auto"
+
+
+def test_a_bad_pinned_policy_is_one_clear_error(tmp_path):
+    from seqsearch.config import load_chain
+
+    path = _chain_file(tmp_path, tmp_path / "run", "policy: {precision: fp8, "
+                       "memory_format: contiguous}\n")
+    with pytest.raises(SeqsearchError, match="policy.precision"):
+        load_chain(path)
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()

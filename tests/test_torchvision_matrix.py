@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TEST_MEMORY_FORMAT, TEST_PRECISION
 
 from seqsearch.chain import ChainRunner, Reference, plan
 from seqsearch.config import TrainSection
@@ -59,7 +60,9 @@ def data_for():
 def _runner(spec: str, data) -> ChainRunner:
     torch.manual_seed(0)
     model = build_model(spec, input_shape=data.input_shape, num_classes=data.num_classes)
-    train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=64, lr=0.05)
+    train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=64, lr=0.05,
+                         precision=TEST_PRECISION,
+                         memory_format=TEST_MEMORY_FORMAT)
     ctx = StageContext(data, train, 0, (8, 8), progress=False)
     ref = Reference(float(count_bitops(model, data.input_shape)), float(param_bits(model)),
                     evaluate(model, data.test), evaluate(model, data.val))

@@ -23,12 +23,33 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def pinned_policy(cfg: RunSection, out_dir: Path) -> dict[str, str]:
+    """The precision and memory format the study's numbers ran under, as explicit settings:
+    from environment.json where the study recorded them, else `train` resolved here (said)."""
+    from seqsearch.environment import recorded_policy
+    from seqsearch.precision import policy_settings, resolve_policy
+    from seqsearch.train import resolve_device
+
+    kept = recorded_policy(out_dir)
+    if kept is not None:
+        return {**kept, "recorded_from": "environment.json"}
+    policy = resolve_policy(cfg.train.precision, cfg.train.memory_format,
+                            resolve_device(cfg.device))
+    return {**policy_settings(policy),
+            "recorded_from": "resolved at export (the study recorded none)"}
+
+
 def chain_document(cfg: RunSection, steps: Sequence[tuple[str, Mapping[str, Any]]],
-                   metrics: Mapping[str, float], *, name: str, output: str | None = None
-                   ) -> dict[str, Any]:
+                   metrics: Mapping[str, float], *, name: str, output: str | None = None,
+                   policy: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A chain file: model, data, train, seed, bits, every stage with every param filled in,
-    library versions, and the test metrics it reached (`accuracy`, `bitops_cr`, `cr`)."""
-    return {
+    library versions, and the test metrics it reached (`accuracy`, `bitops_cr`, `cr`).
+
+    `policy` pins the precision and memory format the figures were measured under, so that
+    `seqsearch apply` reproduces them on a machine where `train.precision: auto` means
+    something else (bf16 on a CPU with AMX, fp32 on one without); `train` keeps the
+    study's own settings, which decide the baseline's cache key."""
+    doc = {
         "version": 1,
         "name": name,
         "output": output if output is not None else cfg.output,
@@ -42,6 +63,9 @@ def chain_document(cfg: RunSection, steps: Sequence[tuple[str, Mapping[str, Any]
         "metrics": {k: float(v) for k, v in metrics.items()},
         "versions": library_versions(),
     }
+    if policy is not None:
+        doc["policy"] = dict(policy)
+    return doc
 
 
 def write_chain(path: Path, doc: Mapping[str, Any]) -> None:

@@ -15,11 +15,12 @@ from seqsearch.stages.quant_layers import QConv2d, QLinear, to_quant
 
 
 def task_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy; for a multi-exit model the mean over every exit and the final output."""
+    """Cross-entropy; for a multi-exit model the mean over every exit and the final output.
+    In fp32 whatever the autocast (CPU autocast already runs it so; CUDA's may not)."""
     if isinstance(outputs, list | tuple):
-        return torch.stack([F.cross_entropy(o, targets) for o in outputs]).mean()
+        return torch.stack([F.cross_entropy(o.float(), targets) for o in outputs]).mean()
     assert isinstance(outputs, torch.Tensor)
-    return F.cross_entropy(outputs, targets)
+    return F.cross_entropy(outputs.float(), targets)
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

@@ -57,7 +57,7 @@ def choose_points(candidates: tuple[str, ...], k: int, placement: str) -> list[s
 def heads_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the exit heads (the final output is frozen, so left out)."""
     assert isinstance(outputs, list)
-    losses = [nn.functional.cross_entropy(o, targets) for o in outputs[:-1]]
+    losses = [nn.functional.cross_entropy(o.float(), targets) for o in outputs[:-1]]
     return torch.stack(losses).mean()
 
 

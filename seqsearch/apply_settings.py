@@ -1,0 +1,63 @@
+"""What `seqsearch apply` runs a chain file under: its policy, its work folder, its model path.
+
+An exported chain pins the precision and memory format its figures were measured under
+(`policy:`); apply reproduces under that policy unless told otherwise (`--precision`), and
+says in one line when this machine cannot (fp16 without a GPU) or only emulates it (bf16 on a
+CPU without native bf16: slower, the same numerics). Apply never writes into the folder the
+chain came from: an exported chain names its study folder as `output`, and rebuilding it there
+would add a baseline, caches and environment records to the committed study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqsearch.config import ChainConfig
+from seqsearch.precision import native_bf16
+from seqsearch.train import resolve_device
+
+
+@dataclass(frozen=True)
+class ApplySettings:
+    cfg: ChainConfig
+    work_dir: Path
+    model_path: Path
+    notes: list[str]
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def apply_settings(cfg: ChainConfig, chain_path: Path, *, out: str | None = None,
+                   precision: str | None = None) -> ApplySettings:
+    notes: list[str] = []
+    wanted = precision
+    memory_format = cfg.train.memory_format
+    if wanted is None and cfg.policy is not None:
+        wanted, memory_format = cfg.policy.precision, cfg.policy.memory_format
+        notes.append(f"[apply] policy {wanted}, {memory_format.replace('_', '-')}: as the "
+                     "chain was measured (its 'policy'); --precision overrides")
+    device = resolve_device(cfg.device)
+    if wanted == "fp16" and device.type != "cuda":
+        notes.append(f"[apply] the chain ran under fp16, which needs a CUDA GPU; {device} "
+                     "has none, so this run uses fp32 (figures may differ slightly)")
+        wanted = "fp32"
+    elif wanted == "bf16" and not native_bf16(device):
+        notes.append(f"[apply] the chain ran under bf16, which {device} only emulates: the "
+                     "same numerics, slower")
+    if wanted is not None:
+        train = cfg.train.model_copy(update={"precision": wanted,
+                                             "memory_format": memory_format})
+        cfg = cfg.model_copy(update={"train": train})
+    work = cfg.output_dir()
+    if _same_folder(work, chain_path.parent):
+        work = Path("runs") / cfg.name
+        notes.append(f"[apply] working in {work} (the chain's own folder "
+                     f"{chain_path.parent} is left as it is)")
+        model_path = Path(out) if out else work / "model.pt"
+    else:
+        model_path = Path(out) if out else chain_path.with_suffix(".pt")
+    cfg = cfg.model_copy(update={"output": str(work)})
+    return ApplySettings(cfg, work, model_path, notes)
