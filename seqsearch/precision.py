@@ -4,19 +4,19 @@
 hardware computes it natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX),
 else fp32; an emulated bf16 is slower than fp32, so `auto` never picks it. fp16 is for GPUs
 and runs with a gradient scaler. `memory_format` is `auto | channels_last | contiguous`:
-`auto` takes channels-last on CUDA only (see `resolve_policy` for why not on the CPU).
+`auto` takes channels-last on CUDA and on CPUs with AVX-512 kernels (see `resolve_policy`).
 
 Fake quantisation, calibration and BitOps never run under autocast (the quantized layers
 switch it off around their quantizers), so a `wXaY` layer still produces exactly 2^X and 2^Y
 levels whatever the policy. Losses and the softmaxes of distillation and exits take fp32
-logits. On the CPU, strided convs whose output is 1 wide run in fp32 under bf16 (`guarded`):
-oneDNN's native bf16 kernel gets their weight gradient wrong (`degenerate_conv`).
+logits. On the CPU, the convs that meet a oneDNN kernel bug under the policy take another path
+during training (`Policy.guarded`, `seqsearch.kernel_guards`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,67 +82,13 @@ class Policy:
 
     @contextlib.contextmanager
     def guarded(self, model: nn.Module) -> Iterator[None]:
-        """Inside: `model`'s strided convs run in fp32 on the inputs where the CPU's bf16
-        kernel computes a wrong weight gradient (see `degenerate_conv`). Nothing changes on
-        other devices or in fp32; the model is left as it was on exit."""
-        if self.dtype is None or self.device_type != "cpu":
+        """Inside: `model`'s convs avoid the CPU kernel bugs this policy would meet (see
+        `seqsearch.kernel_guards`); the model is left as it was on exit."""
+        from seqsearch.kernel_guards import guard_convs
+
+        with guard_convs(model, self.device_type, bf16=self.dtype is not None,
+                         channels_last=self.channels_last):
             yield
-            return
-        convs = [m for m in model.modules()
-                 if isinstance(m, nn.Conv2d) and max(_pair(m.stride)) > 1
-                 and "forward" not in vars(m)]
-        for conv in convs:
-            conv.forward = _fp32_when_degenerate(conv)  # type: ignore[method-assign,assignment]
-        try:
-            yield
-        finally:
-            for conv in convs:
-                del conv.forward
-
-
-def _pair(value: object) -> tuple[int, int]:
-    if isinstance(value, tuple | list):
-        return int(value[0]), int(value[-1])
-    return int(value), int(value)  # type: ignore[call-overload]
-
-
-def degenerate_conv(conv: nn.Conv2d, x: torch.Tensor) -> bool:
-    """Whether `conv` on `x` is a shape whose bf16 weight gradient oneDNN gets wrong on the CPU.
-
-    Measured with torch 2.14.1 on a CPU with AMX and AVX-512 BF16: a 3x3 (or 5x5) conv with
-    padding and a stride larger than its input along an axis (a stride-2 conv on a 1x1 map,
-    stride 3 on 2x2), so its output is 1 there, returns a weight gradient off by up to 1e37 or
-    non-finite, while its output and input gradient are right; fp32 is right, and so is the
-    same conv once the stride no longer exceeds the input. ImageNet-style models on small
-    images end in such maps (resnet18 at 16x16: layer4's first conv). The rule here is a
-    little wider than the failures seen (any strided axis whose output is 1), which costs
-    nothing: such convs are the smallest in a network.
-    `tests/test_bf16_kernels.py` keeps the minimal reproduction.
-    """
-    if x.dim() != 4:
-        return False
-    kernel, stride = _pair(conv.kernel_size), _pair(conv.stride)
-    padding = _pair(conv.padding) if not isinstance(conv.padding, str) else (0, 0)
-    dilation = _pair(conv.dilation)
-    for axis in (0, 1):
-        if stride[axis] <= 1:
-            continue
-        extent = x.shape[2 + axis] + 2 * padding[axis] - dilation[axis] * (kernel[axis] - 1) - 1
-        if extent // stride[axis] + 1 <= 1:
-            return True
-    return False
-
-
-def _fp32_when_degenerate(conv: nn.Conv2d) -> Callable[[torch.Tensor], torch.Tensor]:
-    forward = conv.forward
-
-    def guarded(x: torch.Tensor) -> torch.Tensor:
-        if torch.is_autocast_enabled("cpu") and degenerate_conv(conv, x):
-            with torch.autocast("cpu", enabled=False):
-                return forward(x.float())
-        return forward(x)
-
-    return guarded
 
 
 CONTIGUOUS = Policy("cpu", None, False)
@@ -172,10 +118,14 @@ def resolve_policy(precision: str, memory_format: str, device: torch.device) -> 
     else:
         dtype = None
     if memory_format == "auto":
-        # CUDA only. On the CPU it measured 1.16x here (AVX2, 2 threads) but crashed with
-        # heap corruption in a pruned model's backward pass with one thread (torch 2.14.1):
-        # opt in with memory_format: channels_last.
-        channels_last = device.type == "cuda"
+        # CUDA, and CPUs whose oneDNN kernels are AVX-512: measured 1.31x in fp32 and 2.21x
+        # with bf16 (AMX, 1 thread). With AVX2 kernels it measured 1.16x, but their
+        # channels-last backward of a strided 1x1 conv with few input channels corrupts the
+        # heap (seqsearch.kernel_guards): an explicit channels_last is guarded there, `auto`
+        # stays contiguous.
+        from seqsearch.kernel_guards import avx512_kernels
+
+        channels_last = device.type == "cuda" or (device.type == "cpu" and avx512_kernels())
     else:
         channels_last = memory_format == "channels_last"
     return Policy(device.type, dtype, channels_last)

@@ -1,20 +1,26 @@
-"""A CPU bf16 kernel bug, reduced to one conv, and the guard the training loop puts around it.
+"""Two CPU conv kernel bugs, each reduced to one conv, and the guards the training loop uses.
 
-torch 2.14.1's oneDNN bf16 convolution on the CPU returns a wrong weight gradient (off by up to
-1e37, sometimes non-finite) for a padded conv whose stride exceeds its input along an axis: a
-3x3 stride-2 conv on a 1x1 map. Its output and its input gradient are right. Found through
-resnet18 at 16x16 (layer4's first conv), where an SGD step then wrote inf into the weight and
-the next loss was NaN. `Policy.guarded` runs such convs in fp32 for the fit.
+1. torch 2.14.1's native oneDNN bf16 convolution returns a wrong weight gradient (off by up to
+   1e37, sometimes non-finite) for a padded conv whose stride exceeds its input along an axis:
+   a 3x3 stride-2 conv on a 1x1 map. Found through resnet18 at 16x16 (layer4's first conv),
+   where an SGD step wrote inf into the weight and the next loss was NaN.
+2. Its AVX2 kernels corrupt the heap in the channels-last backward of a 1x1 stride-2 conv with
+   fewer than 8 input channels, with one thread (found through a narrow student's shortcut).
+`seqsearch.kernel_guards` documents both and the guards `fit` puts around them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from seqsearch.precision import degenerate_conv, resolve_policy
+from seqsearch.kernel_guards import degenerate_conv
+from seqsearch.precision import resolve_policy
 
 CPU = torch.device("cpu")
 
@@ -78,3 +84,56 @@ def test_a_guarded_conv_elsewhere_keeps_bf16():
     with policy.guarded(conv), policy.autocast():
         assert conv(torch.randn(2, 8, 8, 8)).dtype == torch.bfloat16
         assert conv(torch.randn(2, 8, 1, 1)).dtype == torch.float32
+
+
+# Bug 2 runs in a child process: heap corruption aborts it. oneDNN is capped at AVX2 so the
+# AVX2 kernels run on any x86 CPU; MALLOC_CHECK_=3 makes glibc abort at the first bad free.
+_CHANNELS_LAST = """
+import sys, torch
+from seqsearch.kernel_guards import guard_convs
+torch.set_num_threads(1)
+for cin, side in [(3, 16), (5, 16), (2, 8), (3, 8)]:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(cin, 2 * cin, 1, stride=2, bias=False)
+    conv = conv.to(memory_format=torch.channels_last)
+    x = torch.randn(32, cin, side, side).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    guard = guard_convs(conv, "cpu", bf16=False, channels_last=True) if sys.argv[1] == "guarded" \
+        else __import__("contextlib").nullcontext()
+    with guard:
+        for _ in range(3):
+            conv(x).sum().backward()
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)  # restored
+print("ok")
+"""
+
+
+def _channels_last_child(mode: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "MALLOC_CHECK_": "3",
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", _CHANNELS_LAST, mode], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and os.uname().machine == "x86_64"),
+                    reason="oneDNN's AVX2 kernels: x86-64 Linux")
+def test_channels_last_strided_1x1_with_avx2_kernels():
+    """Documents bug 2 (the raw conv aborts, or the test says it no longer does) and checks
+    the guard: the same convs through `guard_convs` finish, and the weight's format is back."""
+    raw = _channels_last_child("raw")
+    guarded = _channels_last_child("guarded")
+    assert guarded.returncode == 0 and "ok" in guarded.stdout, guarded.stderr[-500:]
+    if raw.returncode == 0:
+        pytest.skip("the raw AVX2 channels-last conv did not crash here: the guard is harmless")
+    assert raw.returncode < 0 or raw.returncode == 134  # killed by SIGABRT, not an exception
+
+
+def test_auto_channels_last_only_with_avx512_kernels(monkeypatch):
+    from seqsearch.kernel_guards import avx512_kernels
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not avx512_kernels()
+    assert not resolve_policy("fp32", "auto", CPU).channels_last
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    expected = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    assert resolve_policy("fp32", "auto", CPU).channels_last == expected
