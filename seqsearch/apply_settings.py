@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqsearch.config import ChainConfig
-from seqsearch.precision import native_bf16
+from seqsearch.precision import native_bf16, policy_settings, resolve_policy
 from seqsearch.train import resolve_device
 
 
@@ -47,7 +47,10 @@ def apply_settings(cfg: ChainConfig, chain_path: Path, *, out: str | None = None
     elif wanted == "bf16" and not native_bf16(device):
         notes.append(f"[apply] the chain ran under bf16, which {device} only emulates: the "
                      "same numerics, slower")
-    if wanted is not None:
+    as_is = policy_settings(resolve_policy(cfg.train.precision, cfg.train.memory_format, device))
+    # Where the chain's own settings already resolve to the wanted policy here, they stay as
+    # written: the baseline's cache key (which hashes them) then finds the study's baseline.
+    if wanted is not None and as_is != {"precision": wanted, "memory_format": memory_format}:
         train = cfg.train.model_copy(update={"precision": wanted,
                                              "memory_format": memory_format})
         cfg = cfg.model_copy(update={"train": train})

@@ -53,7 +53,7 @@ def describe(device: torch.device | str | None = None,
         if policy.dtype is not None and dev.type == "cpu":
             info["policy"]["fp32_inside"] = (
                 "fake quantizers, losses and softmaxes; strided convs with a 1-wide output "
-                "(a CPU bf16 kernel bug: seqsearch.precision.degenerate_conv)")
+                "(a CPU bf16 kernel bug: seqsearch.kernel_guards)")
     return info
 
 

@@ -12,7 +12,7 @@ import torch
 from seqsearch.chain import ChainRunner, plan
 from seqsearch.config import TrainSection, parse_study
 from seqsearch.errors import SeqsearchError
-from seqsearch.precision import native_bf16, resolve_policy
+from seqsearch.precision import native_bf16, policy_settings, resolve_policy
 from seqsearch.stages import StageContext
 from seqsearch.stages.quant_layers import QConv2d, QLinear, to_quant
 
@@ -22,7 +22,9 @@ CPU = torch.device("cpu")
 def test_auto_takes_bf16_only_where_native():
     policy = resolve_policy("auto", "auto", CPU)
     assert policy.dtype == (torch.bfloat16 if native_bf16(CPU) else None)
-    assert not policy.channels_last  # CPU: contiguous unless asked (see resolve_policy)
+    from seqsearch.kernel_guards import avx512_kernels
+
+    assert policy.channels_last == avx512_kernels()  # CPU: channels-last with AVX-512 kernels
     assert resolve_policy("bf16", "contiguous", CPU).dtype is torch.bfloat16
     assert resolve_policy("fp32", "channels_last", CPU).channels_last
     assert resolve_policy("fp16", "auto", CPU).scaled
@@ -94,7 +96,7 @@ def test_environment_records_the_policy_each_step_ran(tmp_path):
 
     assert recorded_policy(tmp_path) is None
     record(tmp_path, "probe", CPU, TrainSection(precision="bf16", memory_format="contiguous"))
-    record(tmp_path, "baseline", CPU, TrainSection(precision="fp32"))
+    record(tmp_path, "baseline", CPU, TrainSection(precision="fp32", memory_format="contiguous"))
     kept = json.loads((tmp_path / "environment.json").read_text())
     assert kept["probe"]["policy"]["precision"] == "bf16"
     assert kept["baseline"]["policy"]["requested"]["precision"] == "fp32"
@@ -129,6 +131,9 @@ def test_apply_reproduces_the_pinned_policy_and_leaves_the_chain_folder(tmp_path
     assert got.model_path == fp16.with_suffix(".pt")  # a chain elsewhere: as before
     plain = _chain_file(tmp_path / "p", tmp_path / "p-run")
     assert apply_settings(load_chain(plain), plain).cfg.train.precision == "auto"
+    here = policy_settings(resolve_policy("auto", "auto", CPU))  # what auto means here
+    same = _chain_file(tmp_path / "s", tmp_path / "s-run", f"policy: {json.dumps(here)}\n")
+    assert apply_settings(load_chain(same), same).cfg.train.precision == "auto"  # same key
 
 
 def test_a_bad_pinned_policy_is_one_clear_error(tmp_path):
