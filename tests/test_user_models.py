@@ -182,7 +182,8 @@ def test_prune_exclude_keeps_a_layer_and_names_unknown_ones(stage_setup):
     kept = copy.deepcopy(model)
     layer = next(n for n, m in kept.named_modules() if isinstance(m, torch.nn.Conv2d))
     width = kept.get_submodule(layer).out_channels
-    prune_channels(kept, ctx, 0.5, exclude=[layer])
-    assert kept.get_submodule(layer).out_channels == width
+    pruned = prune_channels(kept, ctx, 0.5, exclude=[layer])
+    assert pruned.get_submodule(layer).out_channels == width
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in kept.parameters())
     with pytest.raises(SeqsearchError, match="exclude names 'nope'"):
         prune_channels(copy.deepcopy(model), ctx, 0.5, exclude=["nope"])

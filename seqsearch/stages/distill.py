@@ -139,8 +139,12 @@ def reduce_depth(backbone: nn.Module, depth: float, x: torch.Tensor) -> dict[str
 
 
 def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton KD: KL(softmax(t/T) || softmax(s/T)) * T^2, batch mean."""
+    """Hinton KD: KL(softmax(t/T) || softmax(s/T)) * T^2, batch mean.
+
+    In fp32 whatever the autocast: bf16 logits keep 8 bits of mantissa, and the softmaxes of
+    two near-equal distributions would differ by their rounding alone."""
     t = temperature
+    student, teacher = student.float(), teacher.float()
     return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1),
                     reduction="batchmean") * t * t
 
@@ -168,7 +172,7 @@ class _CRDHead(nn.Module):
     def forward(self, fs: torch.Tensor, ft: torch.Tensor, tau: float = 0.07) -> torch.Tensor:
         zs = F.normalize(self.s(fs), dim=1)
         zt = F.normalize(self.t(ft), dim=1)
-        logits = zs @ zt.t() / tau
+        logits = (zs @ zt.t()).float() / tau
         labels = torch.arange(zs.shape[0], device=zs.device)
         return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
 
@@ -230,9 +234,10 @@ class Distill:
             student.heads = nn.ModuleList([student.heads[i] for i in keep])
             pairs = keep
         if width < 1.0:
-            narrow_only = "use distill.width 1.0 (a shallower student only) for this model"
-            prune_channels(student, ctx, 1.0 - width, stage="distill", remedy=narrow_only,
-                           untraceable=narrow_only)
+            # channels torch-pruning cannot cut stay at the teacher's width (one line says which)
+            student = prune_channels(
+                student, ctx, 1.0 - width, stage="distill",
+                untraceable="use distill.width 1.0 (a shallower student only) for this model")
         if init == "scratch":
             reinitialise(student)  # else the student keeps the teacher's weights it kept
         # A quantized student keeps the teacher's calibrated activation ranges: calibrating the
@@ -269,7 +274,8 @@ class Distill:
             t_list = t_out if isinstance(t_out, list) else [t_out]
             # student exit j <- teacher exit pairs[j]; final <- final
             matched = [t_list[i] for i in pairs] + [t_list[-1]]
-            terms = [(1 - alpha) * F.cross_entropy(s, targets) + alpha * kd_term(s, t, temperature)
+            terms = [(1 - alpha) * F.cross_entropy(s.float(), targets)
+                     + alpha * kd_term(s, t, temperature)
                      for s, t in zip(s_list, matched, strict=True)]
             total = torch.stack(terms).mean()
             if crd is not None and feat_s is not None and taps[1].value is not None:
