@@ -297,3 +297,57 @@ def test_a_sweep_where_no_order_reaches_the_reference_names_no_best():
     ranking[1]["rank"], ranking[0]["rank"], ranking[2]["rank"] = 1, 2, 2
     got = brute_summary(sorted(ranking, key=lambda r: r["rank"]), ["DPQE"], CRIT)
     assert got["best"] == "DPQE" and got["pairwise_matches"]
+
+
+def test_a_unit_queued_twice_runs_once(tmp_path):
+    """Two processes that start on an empty study each queue every unit; their workers then
+    take the two copies of a unit. Planted here: every unit queued twice, two probers in
+    threads on one storage. Each unit still runs exactly once, and none is lost."""
+    import threading
+    from collections import Counter
+
+    import optuna
+
+    samples = make_samples(STAGES, 3, 0, {})
+    units = pair_units("DPQE", 3, [0])
+    storage = open_storage(None, tmp_path)
+    study = optuna.create_study(storage=storage, study_name="twice", direction="maximize")
+    for u in units:  # the two processes' queues interleave: a unit's copies are adjacent
+        for _ in range(2):
+            study.enqueue_trial({}, user_attrs={"unit": u.key})
+    ran: Counter[str] = Counter()
+    execute = synthetic(set())
+
+    def counted(steps, seed):
+        ran["".join(LETTER[n] for n, _ in steps) + str(steps[0][1])] += 1
+        time.sleep(0.01)
+        return execute(steps, seed)
+
+    probers = [Prober(tmp_path, open_storage(None, tmp_path), "twice", counted, samples)
+               for _ in range(2)]
+    threads = [threading.Thread(target=p.run, args=(units,)) for p in probers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(ran.values()) == len(units) and max(ran.values()) == 1
+    assert len(list((tmp_path / "units").glob("*.json"))) == len(units)
+
+
+def test_the_lowest_claimed_copy_of_a_unit_wins(tmp_path):
+    import optuna
+
+    from seqsearch.search.probe import _taken_elsewhere
+    from seqsearch.search.storage import claim
+
+    study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="copies")
+    for _ in range(3):
+        study.enqueue_trial({}, user_attrs={"unit": "u"})
+    first, second, third = study.ask(), study.ask(), study.ask()
+    claim(first)
+    claim(second)  # both claimed, neither confirmed: the lower number runs
+    assert not _taken_elsewhere(study, first, "u") and _taken_elsewhere(study, second, "u")
+    first.set_user_attr("confirmed", True)
+    assert _taken_elsewhere(study, third, "u")  # a confirmed copy wins whatever its number
+    study.tell(first, 1.0)
+    assert _taken_elsewhere(study, third, "u")  # so does a finished one

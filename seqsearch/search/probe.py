@@ -196,6 +196,11 @@ class Prober:
                 study.tell(trial, 0.0)
                 continue
             claim(trial)
+            if _taken_elsewhere(study, trial, key):
+                trial.set_user_attr("idle", True)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            trial.set_user_attr("confirmed", True)
             counts["units"] += 1
             elapsed = time.perf_counter() - start
             eta = elapsed / (counts["units"] - 1) * (todo - counts["units"] + 1) \
@@ -294,3 +299,22 @@ class ChainExecutor:
 
     def _epochs(self, steps: Sequence[tuple[str, dict[str, Any]]]) -> int:
         return sum(behaviour.epochs(name, self.cfg.train) for name, _ in steps)
+
+
+def _taken_elsewhere(study: optuna.Study, trial: optuna.Trial, key: str) -> bool:
+    """Whether another worker runs (or ran) this unit: then this copy is dropped.
+
+    Processes that start on an empty study each queue every unit, so a unit can be queued
+    twice, and two workers can take its two copies at once. Each worker claims its copy, then
+    looks: a copy that finished or was confirmed by its worker wins; of copies claimed but not
+    yet confirmed (both looked at the same moment), the lowest trial number wins. Exactly one
+    copy runs whatever the timing, and none is lost (a dropped copy's winner is running)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
+        if t.number == trial.number or t.user_attrs.get("unit") != key:
+            continue
+        if t.state == TrialState.COMPLETE or t.user_attrs.get("confirmed"):
+            return True
+        if "pid" in t.user_attrs and t.number < trial.number:
+            return True
+    return False
+

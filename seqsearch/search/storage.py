@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, TrialState
@@ -32,13 +35,49 @@ def open_storage(spec: str | None, study_dir: Path) -> BaseStorage:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(spec, heartbeat_interval=30, grace_period=120,
-                                  engine_kwargs={"pool_pre_ping": True}
-                                  if not spec.startswith("sqlite") else {})
+                if spec.startswith("postgresql"):
+                    with _schema_lock(spec):
+                        return _rdb(spec)
+                return _rdb(spec)
         except Exception as exc:  # noqa: BLE001 - any driver/connection error is a user error
             first = first_line(exc, 1000)
             raise SeqsearchError(f"--storage {spec}: cannot open it ({first})") from None
     return _journal(Path(spec))
+
+
+def _rdb(url: str) -> RDBStorage:
+    return RDBStorage(url, heartbeat_interval=30, grace_period=120,
+                      engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else {})
+
+
+# Any fixed 64-bit key; it only has to be the same in every seqsearch process.
+_SCHEMA_LOCK_KEY = 0x5E95EAC4
+
+
+@contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock while Optuna creates or checks its tables.
+
+    RDBStorage creates its tables, its version row and its alembic stamp with check-then-create
+    steps, each in its own transaction; processes opening an empty database at the same instant
+    all see "missing" and all create, and the losers fail (UniqueViolation on pg_type). Optuna
+    has no option to serialize this, so the opens take turns on a lock that belongs to the
+    database. A session-level lock is released when its connection closes, so a process killed
+    while holding it cannot block the others.
+    """
+    # Autocommit: the lock belongs to the session, so no transaction is left open meanwhile.
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                      isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                             {"k": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
 
 
 def _journal(path: Path) -> JournalStorage:
