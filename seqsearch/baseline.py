@@ -95,7 +95,12 @@ def get_baseline(
         "val_images": len(data.val),
         "test_images": len(data.test),
     }
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # On the CPU, keeping the state dict's own mapping: its `_metadata` holds each module's
+    # version, which some loaders need (torchvision's MNASNet refuses a state without it).
+    state = model.state_dict()
+    cpu_state = type(state)((k, v.detach().cpu()) for k, v in state.items())
+    cpu_state._metadata = getattr(state, "_metadata", None)  # type: ignore[attr-defined]
+    state = cpu_state
     atomic.torch_save(path, {"state_dict": state, "metrics": metrics})
     environment.record(path.parent.parent, "baseline", dev, study.train)
     return Baseline(model, data, metrics, from_cache=False)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from seqsearch import __version__
-from seqsearch.errors import SeqsearchError
+from seqsearch.errors import SeqsearchError, first_line
 from seqsearch.workers import AUTO
 
 
@@ -69,6 +69,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from seqsearch.config import load_study
 
     study = load_study(args.study)
+    args.model_spec = study.model.name
     base = get_baseline(study, out_dir=Path(args.out) if args.out else None)
     m = base.metrics
     if args.json:
@@ -99,6 +100,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     path = Path(args.chain)
     cfg = load_chain(path)
+    args.model_spec = cfg.model.name
     if not cfg.stages:
         raise SeqsearchError(f"{path}: 'stages' is empty; list at least one {{stage: NAME}}")
     steps = plan([(s.stage, s.params) for s in cfg.stages])  # every check before any training
@@ -147,6 +149,7 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
     from seqsearch.config import load_study
 
     study = load_study(args.study)
+    args.model_spec = study.model.name
     return study, Path(args.out) if args.out else study.output_dir()
 
 
@@ -533,6 +536,27 @@ def _threads_option(p: argparse.ArgumentParser) -> None:
                    "torch's own choice; workers get their share of the cores)")
 
 
+def _diverged_line(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """The one-line message for a fit whose loss became NaN or infinite; None for any other
+    error. A search (probe, tune) fails that trial alone and goes on, so what reaches here is
+    a fit the command itself needs: the baseline, a chain's stage, an export's rerun."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    from seqsearch.train import DivergedError  # torch is loaded already if one was raised
+
+    if not isinstance(exc, DivergedError):
+        return None
+    text = first_line(exc)
+    model = getattr(args, "model_spec", None)
+    tries = ["a lower train.lr" if text.startswith("baseline")
+             else "a lower train.lr or train.finetune_lr_factor"]
+    if "quantize" in text:
+        tries.append("more quantize bits (weight_bits, act_bits)")
+    if "fp32" not in text:
+        tries.append("train.precision: fp32")
+    return f"training diverged on {model or 'the model'}: {text}; try " + ", or ".join(tries)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -548,6 +572,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except SeqsearchError as exc:
         print(f"seqsearch: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        line = _diverged_line(exc, args)
+        if line is None:
+            raise
+        print(f"seqsearch: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seqsearch: interrupted; run the same command again to resume", file=sys.stderr)

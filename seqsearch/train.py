@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqsearch.data import DataBundle, Split, augment_batch, batches
-from seqsearch.precision import CONTIGUOUS, resolve_policy
+from seqsearch.precision import CONTIGUOUS, policy_settings, resolve_policy
 from seqsearch.progress import Progress
 
 LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -170,7 +170,8 @@ def fit(
                     bar.step(epoch, k, float(running) / k)
             mean_loss = float(running) / steps_per_epoch
             if not math.isfinite(mean_loss):
-                raise DivergedError(f"{label}: loss is {mean_loss} in epoch {epoch}")
+                raise DivergedError(f"{label}: loss is {mean_loss} in epoch {epoch} (lr "
+                                    f"{settings.lr:g}, {policy_settings(policy)['precision']})")
             result.epoch_losses.append(mean_loss)
             bar.epoch_end(epoch, mean_loss)
         result.steps = step

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_cli
 
 from seqsearch.cli import main
 
@@ -71,3 +72,31 @@ def test_baseline_missing_data_folder(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "download" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# lr 10 with weight decay 1 multiplies the weights by about -9 a step: NaN within two epochs
+WILD = "batch_size: 8, lr: 10.0, weight_decay: 1.0, schedule: constant, precision: fp32"
+
+
+@pytest.mark.parametrize(
+    "command, train, fragment",
+    [
+        ("apply", f"epochs: 0, stage_epochs: 6, finetune_lr_factor: 1.0, {WILD}",
+         "training diverged on tiny: Q: quantize w4a8: loss is nan"),
+        ("probe", f"epochs: 6, {WILD}", "training diverged on tiny: baseline: loss is nan"),
+    ],
+)
+def test_divergence_is_one_line_exit_2(tmp_path, command, train, fragment):
+    """A fit whose loss turns NaN ends the command with one line naming the stage, the model
+    and what to try, as any user error does (a search's trials still fail alone)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(f"version: 1\nname: c\nmodel: {{name: tiny}}\n"
+                    f"data: {{name: digits, limit: 200}}\ntrain: {{{train}}}\n"
+                    f"output: {tmp_path / 'run'}\nstages: [{{stage: quantize}}]\n")
+    if command == "probe":
+        path.write_text(path.read_text().replace("stages: [{stage: quantize}]\n", ""))
+    proc = run_cli(command, str(path), check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and "try a lower train.lr" in lines[0]
+    assert "Traceback" not in proc.stderr

@@ -187,3 +187,17 @@ def test_prune_exclude_keeps_a_layer_and_names_unknown_ones(stage_setup):
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in kept.parameters())
     with pytest.raises(SeqsearchError, match="exclude names 'nope'"):
         prune_channels(copy.deepcopy(model), ctx, 0.5, exclude=["nope"])
+
+
+def test_a_baseline_whose_loader_needs_module_versions_reloads(tmp_path):
+    """torchvision's MNASNet refuses a state dict without its `_metadata` (module versions):
+    the cached baseline keeps it, so a second command loads instead of failing."""
+    study = tmp_path / "s.yaml"
+    study.write_text(f"version: 1\nname: mn\noutput: {tmp_path / 'out'}\n"
+                     "model: {name: 'torchvision.models:mnasnet0_5'}\n"
+                     "data: {name: digits, limit: 120, image_size: 32}\n"
+                     "train: {epochs: 1, batch_size: 32, precision: fp32}\n")
+    first = json.loads(run_cli("baseline", str(study), "--json").stdout)
+    again = json.loads(run_cli("baseline", str(study), "--json").stdout)
+    assert not first["from_cache"] and again["from_cache"]
+    assert again["val_accuracy"] == first["val_accuracy"]

@@ -78,14 +78,29 @@ def quantize_module(module: nn.Module, weight_bits: int, act_bits: int) -> nn.Mo
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = None) -> None:
-    """Set each quantized layer's activation range from its float inputs on one batch."""
+def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = None, *,
+              trained: nn.Module | None = None) -> None:
+    """Set each quantized layer's activation range from its float inputs on one batch.
+
+    `trained` is the part of `model` the fit that follows trains (default: all of it). Its
+    BatchNorms normalise with this batch's statistics during the pass, as they will in that
+    fit; the rest runs in eval mode, as frozen modules do there. Ranges read through running
+    statistics fit only when those statistics match the weights, and they need not: MNASNet's
+    BatchNorm momentum is 3e-4, so after a short baseline its running statistics are still
+    near their initial values and eval-mode inputs grow from 2 at its first layer to 2e22 at
+    its last, against 5 in training. Ranges that wide rounded every training activation to
+    one level (0, or s/255 when signed), the BatchNorms after saw zero batch variance, and
+    their backward (gain 1/sqrt(eps) each) overflowed into NaN. Running statistics are kept.
+    """
     layers = [m for m in model.modules() if isinstance(m, QConv2d | QLinear)]
     if only is not None:
         layers = [m for m in layers if m in only]
     if not layers:
         return
     saved = {m: m.act_bits for m in layers}
+    norms = [m for m in (model if trained is None else trained).modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    stats = {m: {k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms}
     seen: set[nn.Module] = set()
 
     def grab(m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -99,12 +114,17 @@ def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = N
         for m in layers:
             m.act_bits = 32  # calibrate on float activations
         model.eval()
+        for norm in norms:
+            norm.train()
         model(x)
     finally:
         for h in handles:
             h.remove()
         for m, b in saved.items():
             m.act_bits = b
+        for norm, buffers in stats.items():
+            for k, v in buffers.items():
+                getattr(norm, k).copy_(v)
         model.train(was_training)
 
 

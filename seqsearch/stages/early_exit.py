@@ -116,7 +116,8 @@ class EarlyExit:
         self.set_policy(multi, params)
         if bits:  # QE: heads quantized from the start, their ranges set on real statistics
             warm_up_norms(multi, multi.heads, ctx.example_batch(256))
-            calibrate(multi, ctx.example_batch(256), only=set(multi.heads.modules()))
+            calibrate(multi, ctx.example_batch(256), only=set(multi.heads.modules()),
+                      trained=multi.heads)
         fit(multi, ctx.data, ctx.settings(finetune=False), loss_fn=heads_loss,
             params=multi.heads.parameters(), label=f"{ctx.label}early_exit x{len(points)}",
             progress=ctx.progress)

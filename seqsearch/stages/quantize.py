@@ -53,7 +53,7 @@ class Quantize:
         for name, layer in list(counted_layers(model)):
             bits = (fl_w, fl_a) if name in (first, last) else (wb, ab)
             replace_module(model, name, to_quant(layer, *bits))
-        calibrate(model, ctx.example_batch(256))
+        calibrate(model, ctx.example_batch(256))  # the fit trains it all: batch statistics
         fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=task_loss,
             label=f"{ctx.label}quantize w{wb}a{ab}", progress=ctx.progress)
         return model
