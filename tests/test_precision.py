@@ -107,7 +107,7 @@ def test_environment_records_the_policy_each_step_ran(tmp_path):
 def _chain_file(folder, output, policy: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "chain.yaml"
-    path.write_text(f"version: 1\nname: c\nmodel: {{name: tiny}}\noutput: {output}\n"
+    path.write_text(f"version: 1\nname: c\ndevice: cpu\nmodel: {{name: tiny}}\noutput: {output}\n"
                     f"stages: [{{stage: prune}}]\n{policy}")
     return path
 
