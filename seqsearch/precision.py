@@ -118,8 +118,9 @@ def resolve_policy(precision: str, memory_format: str, device: torch.device) -> 
     else:
         dtype = None
     if memory_format == "auto":
-        # CUDA, and CPUs whose oneDNN kernels are AVX-512: measured 1.31x in fp32 and 2.21x
-        # with bf16 (AMX, 1 thread). With AVX2 kernels it measured 1.16x, but their
+        # CUDA, and CPUs whose oneDNN kernels are AVX-512: on an AMX CPU (1 thread) fit ran
+        # 1.18x a plain fp32 loop in fp32 + channels-last and 2.07x in bf16 + channels-last
+        # (1.72x bf16 contiguous; docs/precision.md). With AVX2 kernels it measured 1.16x, but their
         # channels-last backward of a strided 1x1 conv with few input channels corrupts the
         # heap (seqsearch.kernel_guards): an explicit channels_last is guarded there, `auto`
         # stays contiguous.
