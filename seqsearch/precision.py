@@ -4,7 +4,7 @@
 hardware computes it natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX),
 else fp32; an emulated bf16 is slower than fp32, so `auto` never picks it. fp16 is for GPUs
 and runs with a gradient scaler. `memory_format` is `auto | channels_last | contiguous`:
-`auto` takes channels-last on CUDA and on CPUs with AVX-512 kernels (see `resolve_policy`).
+`auto` takes channels-last on CUDA only (see `resolve_policy` for why not on the CPU).
 
 Fake quantisation, calibration and BitOps never run under autocast (the quantized layers
 switch it off around their quantizers), so a `wXaY` layer still produces exactly 2^X and 2^Y
@@ -71,9 +71,21 @@ class Policy:
             yield
 
     def model(self, model: nn.Module) -> nn.Module:
-        """The model's 4-D weights in this policy's memory format (in place)."""
+        """The model's 4-D weights and buffers in this policy's memory format, with exactly
+        that format's strides (in place).
+
+        `Module.to(memory_format=...)` leaves a tensor alone when it already counts as being
+        in the format, and a 1x1 conv weight counts as both: after a channels-last fit it kept
+        channels-last strides, one loaded from the prefix cache did not, and the next fit's
+        kernels then differed by those strides alone (a resumed probe no longer reproduced an
+        uninterrupted one, bf16 channels-last). Fresh strides make a model's numerics depend on
+        its values only."""
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        return model.to(memory_format=fmt)
+        with torch.no_grad():
+            for t in [*model.parameters(), *model.buffers()]:
+                if t.dim() == 4 and t.stride() != _strides(t.shape, fmt):
+                    t.data = t.data.clone(memory_format=fmt)
+        return model
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
@@ -92,6 +104,10 @@ class Policy:
 
 
 CONTIGUOUS = Policy("cpu", None, False)
+
+
+def _strides(shape: torch.Size, fmt: torch.memory_format) -> tuple[int, ...]:
+    return torch.empty(shape, device="meta", memory_format=fmt).stride()
 
 
 def policy_settings(policy: Policy) -> dict[str, str]:
@@ -118,15 +134,12 @@ def resolve_policy(precision: str, memory_format: str, device: torch.device) -> 
     else:
         dtype = None
     if memory_format == "auto":
-        # CUDA, and CPUs whose oneDNN kernels are AVX-512: on an AMX CPU (1 thread) fit ran
-        # 1.18x a plain fp32 loop in fp32 + channels-last and 2.07x in bf16 + channels-last
-        # (1.72x bf16 contiguous; docs/precision.md). With AVX2 kernels it measured 1.16x, but their
-        # channels-last backward of a strided 1x1 conv with few input channels corrupts the
-        # heap (seqsearch.kernel_guards): an explicit channels_last is guarded there, `auto`
-        # stays contiguous.
-        from seqsearch.kernel_guards import avx512_kernels
-
-        channels_last = device.type == "cuda" or (device.type == "cpu" and avx512_kernels())
+        # CUDA only. On an AMX CPU (1 thread) channels-last made fit 1.18x a plain fp32 loop in
+        # fp32 and 2.07x in bf16 (1.72x bf16 contiguous; docs/precision.md), but under bf16
+        # channels-last a probe killed and resumed no longer reproduced an uninterrupted one
+        # (tests/test_probe.py, cause not found), and with AVX2 kernels its backward can corrupt
+        # the heap (seqsearch.kernel_guards): opt in with memory_format: channels_last.
+        channels_last = device.type == "cuda"
     else:
         channels_last = memory_format == "channels_last"
     return Policy(device.type, dtype, channels_last)

@@ -22,9 +22,7 @@ CPU = torch.device("cpu")
 def test_auto_takes_bf16_only_where_native():
     policy = resolve_policy("auto", "auto", CPU)
     assert policy.dtype == (torch.bfloat16 if native_bf16(CPU) else None)
-    from seqsearch.kernel_guards import avx512_kernels
-
-    assert policy.channels_last == avx512_kernels()  # CPU: channels-last with AVX-512 kernels
+    assert not policy.channels_last  # CPU: contiguous unless asked (see resolve_policy)
     assert resolve_policy("bf16", "contiguous", CPU).dtype is torch.bfloat16
     assert resolve_policy("fp32", "channels_last", CPU).channels_last
     assert resolve_policy("fp16", "auto", CPU).scaled
@@ -117,13 +115,15 @@ def test_apply_reproduces_the_pinned_policy_and_leaves_the_chain_folder(tmp_path
     from seqsearch.config import load_chain
 
     study = tmp_path / "study"
-    path = _chain_file(study, study, "policy: {precision: bf16, memory_format: contiguous}\n")
+    # a policy `auto` does not mean on any CPU, so the chain's own settings must give way
+    path = _chain_file(study, study, "policy: {precision: fp32, memory_format: channels_last}\n")
     got = apply_settings(load_chain(path), path)
-    assert got.cfg.train.precision == "bf16"  # what the chain ran under, not `auto`
+    assert got.cfg.train.precision == "fp32"  # what the chain ran under, not `auto`
+    assert got.cfg.train.memory_format == "channels_last"
     assert not _same(got.work_dir, study) and not _same(got.model_path.parent, study)
     assert got.cfg.output_dir() == got.work_dir
     assert any("left as it is" in n for n in got.notes)
-    assert apply_settings(load_chain(path), path, precision="fp32").cfg.train.precision == "fp32"
+    assert apply_settings(load_chain(path), path, precision="bf16").cfg.train.precision == "bf16"
     fp16 = _chain_file(tmp_path / "f", tmp_path / "f-run",
                        "policy: {precision: fp16, memory_format: contiguous}\n")
     got = apply_settings(load_chain(fp16), fp16)

@@ -192,8 +192,9 @@ class Prober:
                 study.tell(trial, state=TrialState.FAIL)
                 continue
             unit = by_key[key]
-            if self.unit_path(unit).is_file():
-                study.tell(trial, 0.0)
+            if self.unit_path(unit).is_file():  # a second copy of a finished unit
+                trial.set_user_attr("idle", True)
+                study.tell(trial, state=TrialState.FAIL)
                 continue
             claim(trial)
             if _taken_elsewhere(study, trial, key):
