@@ -153,10 +153,11 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
     return study, Path(args.out) if args.out else study.output_dir()
 
 
-def _print_plan(study: Any, as_json: bool) -> int:
-    from seqsearch.search.plan import dry_run
+def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
+    from seqsearch.search.plan import dry_run, pilot_power
 
     plan = dry_run(study)
+    plan["pilot_power"] = None if out is None else pilot_power(out)
     if as_json:
         print(json.dumps(plan))
         return 0
@@ -174,11 +175,30 @@ def _print_plan(study: Any, as_json: bool) -> int:
     print(f"brute force (--brute-force): {b['orders']} orders, {b['stage_trainings']} stage "
           f"trainings ({b['times_the_probe']:.1f}x the probe's), {b['epochs']} epochs, "
           f"{b['estimated_tflops']:,.1f} TFLOPs")
-    k, need = study.probe.samples, plan["min_samples_to_decide"]
+    q = plan["sequential"]
+    print(f"verdicts: {q['planned_looks']} planned look(s) "
+          + (f"(seeds, then samples at {', '.join(map(str, q['sample_looks']))}) "
+             if q["sample_looks"] else "")
+          + f"from {q['samples']} to at most {q['max_samples']} samples per pair; the first "
+          f"pair of Holm's family tests at {q['first_pair_level']:.3g}; at most "
+          f"{q['stage_trainings_at_most']} pair-probe stage trainings")
+    pilot = plan.get("pilot_power")
+    if pilot is None:
+        print("power: unknown before a pilot (the noise is measured by the probe; "
+              "`seqsearch order` then prints each pair's power line)")
+    else:
+        for p in pilot:
+            if p.get("detectable") is not None:
+                print(f"power from the probe already run: {p['pair']}: {p['units']} units "
+                      f"detect {p['detectable']:.2f} pts with 80 % power; the "
+                      f"{abs(p['effect'] or 0):.2f}-pt effect seen needs "
+                      f"{p.get('units_needed')} units")
+    k, need = q["max_samples"], plan["min_samples_to_decide"]
     if k < need:
-        print(f"note: probe.samples {k} cannot decide any pair (the paired test needs at least "
-              f"{need} samples at probe.alpha {study.probe.alpha:g} over "
-              f"{len(study.probe.seeds)} seed(s)); every order stays a candidate")
+        print(f"note: at most {k} samples cannot decide any pair (the paired test needs at "
+              f"least {need} samples at probe.alpha {study.probe.alpha:g} over "
+              f"{q['planned_looks']} look(s) and Holm's correction); every order stays a "
+              "candidate")
     return 0
 
 
@@ -187,7 +207,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     study, out = _study_and_dir(args)
     if args.dry_run:
-        return _print_plan(study, args.json)
+        return _print_plan(study, args.json, out)
     from seqsearch.workers import resolve_workers
 
     workers = resolve_workers(args.workers)
@@ -237,11 +257,16 @@ def cmd_order(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{'pair':<6}{'winner':<8}{'margin':>8}{'conf':>7}  note")
+    from seqsearch.report.verdicts import counts, effect, power_text, verdict_word
+
+    print(f"{'pair':<6}{'verdict':<24}{'effect':>8}{'p':>9}{'level':>9}  note")
     for p in result["pairs"]:
-        note = "tie (fronts cross)" if p["crosses"] else ("tie" if p["tie"] else "")
-        print(f"{p['pair']:<6}{p['winner'] or '-':<8}{p['margin']:>+8.3f}"
-              f"{p['confidence']:>7.2f}  {note}")
+        note = "fronts cross" if p["crosses"] else ""
+        print(f"{p['pair']:<6}{verdict_word(p):<24}{effect(p):>+8.2f}{p['p_value']:>9.3g}"
+              f"{p['alpha']:>9.3g}  {note}")
+        if p.get("outcome") == "undecided":
+            print(f"      power: {power_text(p)}")
+    print(f"pairs: {counts(result)} (effects in accuracy points, first order minus second)")
     edges = ", ".join(f"{e['from']}->{e['to']}" for e in result["edges"]) or "none"
     print(f"DAG edges: {edges}")
     if result["cycles"]:
@@ -374,7 +399,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study, out = _study_and_dir(args)
     if args.dry_run:
-        return _print_plan(study, args.json)
+        return _print_plan(study, args.json, out)
     from seqsearch.workers import resolve_workers
 
     workers = resolve_workers(args.workers)
@@ -389,8 +414,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = res["order"]
     best = res["tune"].get("best")
     print(f"study {study.name} in {out}")
-    print("pairs: " + ", ".join(f"{p['pair']}: {p['winner'] or 'undecided'}"
-                                for p in order["pairs"]))
+    from seqsearch.report.verdicts import counts, power_text, verdict_word
+
+    print(f"pairs ({counts(order)}): " + ", ".join(f"{p['pair']}: {verdict_word(p)}"
+                                                   for p in order["pairs"]))
+    for p in order["pairs"]:
+        if p.get("outcome") == "undecided":
+            print(f"  {p['pair']} undecided: {power_text(p)}")
     print(f"proposed order(s): {' '.join(order['orders'])}")
     if best:
         print(f"best tuning trial {best['chain']}: test accuracy "

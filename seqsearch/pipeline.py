@@ -54,9 +54,12 @@ def check_fixed(study: StudyConfig) -> None:
 def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None = None
              ) -> Criteria:
     p = study.probe
+    test = metrics.get("test_accuracy")
     return Criteria(float(metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
                     tuple(p.budgets), p.bootstrap, p.sampler_seed, alpha=p.alpha,
-                    looks=len(p.seeds), val_images=val_images or metrics.get("val_images"))
+                    looks=p.planned_looks(), val_images=val_images or metrics.get("val_images"),
+                    statistic=p.statistic, min_effect=p.min_effect,
+                    test_baseline_accuracy=None if test is None else float(test))
 
 
 def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:
@@ -75,36 +78,72 @@ def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:
 
 
 def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, Any]:
-    """Singles and pairs, seed by seed. With `probe.adaptive` a pair gets its next seed only
-    while it is undecided and could still be decided (see `search.stats`); otherwise every pair
-    runs every seed. Returns the seeds each pair used and the stage trainings this cost
-    against the fixed allocation (every pair, every seed)."""
+    """Singles and pairs, look by look. With `probe.adaptive` a pair gets its next seed only
+    while it is undecided (neither an order nor equivalent), then, still undecided, further
+    batches of parameter samples up to `probe.max_samples` on the seeds it used; every look is
+    accounted for in the level (`Criteria.looks`). A new sample k of a stage is the same params
+    in every pair (samples.json), and the prefix cache trains A's sample k once for AB, AC,
+    AD alike. Otherwise every pair runs every seed on `probe.samples`. Returns the looks, the
+    samples and seeds each pair used and the stage trainings this cost against the fixed plan
+    of every pair at `max_samples` on every seed."""
     letters = study_letters(study)
-    k, seeds = study.probe.samples, study.probe.seeds
-    if not study.probe.adaptive:
+    p = study.probe
+    k, seeds = p.samples, p.seeds
+    looks: list[dict[str, Any]] = []
+    if not p.adaptive:
         prober.run(pair_units(letters, k, seeds))
+        looks.append({"look": 1, "seeds": list(seeds), "samples": k, "pairs": "all"})
     else:
         prober.run(pair_units(letters, k, seeds[:1]))
-        for look, seed in enumerate(seeds[1:], start=2):
-            verdicts = decide(prober.table(), letters, crit)["pairs"]
-            open_pairs = [p["pair"] for p in verdicts if not p["decided"] and p["decidable"]]
+        looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": "all"})
+        for seed in seeds[1:]:
+            open_pairs = _contested(prober, letters, crit)
             if not open_pairs:
                 break
-            note(f"[probe] seed {seed} (look {look}/{len(seeds)}) for the undecided pairs "
-                 f"{', '.join(open_pairs)}")
+            note(f"[probe] seed {seed} (look {len(looks) + 1}/{crit.looks}) for the undecided "
+                 f"pairs {', '.join(open_pairs)}")
             prober.run(pair_units(letters, k, [seed], pairs=open_pairs))
-    pairs = [u for u in prober.load_units() if u["unit"]["kind"] in ("single", "pair")]
+            looks.append({"look": len(looks) + 1, "seeds": [seed], "samples": k,
+                          "pairs": open_pairs})
+        done = k
+        held = min(len(v) for v in prober.samples.values())  # samples.json's samples
+        for upto in (min(n, held) for n in p.sample_looks()):
+            if upto <= done:
+                break
+            verdicts = [v for v in decide(prober.table(), letters, crit)["pairs"]
+                        if v["outcome"] == "undecided"]
+            if not verdicts:
+                break
+            note(f"[probe] samples {done + 1}-{upto} (look {len(looks) + 1}/{crit.looks}) "
+                 f"for the undecided pairs {', '.join(v['pair'] for v in verdicts)}")
+            by_seeds: dict[tuple[int, ...], list[str]] = {}
+            for v in verdicts:
+                by_seeds.setdefault(tuple(v["seeds"]), []).append(v["pair"])
+            for used, pairs in by_seeds.items():
+                prober.run(pair_units(letters, upto, list(used), pairs=pairs, start=done))
+            looks.append({"look": len(looks) + 1, "samples": upto,
+                          "pairs": [v["pair"] for v in verdicts]})
+            done = upto
+    units = [u for u in prober.load_units() if u["unit"]["kind"] in ("single", "pair")]
     n = len(letters)
-    return {"adaptive": study.probe.adaptive,
-            "stage_trainings": sum(u["trained"] for u in pairs),
-            "fixed_allocation_stage_trainings": n * n * k * len(seeds),
-            "seeds_per_pair": {p["pair"]: p["seeds"] for p in decide(
-                prober.table(), letters, crit)["pairs"]}}
+    final = decide(prober.table(), letters, crit)["pairs"]
+    return {"adaptive": p.adaptive, "looks": looks, "planned_looks": crit.looks,
+            "stage_trainings": sum(u["trained"] for u in units),
+            "fixed_allocation_stage_trainings": n * n * p.most_samples() * len(seeds),
+            "seeds_per_pair": {v["pair"]: v["seeds"] for v in final},
+            "samples_per_pair": {v["pair"]: v["units"] for v in final}}
+
+
+def _contested(prober: Prober, letters: Sequence[str], crit: Criteria) -> list[str]:
+    return [v["pair"] for v in decide(prober.table(), letters, crit)["pairs"]
+            if v["outcome"] == "undecided"]
 
 
 def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
                 base: Baseline) -> Prober:
-    samples = make_samples(study.stages, study.probe.samples, study.probe.sampler_seed,
+    # every sample a contested pair may reach: Sobol points are a sequence, so the first K
+    # are the same whatever the total
+    samples = make_samples(study.stages, study.probe.most_samples(), study.probe.sampler_seed,
                            study.probe.fixed)
     atomic.write_json(out_dir / "samples.json", samples)
     executor = ChainExecutor(study, base, out_dir / "cache", study.probe.thresholds)

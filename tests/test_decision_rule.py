@@ -144,14 +144,14 @@ def test_adaptive_seeds_go_only_to_undecided_pairs(tmp_path):
     study = StudyConfig.model_validate({
         "version": 1, "name": "adaptive", "model": {"name": "tiny"},
         "stages": ["distill", "prune", "quantize"],
-        "probe": {"samples": 6, "seeds": [0, 1], "bootstrap": 0}})
-    samples = make_samples(study.stages, 6, 0, {})
+        "probe": {"samples": 8, "seeds": [0, 1], "bootstrap": 0, "max_samples": 8}})
+    samples = make_samples(study.stages, 8, 0, {})
     prober = Prober(tmp_path, open_storage(None, tmp_path), "adaptive-probe", execute, samples)
     crit = Criteria(baseline_accuracy=BASE, bootstrap=0, alpha=0.1, looks=2)
     used = run_pairs(study, prober, crit)
     assert used["seeds_per_pair"]["DP"] == [0]
     assert used["seeds_per_pair"]["PQ"] == [0, 1]
-    assert used["stage_trainings"] < used["fixed_allocation_stage_trainings"] == 3 * 3 * 6 * 2
+    assert used["stage_trainings"] < used["fixed_allocation_stage_trainings"] == 3 * 3 * 8 * 2
     seeds_run = {(u["unit"]["order"], u["unit"]["seed"]) for u in prober.load_units()}
     assert ("DP", 1) not in seeds_run and ("PD", 1) not in seeds_run
     assert ("PQ", 1) in seeds_run and ("Q", 1) in seeds_run

@@ -109,7 +109,7 @@ model: {{name: tiny}}
 data: {{name: digits, limit: 300}}
 train: {{epochs: 2, stage_epochs: 1, student_epochs: 1, batch_size: 32}}
 stages: [{stages}]
-probe: {{samples: {k}, seeds: [0], bootstrap: 20}}
+probe: {{samples: {k}, seeds: [0], bootstrap: 20, max_samples: {k}}}
 """
 
 

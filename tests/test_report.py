@@ -24,7 +24,7 @@ model: {name: resnet8, kwargs: {width: 0.5}}
 data: {name: digits, limit: 500}
 train: {epochs: 8, stage_epochs: 2, student_epochs: 2, batch_size: 32, lr: 0.1}
 stages: [prune, quantize, early_exit]
-probe: {samples: 3, seeds: [0], bootstrap: 20}
+probe: {samples: 3, seeds: [0], bootstrap: 20, max_samples: 3}
 tune: {trials: 4, budget: 10.0, startup_trials: 2, prune_slack: 50.0}
 """
 

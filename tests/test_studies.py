@@ -30,7 +30,7 @@ def test_paper_scale_studies_are_shipped():
 def test_study_dry_runs_shrunk(path, tmp_path):
     doc = yaml.safe_load(path.read_text())
     doc["train"].update(epochs=1, stage_epochs=1, student_epochs=1)
-    doc["probe"] = {**doc.get("probe", {}), "samples": 2, "seeds": [0, 1]}
+    doc["probe"] = {**doc.get("probe", {}), "samples": 2, "seeds": [0, 1], "max_samples": 2}
     doc["tune"] = {**doc.get("tune", {}), "trials": 3}
     doc["data"]["limit"] = 1000
     shrunk = tmp_path / path.name

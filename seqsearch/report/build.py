@@ -21,6 +21,7 @@ from seqsearch.report.results import (
     exported_candidate,
     load_results,
 )
+from seqsearch.report.verdicts import counts, power_text, rule_text, verdict_rows
 from seqsearch.stages import get_stage
 
 
@@ -81,8 +82,10 @@ def make_figures(r: Results, t: Tables) -> list[Figure]:
     for p in r.order["pairs"]:
         a, b = p["orders"]
         pts = T.pareto_points(r.runs, [a, b])
-        verdict = (f"{p['winner']} wins (p = {p['p_value']:.3g}, margin {p['margin']:+.2f})"
-                   if p["decided"] else f"undecided (p = {p['p_value']:.3g})")
+        verdict = (f"{p['winner']} wins (p = {p['p_value']:.3g}, effect "
+                   f"{p.get('effect', p['margin']):+.2f} pts)" if p["decided"] else
+                   f"{'equivalent' if p.get('equivalent') else 'undecided'} "
+                   f"(p = {p['p_value']:.3g})")
         out.append(Figure(f"pareto_{p['pair']}", f"{a} vs {b}",
                           f"Every probe point of {a} and {b} on validation (one trace per seed; "
                           "click the legend to hide one), each order's front, the baseline and "
@@ -158,9 +161,10 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
              f"- MACs {base['macs']:,}, params {base['params']:,}, BitOps {base['bitops']:,}",
              "", "## Pairwise verdicts (decided on the validation split)", "",
              _verdict_rule(order),
-             "", _md_table(pairs[["pair", "winner", "p_value", "units", "seeds", "margin",
-                                  "confidence", "fronts_cross"]] if not pairs.empty else pairs,
-                           ".3g"),
+             "", f"Pairs: {counts(order)}.", "",
+             _md_table(pd.DataFrame(verdict_rows(order)).drop(columns=["outcome"])
+                       if order["pairs"] else pairs, ".3g"),
+             *_power_lines(order),
              *_noise_lines(order, probe),
              "## Order DAG", "",
              "Stages: " + ", ".join(f"{k} ({v.kind}, {v.granularity})"
@@ -237,13 +241,21 @@ def _environment_lines(out_dir: Path) -> list[str]:
 
 
 def _verdict_rule(order: dict[str, Any]) -> str:
-    c = order["criteria"]
-    return (f"A pair is decided when a paired sign-flip test over the parameter samples "
-            f"(units; seeds averaged inside a unit) of the per-unit hypervolume difference "
-            f"gives p ≤ {c.get('level_per_look', c.get('alpha', 0.1)):.3g} (alpha "
-            f"{c.get('alpha', 0.1):g} over {c.get('looks', 1)} look(s)) and the margin is at "
-            f"least {c['tie_threshold']:g}; hypervolume above baseline − {c['max_drop']:g} "
-            f"points. Undecided pairs add no DAG edge.")
+    return rule_text(order["criteria"])
+
+
+def _power_lines(order: dict[str, Any]) -> list[str]:
+    """The power line of each undecided pair, and the label-swap null of the rule."""
+    lines = ["", "Power lines of the undecided pairs (normal approximation of the test):", ""]
+    lines += [f"- {p['pair']}: {power_text(p)}" for p in order["pairs"]
+              if p.get("outcome") == "undecided" and "power" in p] or ["- (none)"]
+    null = order.get("null_check")
+    if null and null.get("draws"):
+        lines += ["", f"Label-swap null on these units (AB and BA swapped at random inside "
+                      f"each unit, {null['draws']:,} drawn studies): a false edge in "
+                      f"{100 * null['study_false_edge_rate']:.2f} % of studies against a "
+                      f"family level of {null['alpha']:.3g}."]
+    return lines
 
 
 def _noise_lines(order: dict[str, Any], probe: dict[str, Any]) -> list[str]:

@@ -1,8 +1,9 @@
 """The paper's claims checked against a study's stored results, as tables.
 
 Each claim gets a verdict — agree, disagree or inconclusive — and the figure behind it. A
-pairwise verdict counts only where the paired test decided it (`decided` in order.json: p at
-most alpha per look over the parameter samples); an undecided pair is inconclusive. Against a
+pairwise verdict counts where the paired test decided it (`decided` in order.json) or showed the
+orders equivalent (`equivalent`: no order effect of a practical size, against the paper's
+winner); an undecided pair is inconclusive. Against a
 brute-force sweep the law is judged by whether DPQE is among the orders not distinguishable from
 the best. Everything here reads only the runs table and the JSON files the probe, order and
 tune steps write, so `seqsearch report` recomputes it.
@@ -42,8 +43,10 @@ def pairwise_claims(order: dict[str, Any]) -> pd.DataFrame:
         if not set(p["pair"]) <= set(LAW):
             continue
         paper = paper_winner(p["pair"])
-        ours = p["winner"] or "undecided"
-        agrees = ours == paper if p["decided"] else None
+        ours = p["winner"] or ("either order" if p.get("equivalent") else "undecided")
+        # equivalent: the test shows no order effect of a practical size, where the paper
+        # names a winner
+        agrees = ours == paper if p["decided"] else (False if p.get("equivalent") else None)
         rows.append({"claim": f"pair {paper}", "paper": paper, "ours": ours,
                      "verdict": _verdict(agrees), "p_value": p["p_value"],
                      "confidence": p["confidence"], "margin": p["margin"]})

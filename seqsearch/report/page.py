@@ -41,24 +41,24 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
 
 
 def _verdicts(r: Results) -> str:
+    from seqsearch.report.verdicts import outcome, power_text, rule_text, verdict_word
+
     rows = []
     for p in r.order["pairs"]:
-        cls = "decided" if p["decided"] else "undecided"
-        verdict = p["winner"] if p["decided"] else "undecided"
-        rows.append(f"<tr class='{cls}'><td>{_e(p['pair'])}</td><td>{_e(verdict)}</td>"
-                    f"<td>{p['p_value']:.3g}</td><td>{p['units']}</td>"
-                    f"<td>{len(p['seeds'])}</td><td>{p['margin']:+.2f}</td>"
-                    f"<td>{p['confidence']:.2f}</td></tr>")
-    c = r.order["criteria"]
-    level = c.get("level_per_look", c.get("alpha", 0.1))
-    return ("<table><tr><th>pair</th><th>verdict</th><th>p-value</th><th>units</th>"
-            "<th>seeds</th><th>margin</th><th>confidence</th></tr>" + "".join(rows)
-            + "</table>"
-            + f"<p>A pair is decided when the paired sign-flip test over its parameter samples "
-              f"gives p ≤ {level:.3g} (alpha {c.get('alpha', 0.1):g} over "
-              f"{c.get('looks', 1)} seed look(s)); hypervolume above baseline − "
-              f"{c['max_drop']:g} points on the validation split. Undecided pairs leave both "
-              "orders as candidates.</p>")
+        cls = {"order": "decided", "equivalent": "equivalent"}.get(outcome(p), "undecided")
+        conf = p.get("confidence")
+        power = power_text(p) if "power" in p else ""
+        rows.append(f"<tr class='{cls}'><td>{_e(p['pair'])}</td><td>{_e(verdict_word(p))}</td>"
+                    f"<td>{p.get('effect', p['margin']):+.2f}</td>"
+                    f"<td>{p['p_value']:.3g}</td><td>{p['alpha']:.3g}</td><td>{p['units']}</td>"
+                    f"<td>{len(p['seeds'])}</td>"
+                    f"<td>{'' if conf is None else f'{conf:.2f}'}</td>"
+                    f"<td>{_e(power)}</td></tr>")
+    return ("<table><tr><th>pair</th><th>verdict</th><th>effect (pts)</th><th>p-value</th>"
+            "<th>level</th><th>units</th><th>seeds</th><th>confidence</th>"
+            "<th>power line</th></tr>" + "".join(rows) + "</table>"
+            + f"<p>{_e(rule_text(r.order['criteria']))} Undecided pairs leave both orders as "
+              "candidates.</p>")
 
 
 def _noise(r: Results) -> str:

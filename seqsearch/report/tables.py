@@ -21,12 +21,17 @@ def pairs_table(order: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for p in order["pairs"]:
         a, b = p["orders"]
+        pw = p.get("power") or {}
+        hv = p.get("hypervolume") or {}
         rows.append({"pair": p["pair"], "winner": p["winner"] or "undecided",
-                     "decided": p["decided"], "p_value": p["p_value"], "units": p["units"],
-                     "seeds": len(p["seeds"]), "fronts_cross": p["crosses"],
+                     "outcome": p.get("outcome", "order" if p["decided"] else "undecided"),
+                     "decided": p["decided"], "p_value": p["p_value"],
+                     "level": p.get("alpha"), "equivalence_p": p.get("equivalence_p"),
+                     "units": p["units"], "seeds": len(p["seeds"]),
+                     "fronts_cross": p["crosses"], "effect": p.get("effect", p["margin"]),
                      "margin": p["margin"], "confidence": p["confidence"],
-                     "hv_first": p["hypervolume"][a],
-                     "hv_second": p["hypervolume"][b], "first": a, "second": b})
+                     "detectable": pw.get("detectable"), "units_needed": pw.get("units_needed"),
+                     "hv_first": hv.get(a), "hv_second": hv.get(b), "first": a, "second": b})
     return pd.DataFrame(rows)
 
 

@@ -2,15 +2,30 @@
 
 Decisions use the validation split (accuracy and BitOpsCR of the validation samples); test
 figures are reported beside them. The unit of evidence is a parameter sample; its seeds are
-repeats inside it. Per pair {A, B} and per unit: each order's hypervolume in
-(accuracy, log BitOpsCR) above the reference point (baseline val accuracy minus the largest
-budget in `probe.budgets`, log BitOpsCR 0), averaged over the seeds both orders ran; the unit's
-statistic is HV_AB − HV_BA. A paired sign-flip test across units (`stats.sign_flip_p`) decides
-the pair when p ≤ alpha / looks (`probe.alpha`, looks = len(probe.seeds); see `stats`) and the
-relative margin (mean HV_AB − mean HV_BA) / max is at least the tie threshold; otherwise the pair
-is undecided, its winner null, and it adds no DAG edge. `confidence` is the share of bootstrap
-resamples of the units whose mean difference keeps the observed sign. Best BitOpsCR at each
-budget and whether the pooled fronts cross are reported beside the verdict.
+repeats inside it. Per pair {A, B}, per unit and per seed both orders ran, a statistic in
+accuracy points, positive when AB is better (`probe.statistic`):
+
+- `gap` (default): the matched-compression accuracy gap of AB's run over BA's (`search.gap`):
+  every run counts, however far below the baseline it lands;
+- `hypervolume`: each run's hypervolume in (accuracy, log BitOpsCR) above the reference point
+  (baseline accuracy minus the largest budget, log BitOpsCR 0), their difference divided by the
+  unit's log BitOpsCR span. Runs below the reference count as zero, so a unit whose runs all
+  fall below it says nothing (it is not counted as decidable).
+
+A unit's statistic is the mean over its seeds. A paired sign-flip test across units
+(`stats.sign_flip_p`) gives each pair's p-value; the pairs of a study are one family, corrected
+by Holm's step-down at alpha / looks (`probe.alpha`, looks planned by the sequential design), so
+the chance of any false edge in the DAG is at most alpha. A pair is
+
+- **decided** (an edge) when Holm rejects "no order effect" and the mean statistic is at least
+  `probe.min_effect` points;
+- **equivalent** ("either order is fine", no edge by evidence) when two one-sided tests put the
+  mean inside ±`probe.min_effect` at the Bonferroni level alpha / (looks × pairs);
+- **undecided** otherwise, with a power line: the smallest effect its units could detect with
+  80 % power and the units it would need for the effect it saw.
+
+`confidence` is the share of bootstrap resamples of the units whose mean keeps the observed
+sign. Best BitOpsCR at each budget and whether the pooled fronts cross are reported beside.
 """
 
 from __future__ import annotations
@@ -25,30 +40,45 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from seqsearch.config import DEFAULT_BUDGETS
-from seqsearch.search.pareto import best_within, hypervolume, pareto_front, within_budget
+from seqsearch.config import DEFAULT_BUDGETS, DEFAULT_MIN_EFFECT
+from seqsearch.search.gap import matched_gap, normalised_hypervolume_gap
+from seqsearch.search.null import label_swap_null
+from seqsearch.search.pareto import (
+    Point,
+    best_within,
+    hypervolume,
+    pareto_front,
+    within_budget,
+)
 from seqsearch.search.stats import (
     bootstrap_sign,
+    equivalence_p,
+    holm,
     look_alpha,
     percentile,
+    power_line,
     sign_flip_p,
     smallest_p,
 )
 
 MAX_ORDERS = 120
+NULL_DRAWS = 20_000  # drawn studies of the label-swap null: its rate to about ±0.002
 
 
 @dataclass(frozen=True)
 class Criteria:
     baseline_accuracy: float  # validation accuracy of the baseline, fraction
     max_drop: float | None = None  # points; None: the largest budget
-    tie_threshold: float = 0.05
+    tie_threshold: float = 0.05  # log BitOpsCR: budget wins closer than this are ties
     budgets: tuple[float, ...] = DEFAULT_BUDGETS
     bootstrap: int = 200
     seed: int = 0
     alpha: float = 0.1
-    looks: int = 1  # seeds a pair may use: each look tests at alpha / looks
+    looks: int = 1  # looks the sequential design plans: each tests at alpha / looks
     val_images: int | None = None  # size of the validation split, for its standard error
+    statistic: str = "gap"  # gap | hypervolume
+    min_effect: float = DEFAULT_MIN_EFFECT  # points: the practical size of an order effect
+    test_baseline_accuracy: float | None = None  # the test split's reference (None: validation)
 
     @property
     def drop(self) -> float:
@@ -57,6 +87,12 @@ class Criteria:
     @property
     def reference(self) -> tuple[float, float]:
         return (self.baseline_accuracy - self.drop / 100.0, 0.0)
+
+    @property
+    def test_reference(self) -> tuple[float, float]:
+        base = self.baseline_accuracy if self.test_baseline_accuracy is None \
+            else self.test_baseline_accuracy
+        return (base - self.drop / 100.0, 0.0)
 
     @property
     def level(self) -> float:
@@ -74,11 +110,6 @@ def pick_within_budget(rows: pd.DataFrame, base_val: float, budget: float) -> pd
     within the budget — chosen on validation, so its test figures can be reported honestly."""
     ok = rows[[within_budget(base_val, a, budget) for a in rows["val_accuracy"]]]
     return None if ok.empty else ok.loc[ok["val_bitops_cr"].idxmax()]
-
-
-def _margin(hv_ab: float, hv_ba: float) -> float:
-    top = max(hv_ab, hv_ba)
-    return 0.0 if top <= 0 else (hv_ab - hv_ba) / top
 
 
 def run_hypervolumes(rows: pd.DataFrame, ref: tuple[float, float], split: str = "val"
@@ -102,25 +133,75 @@ def paired_units(a: dict[int, dict[int, float]], b: dict[int, dict[int, float]]
     return out
 
 
+def run_points(rows: pd.DataFrame, split: str = "val") -> dict[int, dict[int, list[Point]]]:
+    """{sample: {seed: that run's (accuracy, log BitOpsCR) points}} (an E run: its τ sweep)."""
+    out: dict[int, dict[int, list[Point]]] = {}
+    for (sample, seed), g in rows.groupby(["sample", "seed"]):
+        out.setdefault(int(sample), {})[int(seed)] = _points(g, split)
+    return out
+
+
+def unit_statistics(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, split: str = "val"
+                    ) -> dict[int, dict[str, Any]]:
+    """Per sample both orders ran on a common seed: the statistic (points, positive when AB is
+    better; mean over those seeds), the per-seed values, and whether it is informative (can be
+    non-zero: the gap always is; a hypervolume only where a run has a point above the
+    reference)."""
+    ref = crit.reference if split == "val" else crit.test_reference
+    pa, pb = run_points(ab, split), run_points(ba, split)
+    out: dict[int, dict[str, Any]] = {}
+    for sample in sorted(set(pa) & set(pb)):
+        per_seed: dict[int, float] = {}
+        informative = False
+        hv: list[tuple[float, float]] = []
+        for seed in sorted(set(pa[sample]) & set(pb[sample])):
+            a, b = pa[sample][seed], pb[sample][seed]
+            if crit.statistic == "hypervolume":
+                ha, hb = hypervolume(a, ref), hypervolume(b, ref)
+                span = max((x for _, x in a + b), default=0.0)
+                per_seed[seed] = normalised_hypervolume_gap(ha, hb, span)
+                informative = informative or ha > 0 or hb > 0
+                hv.append((ha, hb))
+            else:
+                gap = matched_gap(a, b)
+                if gap is None:
+                    continue
+                per_seed[seed] = gap
+                informative = True
+        if per_seed:
+            out[sample] = {"value": sum(per_seed.values()) / len(per_seed),
+                           "seeds": per_seed, "informative": informative,
+                           "hypervolume": [sum(h[0] for h in hv) / len(hv),
+                                           sum(h[1] for h in hv) / len(hv)] if hv else None}
+    return out
+
+
+def seed_spread(units: dict[int, dict[str, Any]]) -> float | None:
+    """The standard deviation of one seed's statistic around its unit's mean, from the units
+    with two or more seeds (None where none has): the seed part of the noise."""
+    sq, dof = 0.0, 0
+    for u in units.values():
+        vals = list(u["seeds"].values())
+        if len(vals) >= 2:
+            m = sum(vals) / len(vals)
+            sq += sum((v - m) ** 2 for v in vals)
+            dof += len(vals) - 1
+    return math.sqrt(sq / dof) if dof else None
+
+
 def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = "AB",
             second: str = "BA") -> dict[str, Any]:
-    """Verdict for two orders of one pair, from their rows (see the module docstring)."""
-    ref = crit.reference
-    units = paired_units(run_hypervolumes(ab, ref), run_hypervolumes(ba, ref))
-    diffs = [ua - ub for ua, ub, _ in units.values()]
+    """Verdict for two orders of one pair, from their rows, tested alone at `crit.level`
+    (`decide` then corrects a study's pairs together; see the module docstring)."""
+    units = unit_statistics(ab, ba, crit)
+    diffs = [u["value"] for u in units.values()]
     n = len(units)
-    hv_a = sum(u[0] for u in units.values()) / n if n else 0.0
-    hv_b = sum(u[1] for u in units.values()) / n if n else 0.0
-    margin = _margin(hv_a, hv_b)
+    effect = sum(diffs) / n if n else 0.0
     p_value = sign_flip_p(diffs, seed=crit.seed)
-    significant = p_value <= crit.level
-    decided = significant and abs(margin) >= crit.tie_threshold and margin != 0
-    if decided:
-        reason = f"p = {p_value:.3g} <= {crit.level:.3g}"
-    elif significant:
-        reason = f"p = {p_value:.3g}, but |margin| {abs(margin):.3f} < tie threshold"
-    else:
-        reason = f"p = {p_value:.3g} > {crit.level:.3g}"
+    # equivalence needs evidence: a censored unit's zero (hypervolume) is not a measured tie
+    eq_p = equivalence_p([u["value"] for u in units.values() if u["informative"]],
+                         crit.min_effect, seed=crit.seed)
+    informative = sum(1 for u in units.values() if u["informative"])
     pa, pb = _points(ab), _points(ba)
     budgets = {}
     wins = {first: 0, second: 0}
@@ -134,31 +215,84 @@ def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = 
                 wins[first] += 1
             elif yb - ya > crit.tie_threshold:
                 wins[second] += 1
-    test_units = paired_units(run_hypervolumes(ab, ref, "test"), run_hypervolumes(ba, ref, "test"))
-    seeds = sorted({s for _, _, ss in units.values() for s in ss})
-    return {
+    test_units = unit_statistics(ab, ba, crit, "test")
+    seeds = sorted({s for u in units.values() for s in u["seeds"]})
+    spread = seed_spread(units)
+    verdict = {
         "orders": [first, second],
-        "winner": (first if margin > 0 else second) if decided else None,
-        "decided": decided,
-        "tie": not decided,
+        "statistic": crit.statistic,
         "p_value": p_value,
-        "alpha": crit.level,
-        "reason": reason,
+        "equivalence_p": eq_p,
+        "min_effect": crit.min_effect,
         "units": n,
+        "informative_units": informative,
         "seeds": seeds,
-        "decidable": smallest_p(n) <= crit.level,
         "crosses": wins[first] > 0 and wins[second] > 0,
-        "margin": margin,
+        "effect": effect,
+        "margin": effect,
+        "interval": _interval(diffs, crit),
         "confidence": bootstrap_sign(diffs, draws=crit.bootstrap, seed=crit.seed),
-        "hypervolume": {first: hv_a, second: hv_b},
-        "test_hypervolume": {first: _mean(u[0] for u in test_units.values()),
-                             second: _mean(u[1] for u in test_units.values())},
-        "unit_statistic": {str(k): {first: ua, second: ub, "seeds": len(ss)}
-                           for k, (ua, ub, ss) in units.items()},
+        "test_effect": _mean(u["value"] for u in test_units.values()),
+        "noise": {"unit_sd": power_line(diffs, crit.level)["sd"], "seed_sd": spread},
+        "unit_statistic": {str(k): {"value": u["value"], "seeds": len(u["seeds"]),
+                                    **({first: u["hypervolume"][0], second: u["hypervolume"][1]}
+                                       if u["hypervolume"] else {})}
+                           for k, u in units.items()},
         "budgets": budgets,
         "front": {first: pareto_front(pa), second: pareto_front(pb)},
         "points": {first: len(pa), second: len(pb)},
     }
+    if crit.statistic == "hypervolume":
+        verdict["hypervolume"] = {first: _mean(u["hypervolume"][0] for u in units.values()),
+                                  second: _mean(u["hypervolume"][1] for u in units.values())}
+    return settle(verdict, crit.level, crit.level, crit)
+
+
+def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria) -> dict[str, Any]:
+    """The verdict's outcome at a level: `order` (a winner), `equivalent` or `undecided`, with
+    its reason and power line. `level` is the pair's test level (Holm's, in a study),
+    `eq_level` its equivalence level."""
+    first, second = v["orders"]
+    significant = v.get("rejected", v["p_value"] <= level)
+    big = abs(v["effect"]) >= crit.min_effect and v["effect"] != 0
+    decided = bool(significant and big)
+    equivalent = not decided and v["equivalence_p"] <= eq_level
+    if decided:
+        reason = f"p = {v['p_value']:.3g} <= {level:.3g}, effect {v['effect']:+.2f} pts"
+    elif equivalent:
+        reason = (f"equivalent: mean {v['effect']:+.2f} pts inside ±{crit.min_effect:g} "
+                  f"(TOST p = {v['equivalence_p']:.3g} <= {eq_level:.3g})")
+    elif significant:
+        reason = (f"p = {v['p_value']:.3g}, but |effect| {abs(v['effect']):.2f} pts "
+                  f"< min_effect {crit.min_effect:g}")
+    else:
+        reason = f"p = {v['p_value']:.3g} > {level:.3g}"
+    diffs = [u["value"] for u in v["unit_statistic"].values()]
+    power = power_line(diffs, level)
+    power["min_effect_units_needed"] = power_line(diffs, level, crit.min_effect)["units_needed"]
+    v.update({
+        "winner": (first if v["effect"] > 0 else second) if decided else None,
+        "decided": decided,
+        "equivalent": equivalent,
+        "outcome": "order" if decided else ("equivalent" if equivalent else "undecided"),
+        "tie": not decided,
+        "alpha": level,
+        "equivalence_alpha": eq_level,
+        "reason": reason,
+        "decidable": smallest_p(v["informative_units"]) <= level,
+        "power": power,
+    })
+    return v
+
+
+def _interval(diffs: Sequence[float], crit: Criteria) -> list[float] | None:
+    """A 90 % bootstrap interval (5th–95th percentile) of the mean statistic over units."""
+    if len(diffs) < 2 or crit.bootstrap == 0:
+        return None
+    rng = random.Random(crit.seed)
+    means = [sum(diffs[rng.randrange(len(diffs))] for _ in diffs) / len(diffs)
+             for _ in range(crit.bootstrap)]
+    return [percentile(means, 0.05), percentile(means, 0.95)]
 
 
 def _mean(values: Any) -> float:
@@ -168,6 +302,7 @@ def _mean(values: Any) -> float:
 
 def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
                   kind: str = "pair") -> list[dict[str, Any]]:
+    """Every pair's verdict, the pairs corrected together (`family`)."""
     rows = table[table["kind"] == kind] if "kind" in table else table
     out = []
     for a, b in itertools.combinations(letters, 2):
@@ -175,7 +310,23 @@ def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
         if ab.empty or ba.empty:
             continue
         out.append({"pair": a + b, **compare(ab, ba, crit, first=a + b, second=b + a)})
-    return out
+    return family(out, crit)
+
+
+def family(verdicts: list[dict[str, Any]], crit: Criteria) -> list[dict[str, Any]]:
+    """The pairs that build one DAG as one family: Holm's step-down over their p-values at
+    alpha / looks, so the chance of any false edge is at most alpha; equivalence at the
+    Bonferroni level alpha / (looks × pairs). Each verdict gets the level it met or missed."""
+    m = len(verdicts)
+    eq_level = crit.level / max(1, m)
+    for v, (level, rejected) in zip(verdicts, holm([v["p_value"] for v in verdicts],
+                                                   crit.level), strict=True):
+        v["rejected"] = rejected
+        settle(v, level, eq_level, crit)
+        del v["rejected"]
+        v["family"] = {"pairs": m, "looks": crit.looks, "alpha": crit.alpha,
+                       "method": "Holm over pairs at alpha / looks"}
+    return verdicts
 
 
 def build_graph(letters: Sequence[str], verdicts: Sequence[dict[str, Any]]) -> nx.DiGraph:
@@ -184,7 +335,7 @@ def build_graph(letters: Sequence[str], verdicts: Sequence[dict[str, Any]]) -> n
     for v in verdicts:
         if v["winner"]:
             a, b = v["winner"][0], v["winner"][1]
-            g.add_edge(a, b, margin=abs(v["margin"]), confidence=v["confidence"],
+            g.add_edge(a, b, margin=abs(v["effect"]), confidence=v["confidence"],
                        p_value=v["p_value"])
     return g
 
@@ -200,11 +351,15 @@ def break_cycles(g: nx.DiGraph) -> tuple[list[list[str]], list[dict[str, Any]]]:
         except nx.NetworkXNoCycle:
             break
         u, v = min(((e[0], e[1]) for e in cycle),
-                   key=lambda e: (-g.edges[e]["p_value"], g.edges[e]["confidence"],
+                   key=lambda e: (-g.edges[e]["p_value"], _known(g.edges[e]["confidence"]),
                                   g.edges[e]["margin"]))
         broken.append({"edge": u + v, **g.edges[u, v]})
         g.remove_edge(u, v)
     return cycles, broken
+
+
+def _known(confidence: float | None) -> float:
+    return 0.5 if confidence is None else confidence
 
 
 def topological_orders(g: nx.DiGraph) -> list[str]:
@@ -219,8 +374,10 @@ def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
     rows = table[table["kind"] == "pair"] if "kind" in table else table
     gaps = []
     if not rows.empty and rows["seed"].nunique() > 1:
-        tau = rows["tau"].astype(str) if "tau" in rows else ""
-        for _, g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"]):
+        # a chain without E has no τ (NaN): one run, not left out of the groups
+        tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
+            if "tau" in rows else "none"
+        for _, g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"], dropna=False):
             by_seed = g.groupby("seed")["val_accuracy"].mean().tolist()
             if len(by_seed) >= 2:
                 gaps.append(100 * abs(by_seed[0] - by_seed[1]))
@@ -282,19 +439,33 @@ def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[
                      "tie_threshold": crit.tie_threshold, "budgets": list(crit.budgets),
                      "reference_point": list(crit.reference), "bootstrap": crit.bootstrap,
                      "alpha": crit.alpha, "looks": crit.looks, "level_per_look": crit.level,
-                     "test": "paired sign-flip test over parameter samples (units) of the "
-                             "per-unit hypervolume difference; seeds averaged inside a unit",
+                     "statistic": crit.statistic, "min_effect": crit.min_effect,
+                     "pairs": len(verdicts),
+                     "family_levels": {p["pair"]: p["alpha"] for p in verdicts},
+                     "equivalence_level": crit.level / max(1, len(verdicts)),
+                     "test": f"paired sign-flip test over parameter samples (units) of the "
+                             f"per-unit {STATISTICS[crit.statistic]}, seeds averaged inside a "
+                             f"unit; Holm over the {len(verdicts)} pairs at alpha / looks; "
+                             f"equivalence: two one-sided tests at ±min_effect",
                      "decided_on": "validation split"},
         "noise": noise(table, crit),
         "adaptive_replay": adaptive_replay(table, letters, crit),
+        "null_check": label_swap_null(verdicts, crit.level, crit.min_effect,
+                                      draws=NULL_DRAWS, seed=crit.seed),
         "pairs": [{k: v for k, v in p.items() if k != "front"} for p in verdicts],
-        "undecided": [p["pair"] for p in verdicts if not p["decided"]],
+        "decided": [p["pair"] for p in verdicts if p["outcome"] == "order"],
+        "equivalent": [p["pair"] for p in verdicts if p["outcome"] == "equivalent"],
+        "undecided": [p["pair"] for p in verdicts if p["outcome"] == "undecided"],
         "fronts": {p["pair"]: p["front"] for p in verdicts},
         "edges": [{"from": u, "to": v, **d} for u, v, d in g.edges(data=True)],
         "cycles": ["".join(c) for c in cycles],
         "broken_edges": broken,
         "orders": topological_orders(g),
     }
+
+
+STATISTICS = {"gap": "matched-compression accuracy gap (points)",
+              "hypervolume": "hypervolume difference over the unit's log BitOpsCR span (points)"}
 
 
 def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Sequence[str],
@@ -332,7 +503,7 @@ def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
         out.append({"stage": a, "repeat_helps": v["winner"] == a + a, "winner": v["winner"],
                     "tie": v["tie"], "decided": v["decided"], "p_value": v["p_value"],
                     "units": v["units"], "margin": v["margin"], "confidence": v["confidence"],
-                    "hypervolume": v["hypervolume"]})
+                    "effect": v["effect"], "hypervolume": v.get("hypervolume")})
     return out
 
 
@@ -399,5 +570,6 @@ def rank_orders(table: pd.DataFrame, crit: Criteria, kind: str = "brute") -> lis
                               if ranks[o] else None)
         r["p_vs_best"] = 1.0 if o == best else sign_flip_p(
             [per[best][k] - per[o][k] for k in samples], seed=crit.seed)
-        r["in_top_set"] = r["p_vs_best"] > crit.alpha
+        # the best is picked from the same data: the per-look level keeps the set wide enough
+        r["in_top_set"] = r["p_vs_best"] > crit.level
     return ranked

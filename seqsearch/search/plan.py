@@ -85,7 +85,15 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
         "tune_trials": study.tune.trials, "tune_stage_trainings_at_most": tune_trainings,
         "epochs": {"baseline": t.epochs, "probe": probe_epochs, "tune_at_most": tune_epochs},
         "estimated_tflops": flops / 1e12,
-        "min_samples_to_decide": min_units(study.probe.alpha, len(study.probe.seeds)),
+        "min_samples_to_decide": min_units(study.probe.alpha, study.probe.planned_looks(),
+                                           n * (n - 1) // 2),
+        "sequential": {"adaptive": study.probe.adaptive,
+                       "planned_looks": study.probe.planned_looks(),
+                       "samples": k, "max_samples": study.probe.most_samples(),
+                       "sample_looks": study.probe.sample_looks(),
+                       "first_pair_level": study.probe.alpha / study.probe.planned_looks()
+                       / max(1, n * (n - 1) // 2),
+                       "stage_trainings_at_most": n * n * study.probe.most_samples() * s},
         "brute_force": {"orders": orders, "stage_trainings": brute_trainings,
                         "epochs": brute_epochs,
                         "times_the_probe": brute_trainings / max(1, first + second),
@@ -93,9 +101,23 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     }
 
 
-def min_units(alpha: float, looks: int) -> int:
-    """The fewest parameter samples with which the paired test can decide a pair at all."""
+def min_units(alpha: float, looks: int, pairs: int = 1) -> int:
+    """The fewest parameter samples with which the paired test can decide a pair at all: the
+    first step of Holm's correction over `pairs` at alpha / looks."""
     n = 1
-    while smallest_p(n) > look_alpha(alpha, looks):
+    while smallest_p(n) > look_alpha(alpha, looks) / max(1, pairs):
         n += 1
     return n
+
+
+def pilot_power(out_dir: Path) -> list[dict[str, Any]] | None:
+    """Each pair's power line from a probe already run in `out_dir` (its order.json), or None
+    where none ran: before a pilot the noise, hence the power, is unknown."""
+    import json
+
+    path = out_dir / "order.json"
+    if not path.is_file():
+        return None
+    pairs = json.loads(path.read_text()).get("pairs", [])
+    return [{"pair": p["pair"], "units": p["units"], "effect": p.get("effect"),
+             **(p.get("power") or {})} for p in pairs]

@@ -73,16 +73,17 @@ def make_samples(stage_names: Sequence[str], k: int, seed: int,
 
 
 def pair_units(letters: Sequence[str], k: int, seeds: Sequence[int],
-               pairs: Sequence[str] | None = None) -> list[Unit]:
+               pairs: Sequence[str] | None = None, start: int = 0) -> list[Unit]:
     """Singles (free: their models are the pairs' cached prefixes) then both orders of every
     pair (or of `pairs` only, with the singles of their stages), interleaved sample by sample
-    so a partial probe already covers every pair."""
+    so a partial probe already covers every pair; samples `start` to k − 1."""
     chosen = [a + b for a, b in itertools.combinations(letters, 2)
               if pairs is None or a + b in pairs or b + a in pairs]
     used = [a for a in letters if any(a in p for p in chosen)]
-    units = [Unit(a, s, seed, "single") for seed in seeds for s in range(k) for a in used]
+    units = [Unit(a, s, seed, "single") for seed in seeds for s in range(start, k)
+             for a in used]
     for seed in seeds:
-        for s in range(k):
+        for s in range(start, k):
             for ab in chosen:
                 units += [Unit(ab, s, seed), Unit(ab[::-1], s, seed)]
     return units

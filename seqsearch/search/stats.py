@@ -7,10 +7,15 @@ their mean. Under "no order effect" each difference is as likely positive as neg
 p-value is the share of the 2^n sign patterns whose |mean| reaches the observed one — exact
 for up to 16 non-zero differences, a seeded Monte Carlo estimate beyond.
 
-Seeds are spent sequentially: a pair starts with its first seed and gets the next one only while
-it is undecided and could still be decided. Each look tests at alpha / (number of looks allowed)
-(Bonferroni over looks), so the chance of deciding a pair with no order effect stays at most
-alpha however many looks it takes.
+Seeds and samples are spent sequentially: a pair gets its next seed, then further batches of
+parameter samples, only while it is undecided. Each look tests at alpha / (number of looks
+planned) (Bonferroni over looks), and the pairs of one look are corrected together by Holm's
+step-down (`holm`), so the chance that any pair of a study gets a false edge stays at most alpha
+however many looks it takes.
+
+"Either order is fine" is tested too: two one-sided sign-flip tests (`equivalence_p`) on the
+differences shifted by the practical size; both below the level means the mean difference lies
+inside ±that size. `power_line` says what a test of K units could detect.
 """
 
 from __future__ import annotations
@@ -45,6 +50,86 @@ def sign_flip_p(diffs: Sequence[float], *, seed: int = 0) -> float:
     return (hits + 1) / (MONTE_CARLO + 1)
 
 
+def one_sided_p(diffs: Sequence[float], *, seed: int = 0) -> float:
+    """One-sided p-value of the sign-flip test that the mean of `diffs` is above zero (the
+    share of sign patterns whose sum reaches the observed one; 1.0 with no non-zero value)."""
+    d = [float(x) for x in diffs if x != 0 and math.isfinite(x)]
+    n = len(d)
+    if n == 0:
+        return 1.0
+    observed = sum(d) - 1e-12 * max(1.0, abs(sum(d)))
+    values = np.asarray(d)
+    if n <= EXACT_UP_TO:
+        patterns = np.arange(2 ** n)[:, None] >> np.arange(n)[None, :] & 1
+        sums = (1 - 2 * patterns) @ values
+        return int((sums >= observed).sum()) / 2 ** n
+    rng = np.random.default_rng(seed)
+    sums = rng.choice(np.array([-1.0, 1.0]), size=(MONTE_CARLO, n)) @ values
+    return (int((sums >= observed).sum()) + 1) / (MONTE_CARLO + 1)
+
+
+def equivalence_p(diffs: Sequence[float], bound: float, *, seed: int = 0) -> float:
+    """p-value of "the mean difference lies inside ±bound" (two one-sided tests, TOST): the
+    larger of the one-sided p-values that mean > −bound and mean < +bound, each a sign-flip
+    test of the differences shifted by the bound (valid where each unit's difference is
+    symmetric about the true mean). 1.0 with no units or no bound."""
+    d = [float(x) for x in diffs if math.isfinite(x)]
+    if not d or bound <= 0:
+        return 1.0
+    above = one_sided_p([x + bound for x in d], seed=seed)
+    below = one_sided_p([bound - x for x in d], seed=seed)
+    return max(above, below)
+
+
+def holm(p_values: Sequence[float], alpha: float) -> list[tuple[float, bool]]:
+    """Holm's step-down over a family: per test, the level it was compared to and whether it
+    is rejected. The i-th smallest p meets alpha / (m − i + 1); after the first one that does
+    not, none is rejected. The chance of any false rejection in the family is at most alpha."""
+    m = len(p_values)
+    out: list[tuple[float, bool]] = [(alpha, False)] * m
+    going = True
+    for i, k in enumerate(sorted(range(m), key=lambda j: p_values[j])):
+        level = alpha / (m - i)
+        going = going and p_values[k] <= level
+        out[k] = (level, going)
+    return out
+
+
+Z_POWER = 0.8416212335729143  # standard normal quantile of 0.8: 80 % power
+
+
+def power_line(diffs: Sequence[float], level: float, effect: float | None = None
+               ) -> dict[str, float | int | None]:
+    """What a paired test of these units could detect (normal approximation of the sign-flip
+    test): the smallest mean difference found with 80 % power at two-sided `level` with this
+    many units, and the units needed to find `effect` (default: the observed mean) so. None
+    where the spread is unknown (fewer than 2 units). The exact test also needs enough units
+    to reach the level at all (`smallest_p`)."""
+    d = [float(x) for x in diffs if math.isfinite(x)]
+    n = len(d)
+    if n < 2:
+        return {"units": n, "sd": None, "detectable": None, "units_needed": None}
+    from statistics import NormalDist, stdev
+
+    sd = stdev(d)
+    z = NormalDist().inv_cdf(1 - level / 2) + Z_POWER
+    target = abs(sum(d) / n) if effect is None else abs(effect)
+    need: int | None = None
+    if sd == 0:
+        need = min_units_for(level)
+    elif target > 0:
+        need = max(min_units_for(level), math.ceil((z * sd / target) ** 2))
+    return {"units": n, "sd": sd, "detectable": z * sd / math.sqrt(n), "units_needed": need}
+
+
+def min_units_for(level: float) -> int:
+    """The fewest non-zero units with which the two-sided sign-flip test reaches `level`."""
+    n = 1
+    while smallest_p(n) > level:
+        n += 1
+    return n
+
+
 def smallest_p(units: int) -> float:
     """The smallest p-value the sign-flip test can reach with `units` non-zero differences."""
     return 1.0 if units == 0 else min(1.0, 2.0 / 2 ** units)
@@ -55,13 +140,16 @@ def look_alpha(alpha: float, looks: int) -> float:
     return alpha / max(1, looks)
 
 
-def bootstrap_sign(diffs: Sequence[float], *, draws: int, seed: int = 0) -> float:
+def bootstrap_sign(diffs: Sequence[float], *, draws: int, seed: int = 0) -> float | None:
     """Share of resamples of the units (with replacement) whose mean difference has the sign
-    of the observed mean: how often the same direction comes back (0.5 for no direction)."""
+    of the observed mean: how often the same direction comes back (0.5 for no direction or no
+    units; None when no resample was drawn, since nothing was measured)."""
     d = [float(x) for x in diffs]
     total = sum(d)
-    if not d or total == 0 or draws == 0:
-        return 0.5 if total == 0 else 1.0
+    if draws == 0:
+        return None
+    if not d or total == 0:
+        return 0.5
     rng = random.Random(seed)
     agree = 0
     for _ in range(draws):

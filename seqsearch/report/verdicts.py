@@ -1,0 +1,80 @@
+"""The words for a pair's verdict, its power line and the rule, shared by the CLI, summary.md
+and the page (order.json holds the figures; see `search.order`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def outcome(p: dict[str, Any]) -> str:
+    """`order` (a winner), `equivalent` or `undecided` (order.json of an older seqsearch:
+    decided or undecided)."""
+    return str(p.get("outcome") or ("order" if p.get("decided") else "undecided"))
+
+
+def verdict_word(p: dict[str, Any]) -> str:
+    """What a user reads: 'DQ first', 'either order (±0.5 pt)', 'undecided'."""
+    o = outcome(p)
+    if o == "order":
+        return f"{p['winner']} first"
+    if o == "equivalent":
+        return f"either order (±{p.get('min_effect', 0):g} pt)"
+    return "undecided"
+
+
+def effect(p: dict[str, Any]) -> float:
+    return float(p.get("effect", p.get("margin", 0.0)))
+
+
+def power_text(p: dict[str, Any]) -> str:
+    """One line: what the pair's units could detect and what the seen effect would need."""
+    pw = p.get("power") or {}
+    if pw.get("detectable") is None:
+        return f"{p['units']} unit(s): too few to estimate the noise"
+    first = p["orders"][0]
+    need = pw.get("units_needed")
+    seen = (f"the {abs(effect(p)):.2f}-pt effect seen would need {need} units"
+            if need is not None else "no effect seen")
+    return (f"{p['units']} units (sd {pw['sd']:.2f} pts) detect {pw['detectable']:.2f} pts "
+            f"({first} − {p['orders'][1]}) with 80 % power at {p['alpha']:.3g}; {seen}")
+
+
+def rule_text(c: dict[str, Any]) -> str:
+    """The decision rule as a sentence, from order.json's criteria."""
+    stat = {"gap": "matched-compression accuracy gap",
+            "hypervolume": "hypervolume difference per log BitOpsCR"}.get(
+        c.get("statistic", "hypervolume"), "statistic")
+    if "min_effect" not in c:  # an older order.json
+        return (f"A pair is decided when a paired sign-flip test of the per-unit hypervolume "
+                f"difference gives p ≤ {c.get('level_per_look', c.get('alpha', 0.1)):.3g}.")
+    return (f"Per pair, a paired sign-flip test over the parameter samples (units; seeds "
+            f"averaged inside a unit) of the {stat} in accuracy points on the validation "
+            f"split. The {c.get('pairs', '?')} pairs are one family: Holm's step-down at alpha "
+            f"{c['alpha']:g} / {c['looks']} planned look(s), so the chance of any false edge "
+            f"in the DAG is at most {c['alpha']:g}; each pair's level is in its row. A pair "
+            f"is ordered when its test rejects and its mean effect is at least "
+            f"{c['min_effect']:g} points; equivalent ('either order is fine', no edge by "
+            f"evidence) when two one-sided tests put the mean inside ±{c['min_effect']:g} "
+            f"points at {c.get('equivalence_level', 0):.3g}; undecided otherwise.")
+
+
+def verdict_rows(order: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per pair for a table: verdict, effect, p and level, units, seeds, power."""
+    rows = []
+    for p in order["pairs"]:
+        pw = p.get("power") or {}
+        rows.append({"pair": p["pair"], "verdict": verdict_word(p), "outcome": outcome(p),
+                     "effect_pts": effect(p), "p_value": p["p_value"],
+                     "level": p.get("alpha"), "equivalence_p": p.get("equivalence_p"),
+                     "units": p["units"], "seeds": len(p["seeds"]),
+                     "detectable_pts": pw.get("detectable"),
+                     "units_needed": pw.get("units_needed"),
+                     "confidence": p.get("confidence")})
+    return rows
+
+
+def counts(order: dict[str, Any]) -> str:
+    """'2 ordered, 1 equivalent, 3 undecided'."""
+    got = [outcome(p) for p in order["pairs"]]
+    return (f"{got.count('order')} ordered, {got.count('equivalent')} equivalent, "
+            f"{got.count('undecided')} undecided")
