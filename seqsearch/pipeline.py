@@ -59,7 +59,8 @@ def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None
                     tuple(p.budgets), p.bootstrap, p.sampler_seed, alpha=p.alpha,
                     looks=p.planned_looks(), val_images=val_images or metrics.get("val_images"),
                     statistic=p.statistic, min_effect=p.min_effect,
-                    test_baseline_accuracy=None if test is None else float(test))
+                    test_baseline_accuracy=None if test is None else float(test),
+                    max_samples=p.most_samples())
 
 
 def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:

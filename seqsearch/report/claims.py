@@ -174,13 +174,20 @@ def repetition_claims(repeat: Sequence[dict[str, Any]] | None) -> pd.DataFrame:
     rows = []
     for r in repeat:
         a = r["stage"]
-        ours = "undecided" if r["tie"] else r["winner"]
+        equivalent = r.get("outcome") == "equivalent"
+        ours = "either" if equivalent else ("undecided" if r["tie"] else r["winner"])
         conf = r["confidence"]
-        if a == LAW[0]:  # the paper saw no DD/D+ difference: undecided is consistent
-            verdict = "agree" if r["tie"] else "disagree"
+        if a == LAW[0]:  # the paper saw no DD/D+ difference
+            if "outcome" in r:  # equivalent agrees; undecided cannot tell
+                verdict = _verdict(None if r["outcome"] == "undecided" else equivalent)
+            else:  # an older repeat.json: undecided was read as consistent
+                verdict = "agree" if r["tie"] else "disagree"
         else:
             wanted = f"{a}+" if a == LAW[1] else a + a  # P+ beats PP; QQ beats Q+
-            verdict = _verdict(None if r["tie"] else r["winner"] == wanted)
+            # a marginal win (Q) cannot be told from "equivalent"; a clear one (P) can
+            against = False if a == LAW[1] else None
+            verdict = _verdict(against if equivalent else
+                               None if r["tie"] else r["winner"] == wanted)
         rows.append({"claim": f"§6 repeat {a}{a}", "paper": REPEAT_PAPER.get(a, ""),
                      "ours": ours, "verdict": verdict, "p_value": r.get("p_value"),
                      "confidence": conf,

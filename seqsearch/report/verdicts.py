@@ -35,8 +35,11 @@ def power_text(p: dict[str, Any]) -> str:
     need = pw.get("units_needed")
     seen = (f"the {abs(effect(p)):.2f}-pt effect seen would need {need} units"
             if need is not None else "no effect seen")
+    at_max = (f"; {pw['max_samples']} units would detect {pw['detectable_at_max_samples']:.2f}"
+              if pw.get("detectable_at_max_samples") is not None
+              and pw["max_samples"] > p["units"] else "")
     return (f"{p['units']} units (sd {pw['sd']:.2f} pts) detect {pw['detectable']:.2f} pts "
-            f"({first} − {p['orders'][1]}) with 80 % power at {p['alpha']:.3g}; {seen}")
+            f"({first} − {p['orders'][1]}) with 80 % power at {p['alpha']:.3g}; {seen}{at_max}")
 
 
 def rule_text(c: dict[str, Any]) -> str:

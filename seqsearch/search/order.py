@@ -79,6 +79,7 @@ class Criteria:
     statistic: str = "gap"  # gap | hypervolume
     min_effect: float = DEFAULT_MIN_EFFECT  # points: the practical size of an order effect
     test_baseline_accuracy: float | None = None  # the test split's reference (None: validation)
+    max_samples: int | None = None  # the most units the design lets a pair reach
 
     @property
     def drop(self) -> float:
@@ -270,6 +271,11 @@ def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria) -> 
     diffs = [u["value"] for u in v["unit_statistic"].values()]
     power = power_line(diffs, level)
     power["min_effect_units_needed"] = power_line(diffs, level, crit.min_effect)["units_needed"]
+    if crit.max_samples and power["detectable"] is not None and v["units"]:
+        # what the design's largest K could detect at this noise
+        power["max_samples"] = crit.max_samples
+        power["detectable_at_max_samples"] = \
+            float(power["detectable"]) * math.sqrt(v["units"] / crit.max_samples)
     v.update({
         "winner": (first if v["effect"] > 0 else second) if decided else None,
         "decided": decided,
@@ -470,9 +476,10 @@ STATISTICS = {"gap": "matched-compression accuracy gap (points)",
 
 def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Sequence[str],
                      crit: Criteria) -> list[dict[str, Any]]:
-    """Paper §4: does A→B still win with C inserted (ACB against BCA)?"""
+    """Paper §4: does A→B still win with C inserted (ACB against BCA)? The checks are one
+    family (Holm, as the pairs are)."""
     rows = table[table["kind"] == "insert"]
-    out = []
+    found: list[tuple[str, str, dict[str, Any]]] = []
     for ab in winners:
         a, b = ab[0], ab[1]
         for c in letters:
@@ -481,30 +488,35 @@ def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Seque
             acb, bca = rows[rows["order"] == a + c + b], rows[rows["order"] == b + c + a]
             if acb.empty or bca.empty:
                 continue
-            v = compare(acb, bca, crit, first=a + c + b, second=b + c + a)
-            out.append({"pair": ab, "inserted": c, "holds": v["winner"] == a + c + b,
-                        "winner": v["winner"], "tie": v["tie"], "decided": v["decided"],
-                        "p_value": v["p_value"], "units": v["units"], "margin": v["margin"],
-                        "confidence": v["confidence"]})
-    return out
+            found.append((ab, c, compare(acb, bca, crit, first=a + c + b,
+                                         second=b + c + a)))
+    checked = family([dict(v, pair=ab) for ab, _, v in found], crit)
+    return [{"pair": ab, "inserted": c, "holds": v["winner"] == ab[0] + c + ab[1],
+             "winner": v["winner"], "tie": v["tie"], "decided": v["decided"],
+             "outcome": v["outcome"], "p_value": v["p_value"], "alpha": v["alpha"],
+             "units": v["units"], "margin": v["margin"], "effect": v["effect"],
+             "confidence": v["confidence"]}
+            for (ab, c, _), v in zip(found, checked, strict=True)]
 
 
 def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
     """Paper §6: AA against A once with params as strong as two applications (every stage
-    the table has repeat runs of)."""
-    out = []
+    the table has repeat runs of). The checks are one family (Holm, as the pairs are)."""
+    found: list[tuple[str, dict[str, Any]]] = []
     repeated = table[table["kind"] == "repeat"]["order"] if "kind" in table else []
     for a in sorted({str(o)[0] for o in repeated}):
         aa = table[(table["kind"] == "repeat") & (table["order"] == a + a)]
         one = table[(table["kind"] == "stronger") & (table["order"] == a)]
         if aa.empty or one.empty:
             continue
-        v = compare(aa, one, crit, first=a + a, second=a + "+")
-        out.append({"stage": a, "repeat_helps": v["winner"] == a + a, "winner": v["winner"],
-                    "tie": v["tie"], "decided": v["decided"], "p_value": v["p_value"],
-                    "units": v["units"], "margin": v["margin"], "confidence": v["confidence"],
-                    "effect": v["effect"], "hypervolume": v.get("hypervolume")})
-    return out
+        found.append((a, compare(aa, one, crit, first=a + a, second=a + "+")))
+    checked = family([dict(v, pair=a + a) for a, v in found], crit)
+    return [{"stage": a, "repeat_helps": v["winner"] == a + a, "winner": v["winner"],
+             "tie": v["tie"], "decided": v["decided"], "outcome": v["outcome"],
+             "p_value": v["p_value"], "alpha": v["alpha"], "units": v["units"],
+             "margin": v["margin"], "confidence": v["confidence"], "effect": v["effect"],
+             "hypervolume": v.get("hypervolume")}
+            for (a, _), v in zip(found, checked, strict=True)]
 
 
 def complete_seeds(rows: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
