@@ -46,7 +46,7 @@ def synthetic(preferences: set[tuple[str, str]]):
     return execute
 
 
-def probe_synthetic(tmp_path, preferences, *, k=6, stop_after=None):
+def probe_synthetic(tmp_path, preferences, *, k=8, stop_after=None):
     samples = make_samples(STAGES, k, 0, {})
     execute = synthetic(preferences)
     calls = {"n": 0}
@@ -99,7 +99,7 @@ def test_interrupted_probe_resumes_to_the_same_result(tmp_path):
     assert done == 20
     resumed = probe_synthetic(tmp_path / "b", planted)
     assert decide(resumed.table(), list("DPQE"), CRIT) == full
-    assert resumed.totals()["units"] == len(pair_units("DPQE", 6, [0]))
+    assert resumed.totals()["units"] == len(pair_units("DPQE", 8, [0]))
 
 
 TINY_STUDY = """\
@@ -208,9 +208,10 @@ def test_insertion_and_repetition_checks_on_planted_data(tmp_path):
     from seqsearch.search.probe import insert_units, repeat_units
 
     planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
-    prober = probe_synthetic(tmp_path, planted, k=5)  # 4 units cannot reach p <= 0.1
-    prober.run(insert_units(["DP", "PQ"], "DPQE", 5, [0]))
-    prober.run(repeat_units("DPQE", 5, [0]))
+    # four insertion checks are one family at 0.1: Holm's first step 0.025 needs 7 units
+    prober = probe_synthetic(tmp_path, planted, k=7)
+    prober.run(insert_units(["DP", "PQ"], "DPQE", 7, [0]))
+    prober.run(repeat_units("DPQE", 7, [0]))
     table = prober.table()
     ins = check_insertions(table, ["DP", "PQ"], "DPQE", CRIT)
     assert {(r["pair"], r["inserted"]) for r in ins} == {

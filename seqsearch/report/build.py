@@ -92,9 +92,11 @@ def make_figures(r: Results, t: Tables) -> list[Figure]:
                           "the budget lines; the star is the exported chain.",
                           F.pareto_figure(pts, a, b, verdict, base_val, budgets, exported)))
     out.append(Figure("dag", "order DAG",
-                      "Decided pairs as arrows (p-value, margin); undecided pairs dotted.",
+                      "Decided pairs as arrows (p-value, effect in points); pairs shown "
+                      "equivalent as ≈; undecided pairs dotted.",
                       F.dag_figure(r.order["letters"], t.edges, r.order["orders"],
-                                   r.order.get("undecided", []))))
+                                   r.order.get("undecided", []),
+                                   r.order.get("equivalent", []))))
     if r.brute and r.brute.get("ranking"):
         out.append(Figure("brute_ranking", "brute-force ranking",
                           "Every full order's mean per-unit validation hypervolume with its "

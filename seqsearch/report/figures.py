@@ -88,9 +88,11 @@ def ranking_figure(ranking: Sequence[dict[str, Any]], proposed: Sequence[str]) -
 
 
 def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str],
-               undecided: list[str] | None = None) -> go.Figure:
+               undecided: list[str] | None = None,
+               equivalent: list[str] | None = None) -> go.Figure:
     """Stages on a circle; an arrow A→B when AB wins (decided), labelled with its p-value and
-    margin; a dotted grey line, no arrow, for each undecided pair."""
+    effect (points); a dotted grey line, no arrow, for each undecided pair; a solid green line
+    marked ≈ for each pair shown equivalent (no edge, by evidence)."""
     n = max(1, len(letters))
     pos = {c: (math.cos(math.pi / 2 - 2 * math.pi * i / n),
                math.sin(math.pi / 2 - 2 * math.pi * i / n)) for i, c in enumerate(letters)}
@@ -100,6 +102,13 @@ def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str],
         fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="text",
                                  text=f"{pair}: undecided", showlegend=False,
                                  line={"color": "#bbb", "dash": "dot", "width": 1.5}))
+    for pair in equivalent or []:
+        (x0, y0), (x1, y1) = pos[pair[0]], pos[pair[1]]
+        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="text",
+                                 text=f"{pair}: either order", showlegend=False,
+                                 line={"color": "#2ca02c", "width": 2}))
+        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, showarrow=False, text="≈",
+                           bgcolor="white", font={"size": 16, "color": "#2ca02c"})
     for _, e in edges.iterrows():
         (x0, y0), (x1, y1) = pos[e["from"]], pos[e["to"]]
         fig.add_annotation(x=x0 + 0.85 * (x1 - x0), y=y0 + 0.85 * (y1 - y0),
@@ -107,7 +116,7 @@ def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str],
                            xref="x", yref="y", axref="x", ayref="y", showarrow=True,
                            arrowhead=3, arrowsize=1.5, arrowwidth=2, arrowcolor="#555")
         fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, showarrow=False,
-                           text=f"p {e['p_value']:.2g}, m {e['margin']:.2f}",
+                           text=f"p {e['p_value']:.2g}, {e['margin']:.2f} pt",
                            bgcolor="white", font={"size": 11})
     fig.add_trace(go.Scatter(x=[pos[c][0] for c in letters], y=[pos[c][1] for c in letters],
                              mode="markers+text", text=letters, textfont={"size": 20},
@@ -115,8 +124,8 @@ def dag_figure(letters: list[str], edges: pd.DataFrame, orders: list[str],
                                      "line": {"color": "#1f77b4", "width": 2}},
                              showlegend=False))
     shown = ", ".join(orders[:4]) + (f" … ({len(orders)} in all)" if len(orders) > 4 else "")
-    fig.update_layout(title=f"order DAG (arrow: decided, p-value and margin; dotted: "
-                            f"undecided)<br>orders: {shown or 'none'}",
+    fig.update_layout(title=f"order DAG (arrow: decided, p-value and effect; ≈: either "
+                            f"order; dotted: undecided)<br>orders: {shown or 'none'}",
                       xaxis={"visible": False, "range": [-1.5, 1.5]},
                       yaxis={"visible": False, "range": [-1.5, 1.5]},
                       template="plotly_white", width=560, height=560)

@@ -24,7 +24,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .answer { background: #f6f9fc; border: 1px solid #d5e3f0; padding: 0.5em 1em 1em; }
-.undecided { color: #777; } .decided { font-weight: 600; }
+.undecided { color: #777; } .decided { font-weight: 600; } .equivalent { color: #2ca02c; }
 figure { margin: 1.5em 0; } figcaption { color: #555; font-size: 0.92em; }
 """
 
@@ -41,7 +41,7 @@ def _table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
 
 
 def _verdicts(r: Results) -> str:
-    from seqsearch.report.verdicts import outcome, power_text, rule_text, verdict_word
+    from seqsearch.report.verdicts import counts, outcome, power_text, rule_text, verdict_word
 
     rows = []
     for p in r.order["pairs"]:
@@ -54,7 +54,8 @@ def _verdicts(r: Results) -> str:
                     f"<td>{len(p['seeds'])}</td>"
                     f"<td>{'' if conf is None else f'{conf:.2f}'}</td>"
                     f"<td>{_e(power)}</td></tr>")
-    return ("<table><tr><th>pair</th><th>verdict</th><th>effect (pts)</th><th>p-value</th>"
+    return (f"<p><b>Pairs:</b> {_e(counts(r.order))}.</p>"
+            "<table><tr><th>pair</th><th>verdict</th><th>effect (pts)</th><th>p-value</th>"
             "<th>level</th><th>units</th><th>seeds</th><th>confidence</th>"
             "<th>power line</th></tr>" + "".join(rows) + "</table>"
             + f"<p>{_e(rule_text(r.order['criteria']))} Undecided pairs leave both orders as "
@@ -70,6 +71,11 @@ def _noise(r: Results) -> str:
     if n.get("seed_gap_points") is not None:
         parts.append(f"two seeds of the same chain land {n['seed_gap_points']:.2f} points "
                      "apart on average")
+    null = r.order.get("null_check") or {}
+    if null.get("draws"):
+        parts.append(f"label-swap null on these units: a false edge in "
+                     f"{100 * null['study_false_edge_rate']:.2f} % of {null['draws']:,} drawn "
+                     f"studies against a family level of {null['alpha']:.3g}")
     return f"<p><b>Noise:</b> {_e('; '.join(parts))}.</p>" if parts else ""
 
 
