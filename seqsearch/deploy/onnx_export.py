@@ -21,7 +21,7 @@ from torch import nn
 
 from seqsearch import atomic
 from seqsearch.deploy.exits import exit_net
-from seqsearch.deploy.graph_pass import drop_redundant_requant
+from seqsearch.deploy.graph_pass import all_graphs, drop_redundant_requant
 from seqsearch.deploy.lower import calibrate_outputs, lower
 from seqsearch.deploy.qdq import Emit
 from seqsearch.models.multi_exit import MultiExit, confidence
@@ -97,6 +97,13 @@ def to_onnx(net: nn.Module, input_shape: tuple[int, ...]) -> onnx.ModelProto:
 
 
 def _save(proto: onnx.ModelProto, path: Path, notes: list[str]) -> None:
+    # the exporter's per-node metadata (source lines, module stacks) is most of a small
+    # file: the deployed file carries the graph and the weights only
+    for graph in all_graphs(proto.graph):
+        graph.doc_string = ""
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = NOTES_KEY, json.dumps(notes)
