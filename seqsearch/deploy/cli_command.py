@@ -27,8 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("path", help="a study folder with chain.yaml and model.pt (writes "
                    "deploy.json, adds real_cost to chain.yaml), or an .onnx file")
     p.add_argument("--baseline", help="with an .onnx file: a baseline .onnx to compare with")
-    p.add_argument("--threads", type=_threads, help="comma list of intra-op thread counts "
-                   "(default: 1 and all cores)")
+    p.add_argument("--threads", dest="ort_threads", type=_threads, help="comma list of "
+                   "intra-op thread counts (default: 1 and all cores)")
     p.add_argument("--runs", type=int, default=300, help="timed batch-1 runs per setting "
                    "(default 300; batch 64 gets a fifteenth)")
     p.add_argument("--reexport", action="store_true", help="write model.onnx again from model.pt")
@@ -42,7 +42,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
     if args.runs < 1:
         raise SeqsearchError(f"--runs {args.runs}: must be at least 1")
-    settings = BenchSettings(threads=args.threads or default_threads(),
+    settings = BenchSettings(threads=args.ort_threads or default_threads(),
                              batch1_runs=args.runs, batch64_runs=max(3, args.runs // 15))
     path = Path(args.path)
     if path.suffix == ".onnx":

@@ -197,39 +197,75 @@ class QDQLayer(nn.Module):
         return y
 
 
-def conv_bn_pairs(model: nn.Module, example: torch.Tensor
-                  ) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
-    """{batchnorm name: conv/linear name} where the BatchNorm's input is exactly that layer's
-    output in a real forward pass (the pairs BatchNorm folding may merge), and each conv or
-    linear layer's input shape."""
-    shapes: dict[str, tuple[int, ...]] = {}
+@dataclass
+class Pairs:
+    """What one traced forward pass says about BatchNorm neighbours and input shapes."""
+
+    after: dict[str, str] = field(default_factory=dict)  # BN name -> the layer it follows
+    before: dict[str, str] = field(default_factory=dict)  # float Linear -> the BN feeding it
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> Pairs:
+    """BatchNorms whose input is exactly a conv/linear layer's output (folded into it), float
+    Linear layers whose input is exactly a BatchNorm1d's output (an exit head: the BatchNorm
+    folds into the Linear), and each layer's input shape, from one real forward pass."""
+    found = Pairs()
     produced: dict[int, tuple[str, torch.Tensor]] = {}
-    pairs: dict[str, str] = {}
+    normed: dict[int, tuple[str, torch.Tensor]] = {}
     handles = []
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             def out_hook(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,
                          name: str = name) -> None:
                 produced[id(out)] = (name, out)
-                shapes.setdefault(name, tuple(args[0].shape))
+                found.shapes.setdefault(name, tuple(args[0].shape))
+                hit = normed.get(id(args[0]))
+                if hit is not None and hit[1] is args[0] and type(_m) is nn.Linear:
+                    found.before.setdefault(name, hit[0])
             handles.append(m.register_forward_hook(out_hook))
         elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-            def in_hook(_m: nn.Module, args: tuple[torch.Tensor, ...], name: str = name) -> None:
+            def in_hook(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor,
+                        name: str = name) -> None:
                 hit = produced.get(id(args[0]))
                 if hit is not None and hit[1] is args[0]:
-                    pairs.setdefault(name, hit[0])
-            handles.append(m.register_forward_pre_hook(in_hook))
+                    found.after.setdefault(name, hit[0])
+                if isinstance(_m, nn.BatchNorm1d):
+                    normed[id(out)] = (name, out)
+            handles.append(m.register_forward_hook(in_hook))
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-    # a layer feeding two BatchNorms (or called twice) cannot absorb either
+    # a layer feeding two BatchNorms (or called twice) cannot absorb either; a BatchNorm
+    # folded into the layer before it is not folded into the one after
     counts: dict[str, int] = {}
-    for conv in pairs.values():
+    for conv in found.after.values():
         counts[conv] = counts.get(conv, 0) + 1
-    return {bn: conv for bn, conv in pairs.items() if counts[conv] == 1}, shapes
+    found.after = {bn: c for bn, c in found.after.items() if counts[c] == 1}
+    users: dict[str, int] = {}
+    for bn in found.before.values():
+        users[bn] = users.get(bn, 0) + 1
+    found.before = {lin: bn for lin, bn in found.before.items()
+                    if users[bn] == 1 and bn not in found.after}
+    return found
+
+
+@torch.no_grad()
+def fold_into_next(linear: nn.Linear, bn: nn.Module) -> None:
+    """W(g·x + h) + b = (W·diag g)·x + (W·h + b), in place."""
+    gain, shift = bn_affine(bn)
+    w = linear.weight.double()
+    bias = linear.bias.double() if linear.bias is not None else torch.zeros(w.shape[0],
+                                                                           dtype=w.dtype)
+    linear.weight.copy_((w * gain.view(1, -1)).float())
+    new_bias = (w @ shift + bias).float()
+    if linear.bias is None:
+        linear.bias = nn.Parameter(new_bias)
+    else:
+        linear.bias.copy_(new_bias)
 
 
 def _set(root: nn.Module, name: str, new: nn.Module) -> None:
@@ -292,8 +328,14 @@ def _lower_layer(name: str, layer: nn.Conv2d | nn.Linear, bn: nn.Module | None,
             scales = scales * factor
             out.notes.append(f"{name}: {int(over.sum())} of {c_out} channels of 8-bit weights "
                              "re-rounded to 127 levels (int8)")
-        if scales is not None:
-            scales = scales.clamp_min(1e-12)
+        if ints is not None and scales is not None:
+            # widen each channel's integers to fill int8 (×m, scale ÷m: the same weights).
+            # onnxruntime rounds the bias to int32 in steps of input scale × weight scale;
+            # a finer weight scale keeps that rounding m times below an activation level
+            top = ints.abs().reshape(c_out, -1).amax(dim=1).clamp_min(1)
+            widen = torch.floor(127 / top).clamp_min(1)
+            ints = ints * widen.view(view)
+            scales = (scales / widen).clamp_min(1e-12)
     else:
         out.notes.append(f"{name}: 32-bit weights left float (the layer runs as a float op)")
     if grid is None:
@@ -308,10 +350,16 @@ def _lower_layer(name: str, layer: nn.Conv2d | nn.Linear, bn: nn.Module | None,
 def lower(model: nn.Module, example: torch.Tensor) -> Lowered:
     """A copy of `model` with BatchNorms folded and fake-quant layers as QDQLayers."""
     model = copy.deepcopy(model).cpu().float().eval()
-    pairs, shapes = conv_bn_pairs(model, example)
-    folded_into = {conv: bn for bn, conv in pairs.items()}
+    pairs = conv_bn_pairs(model, example)
+    shapes = pairs.shapes
+    folded_into = {conv: bn for bn, conv in pairs.after.items()}
     modules = dict(model.named_modules())
     out = Lowered(model)
+    for lin, bn in pairs.before.items():
+        layer = modules[lin]
+        assert isinstance(layer, nn.Linear)
+        fold_into_next(layer, modules[bn])
+        _set(model, bn, nn.Identity())
     for name, m in list(modules.items()):
         if not isinstance(m, nn.Conv2d | nn.Linear):
             continue
@@ -325,6 +373,10 @@ def lower(model: nn.Module, example: torch.Tensor) -> Lowered:
         _set(model, name, new)
         if bn_name:
             _set(model, bn_name, nn.Identity())
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            out.notes.append(f"{name}: BatchNorm not folded (no conv/linear right before it, "
+                             "nor a float linear right after); runs as a float op")
     return out
 
 

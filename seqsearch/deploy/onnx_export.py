@@ -58,10 +58,13 @@ class AllExits(nn.Module):
         return result
 
 
-def deployable(model: nn.Module, calibration: torch.Tensor) -> tuple[nn.Module, Exported]:
-    """The network to export (lowered, exits as control flow) and what it could not keep."""
+def deployable(model: nn.Module, calibration: torch.Tensor, *, requant: bool = True
+               ) -> tuple[nn.Module, Exported]:
+    """The network to export (lowered, exits as control flow) and what it could not keep.
+    `requant=False` leaves convs whose output is not quantized next in float (exact, slower)."""
     low = lower(model, calibration[:2])
-    calibrate_outputs(low.model, calibration)
+    if requant:
+        calibrate_outputs(low.model, calibration)
     info = Exported(Path(), list(low.notes), low.quantized, low.exact)
     net: nn.Module = low.model
     if isinstance(low.model, MultiExit):
@@ -110,9 +113,10 @@ def _save(proto: onnx.ModelProto, path: Path, notes: list[str]) -> None:
     atomic.write_bytes(path, proto.SerializeToString())
 
 
-def export_compressed(model: nn.Module, calibration: torch.Tensor, path: Path) -> Exported:
+def export_compressed(model: nn.Module, calibration: torch.Tensor, path: Path, *,
+                      requant: bool = True) -> Exported:
     """Write the deployable ONNX of a compressed model to `path` (atomically)."""
-    net, info = deployable(model, calibration)
+    net, info = deployable(model, calibration, requant=requant)
     proto = to_onnx(net, tuple(calibration.shape[1:]))
     info.requant_dropped = drop_redundant_requant(proto)
     info.path = path
