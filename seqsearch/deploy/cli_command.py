@@ -32,6 +32,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--runs", type=int, default=300, help="timed batch-1 runs per setting "
                    "(default 300; batch 64 gets a fifteenth)")
     p.add_argument("--reexport", action="store_true", help="write model.onnx again from model.pt")
+    p.add_argument("--requant", action="store_true", help="re-export model.onnx with an 8-bit "
+                   "output requantisation on every quantized conv whose output is not quantized "
+                   "next (all convs integer: faster, no longer exact)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench_model)
 
@@ -55,7 +58,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
             return 0
     if not path.is_dir():
         raise SeqsearchError(f"{path}: no such study folder or .onnx file")
-    result = bench_folder(path, settings, reexport=args.reexport)
+    result = bench_folder(path, settings, reexport=args.reexport, requant=args.requant)
     print(json.dumps(result) if args.json else _folder_lines(result))
     return 0
 

@@ -34,8 +34,8 @@ MEANING = {
 }
 
 
-def write_model_onnx(out_dir: Path, model: nn.Module, calibration: torch.Tensor
-                     ) -> Path | None:
+def write_model_onnx(out_dir: Path, model: nn.Module, calibration: torch.Tensor, *,
+                     requant: bool = False) -> Path | None:
     """model.onnx beside model.pt, or one line saying why not (the rest of the export stands)."""
     line = missing_line("model.onnx")
     if line is not None:
@@ -45,7 +45,7 @@ def write_model_onnx(out_dir: Path, model: nn.Module, calibration: torch.Tensor
 
     path = out_dir / "model.onnx"
     try:
-        info = export_compressed(model, calibration.cpu().float(), path)
+        info = export_compressed(model, calibration.cpu().float(), path, requant=requant)
     except Exception as exc:  # noqa: BLE001 - the float export stands; say why in one line
         from seqsearch.errors import first_line
 
@@ -70,7 +70,13 @@ def _load_folder(folder: Path) -> tuple[Any, Any, nn.Module, nn.Module]:
     cfg = load_chain(chain)
     base_file = baseline_path(cfg, folder)
     if not base_file.is_file():
-        raise SeqsearchError(f"{base_file}: no baseline checkpoint for this chain")
+        # `seqsearch apply` keys its baseline under the pinned precision policy: a folder
+        # holding a single baseline checkpoint is that chain's baseline
+        found = sorted(base_file.parent.glob("*.pt")) if base_file.parent.is_dir() else []
+        if len(found) != 1:
+            raise SeqsearchError(f"{base_file}: no baseline checkpoint for this chain")
+        note(f"[bench-model] baseline: {found[0]} (the folder's only checkpoint)")
+        base_file = found[0]
     data = build_data(cfg, torch.device("cpu"))
     baseline = build_model(cfg, data)
     baseline.load_state_dict(torch.load(base_file, map_location="cpu",
@@ -110,8 +116,8 @@ def _exit_cost(path: Path, images: np.ndarray, taken: np.ndarray, last: int, thr
     return out
 
 
-def bench_folder(folder: Path, settings: BenchSettings, *, reexport: bool = False
-                 ) -> dict[str, Any]:
+def bench_folder(folder: Path, settings: BenchSettings, *, reexport: bool = False,
+                 requant: bool = False) -> dict[str, Any]:
     """Measure a study folder's exported model against its baseline; write deploy.json and
     chain.yaml's `real_cost`."""
     line = missing_line("bench-model")
@@ -122,10 +128,11 @@ def bench_folder(folder: Path, settings: BenchSettings, *, reexport: bool = Fals
 
     cfg, data, baseline, model = _load_folder(folder)
     onnx_path = folder / "model.onnx"
-    if reexport or not onnx_path.is_file() or \
+    if reexport or requant or not onnx_path.is_file() or \
             onnx_path.stat().st_mtime < (folder / "model.pt").stat().st_mtime:
         note(f"[bench-model] exporting {onnx_path}")
-        export_compressed(model, data.train.x[:256].cpu().float(), onnx_path)
+        export_compressed(model, data.train.x[:256].cpu().float(), onnx_path,
+                          requant=requant)
     deploy_dir = folder / "deploy"
     base_path = deploy_dir / "baseline.onnx"
     note(f"[bench-model] exporting the fp32 baseline to {base_path}")

@@ -145,23 +145,32 @@ class QDQLayer(nn.Module):
             self.register_buffer("weight", weight.float())
         self.requant = False
         self.border: torch.Tensor | None
+        self.border_w: torch.Tensor | None
         self.register_buffer("border", None)
+        self.register_buffer("border_w", None)
         self.register_buffer("y_scale", torch.ones(()))
         self.register_buffer("y_zero", torch.zeros((), dtype=torch.uint8))
 
     @torch.no_grad()
     def set_border(self, shift: float, in_shape: tuple[int, ...]) -> None:
-        """The input was quantized shifted by +shift: subtract what the shift added, shift
-        times the sum of the weights over the taps inside the input (a conv's zero padding
-        adds nothing), one constant per output channel and position."""
-        ones = torch.ones((1, *in_shape[1:]))
-        w = (dequantize(self.w_int, self.w_scale, self.w_zero, axis=0 if self.conv else 1)
-             if self.int_weight else self.weight)
+        """The input was quantized shifted by +shift: subtract what the shift added, the
+        layer applied (without bias) to a constant image of `shift` (a conv's zero padding
+        adds nothing, so borders differ from the interior). Stored as that small input
+        image; onnxruntime folds the layer applied to it into a constant when it loads."""
+        self.border = torch.full((1, *in_shape[1:]), float(shift))
+        # a float copy of the weights: onnxruntime does not constant-fold DequantizeLinear
+        self.border_w = (dequantize(self.w_int, self.w_scale, self.w_zero,
+                                    axis=0 if self.conv else 1)
+                         if self.int_weight else self.weight).clone()
+
+    def _layer(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None
+               ) -> torch.Tensor:
         if self.conv:
-            b = F.conv2d(ones, w, None, self.stride, self.padding, self.dilation, self.groups)
-        else:
-            b = ones @ w if self.int_weight else F.linear(ones, w)
-        self.border = (shift * b).float()
+            return F.conv2d(x, w, bias, self.stride, self.padding, self.dilation, self.groups)
+        if not self.int_weight:
+            return F.linear(x, w, bias)
+        y = torch.matmul(x, w)
+        return y if bias is None else y + bias
 
     def set_output_range(self, lo: float, hi: float) -> None:
         """Requantize the output to uint8 over [lo, hi] (0 always inside)."""
@@ -182,13 +191,10 @@ class QDQLayer(nn.Module):
         axis = 0 if self.conv else 1
         w = dequantize(self.w_int, self.w_scale, self.w_zero, axis=axis) \
             if self.int_weight else self.weight
-        if self.conv:
-            y = F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        elif not self.int_weight:
-            y = F.linear(x, w, self.bias)
-        else:
-            y = torch.matmul(x, w) + self.bias
-        return y if self.border is None else y - self.border
+        y = self._layer(x, w, self.bias)
+        if self.border is None or self.border_w is None:
+            return y
+        return y - self._layer(self.border, self.border_w, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.raw(x)

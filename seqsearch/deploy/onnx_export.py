@@ -58,7 +58,7 @@ class AllExits(nn.Module):
         return result
 
 
-def deployable(model: nn.Module, calibration: torch.Tensor, *, requant: bool = True
+def deployable(model: nn.Module, calibration: torch.Tensor, *, requant: bool = False
                ) -> tuple[nn.Module, Exported]:
     """The network to export (lowered, exits as control flow) and what it could not keep.
     `requant=False` leaves convs whose output is not quantized next in float (exact, slower)."""
@@ -104,6 +104,7 @@ def _save(proto: onnx.ModelProto, path: Path, notes: list[str]) -> None:
     # file: the deployed file carries the graph and the weights only
     for graph in all_graphs(proto.graph):
         graph.doc_string = ""
+        del graph.value_info[:]  # intermediate shapes: onnxruntime infers them
         for node in graph.node:
             del node.metadata_props[:]
             node.doc_string = ""
@@ -114,7 +115,7 @@ def _save(proto: onnx.ModelProto, path: Path, notes: list[str]) -> None:
 
 
 def export_compressed(model: nn.Module, calibration: torch.Tensor, path: Path, *,
-                      requant: bool = True) -> Exported:
+                      requant: bool = False) -> Exported:
     """Write the deployable ONNX of a compressed model to `path` (atomically)."""
     net, info = deployable(model, calibration, requant=requant)
     proto = to_onnx(net, tuple(calibration.shape[1:]))
