@@ -84,6 +84,9 @@ def _folder_lines(r: dict[str, Any]) -> str:
     lines.append(f"speedup vs fp32 baseline (best thread counts): batch 1 {s['batch1']:.2f}x, "
                  f"batch 64 {s['batch64']:.2f}x; file {z['ratio']:.2f}x smaller "
                  f"({z['model_bytes']} vs {z['baseline_bytes']} bytes)")
+    for t, v in s.get("same_threads", {}).items():
+        lines.append(f"  at {t} thread(s) each: batch 1 {v['batch1']:.2f}x, batch 64 "
+                     f"{v['batch64']:.2f}x")
     lines.append(f"test accuracy ({a['test_images']} images): ONNX {100 * a['onnx']:.2f} %, "
                  f"fake-quant {100 * a['fake_quant']:.2f} %, fp32 baseline ONNX "
                  f"{100 * a['baseline_onnx']:.2f} %; identical predictions "
