@@ -35,10 +35,14 @@ def default_threads() -> tuple[int, ...]:
     return tuple(sorted({1, max(1, cores)}))
 
 
-def session(path: Path, threads: int) -> Any:
+def session(path: Path, threads: int, *, fuse_qdq: bool = True) -> Any:
+    """An onnxruntime CPU session; `fuse_qdq=False` keeps Q/DQ as written (float kernels on
+    dequantized values: the graph's own semantics, no integer kernels)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if not fuse_qdq:
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -88,9 +92,10 @@ def measure(path: Path, images: np.ndarray, settings: BenchSettings,
     return {"file": str(path), "size_bytes": path.stat().st_size, "by_threads": by_threads}
 
 
-def predictions(path: Path, images: np.ndarray, batch: int = 256) -> np.ndarray:
+def predictions(path: Path, images: np.ndarray, batch: int = 256, *, fuse_qdq: bool = True
+                ) -> np.ndarray:
     """argmax of the model's logits over `images`."""
-    sess = session(path, 1)
+    sess = session(path, 1, fuse_qdq=fuse_qdq)
     name = sess.get_inputs()[0].name
     out = [np.asarray(sess.run(None, {name: images[i:i + batch]})[0]).argmax(axis=1)
            for i in range(0, len(images), batch)]

@@ -90,7 +90,8 @@ def _folder_lines(r: dict[str, Any]) -> str:
     lines.append(f"test accuracy ({a['test_images']} images): ONNX {100 * a['onnx']:.2f} %, "
                  f"fake-quant {100 * a['fake_quant']:.2f} %, fp32 baseline ONNX "
                  f"{100 * a['baseline_onnx']:.2f} %; identical predictions "
-                 f"{100 * a['identical_predictions']:.2f} %")
+                 f"{100 * a['identical_predictions']:.2f} % (same file without int8 kernels: "
+                 f"{100 * a['identical_predictions_without_int8_kernels']:.2f} %)")
     g = r["graph"]
     lines.append(f"onnxruntime graph: integer ops {g['integer'] or 'none'}, float "
                  f"conv/matmul {g['float'] or 'none'}")

@@ -143,6 +143,7 @@ def bench_folder(folder: Path, settings: BenchSettings, *, reexport: bool = Fals
     note(f"[bench-model] predictions on {len(y)} test images")
     fq_pred, taken = _fake_quant_predictions(model, x)
     onnx_pred = predictions(onnx_path, images)
+    graph_pred = predictions(onnx_path, images, fuse_qdq=False)
     base_pred = predictions(base_path, images)
     runs: dict[str, Any] = {}
     for label, path in (("baseline", base_path), ("model", onnx_path)):
@@ -171,7 +172,11 @@ def bench_folder(folder: Path, settings: BenchSettings, *, reexport: bool = Fals
                      "onnx": float((onnx_pred == y).mean()),
                      "fake_quant": float((fq_pred == y).mean()),
                      "baseline_onnx": float((base_pred == y).mean()),
-                     "identical_predictions": float((onnx_pred == fq_pred).mean())},
+                     "identical_predictions": float((onnx_pred == fq_pred).mean()),
+                     # the same file with onnxruntime's Q/DQ fusions off: float kernels on
+                     # the dequantized values, i.e. what the graph itself says
+                     "identical_predictions_without_int8_kernels":
+                         float((graph_pred == fq_pred).mean())},
         "graph": optimized_ops(str(onnx_path), str(deploy_dir / "model.optimized.onnx")),
         "lowering_notes": file_notes(onnx_path),
         "exits": _exit_cost(onnx_path, images, taken, len(getattr(model, "heads", ())),
