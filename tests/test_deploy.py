@@ -236,3 +236,17 @@ def test_onnx_file_needs_no_seqsearch(deploy_setup, tmp_path):
     proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
                           env=env, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_report_paragraph_shows_real_cost_beside_bitops(tmp_path):
+    from seqsearch.report.deploy_section import deploy_html
+
+    assert deploy_html(tmp_path) == ""  # not measured: no paragraph
+    (tmp_path / "deploy.json").write_text(json.dumps({
+        "speedup": {"batch1": 1.234, "batch64": 0.5}, "bitops_cr": 150.0, "cr": 7.5,
+        "size": {"ratio": 2.83, "model_bytes": 1000},
+        "accuracy": {"onnx": 0.98, "fake_quant": 0.981, "identical_predictions": 0.994},
+        "machine": {"onnxruntime": "1.0", "cpu": "x86_64", "cores": 2, "threads": [1, 2]}}))
+    text = deploy_html(tmp_path)
+    assert "BitOpsCR 150.0× and CR 7.5× are theoretical" in text
+    assert "1.23× at batch 1" in text and "2.83× smaller" in text and "99.40 %" in text

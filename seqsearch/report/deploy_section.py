@@ -34,8 +34,8 @@ def deploy_html(out_dir: Path) -> str:
     text = (
         f"{theory}Measured (model.onnx vs the fp32 baseline's ONNX, onnxruntime "
         f"{m['onnxruntime']}, this CPU: {m['cpu']}, {m['cores']} cores, best of threads "
-        f"{m['threads']}): batch 1 {float(s['batch1']):.2f}× faster, batch 64 "
-        f"{float(s['batch64']):.2f}× the images/s; file {float(z['ratio']):.2f}× smaller "
+        f"{m['threads']}): speedup {float(s['batch1']):.2f}× at batch 1 (latency), "
+        f"{float(s['batch64']):.2f}× at batch 64 (images/s); file {float(z['ratio']):.2f}× smaller "
         f"({z['model_bytes']} bytes); test accuracy {100 * a['onnx']:.2f} % in ONNX vs "
         f"{100 * a['fake_quant']:.2f} % fake-quant, {100 * a['identical_predictions']:.2f} % "
         "identical predictions. Below 8 bits no x86 kernel runs the layer faster: sub-8-bit "
