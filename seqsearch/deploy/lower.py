@@ -2,20 +2,22 @@
 or linear layer before it, and every DoReFa fake-quant layer replaced by a `QDQLayer` that
 holds its real integers.
 
-What is exact and what is not (each inexact layer is said, in one line, in `notes`):
+What is exact and what is not (each inexact or unlowered layer is said, in one line, in
+`notes`):
 - unsigned k-bit activations (input in [0, s]): uint8, scale s/(2^k-1), zero point 0, clipped
-  to 2^k-1 on the integers — exactly DoReFa's levels;
+  to 2^k-1 on the integers: exactly DoReFa's levels;
 - signed activations (the image, a linear bottleneck) sit on odd multiples of s/(2^k-1), a grid
-  with no integer zero point: k <= 7 uses the twice finer uint8 grid (zero point 128) that
-  contains every DoReFa level, k = 8 the shifted grid of the same step; both round some
-  inputs differently from training;
+  with no integer zero point: the input is quantized shifted by s/(2^k-1) (zero point 127,
+  exact for k <= 8) and the layer subtracts what the shift added (the layer applied to a
+  constant image, so zero-padded borders are right); such a layer runs as a float op;
 - weights: DoReFa k-bit weights are odd multiples of peak/(2^k-1), BWN 1-bit ones ±E: with
-  the folded BatchNorm scale per output channel they are exact int8 values for k <= 7; at
-  8 bits a channel whose integers exceed 127 is re-rounded to 127 levels;
-- a quantized conv whose output is not itself quantized next (it feeds an addition, a pool)
-  gets an 8-bit output requantisation (uint8, range calibrated on training images) so that
-  onnxruntime can run it as an integer convolution; the graph pass drops it where the next
-  layer quantizes the output anyway (conv -> [ReLU] -> quantized layer), keeping that exact.
+  the folded BatchNorm gain per output channel they are exact int8 values for k <= 7, widened
+  to fill int8; 8-bit weights (255 levels a side) stay exact floats where the layer runs in
+  float anyway, and are re-rounded to int8 where it would run as an integer conv;
+- optional (`calibrate_outputs`): a quantized conv whose output is not quantized next (it
+  feeds an addition, a pool) gets an 8-bit output requantisation so that onnxruntime runs it
+  as an integer conv; the graph pass drops it where the next layer quantizes the output anyway
+  (conv -> [ReLU] -> quantized layer), keeping that exact.
 """
 
 from __future__ import annotations
