@@ -378,7 +378,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported {ex['exported']} from {ex['from']} {ex['id']}"
           + ("" if ex["feasible"] else f" (INFEASIBLE: {ex['note']})")
           + f": test BitOpsCR {ex['runs'][0]['bitops_cr']:.1f}x on the study seed, mean of two "
-          f"seeds {ex['mean_bitops_cr']:.1f}x; {ex['chain']}, {ex['model']}")
+          f"seeds {ex['mean_bitops_cr']:.1f}x; {ex['chain']}, {ex['model']}"
+          + (f", {ex['onnx']}" if ex.get("onnx") else ""))
     return 0
 
 
@@ -437,7 +438,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"{ex['runs'][0]['bitops_cr']:.1f}x; mean of two seeds: val drop "
               f"{100 * (ex['baseline_val_accuracy'] - ex['mean_val_accuracy']):+.2f} pts, "
               f"test BitOpsCR {ex['mean_bitops_cr']:.1f}x")
-        print(f"exported: {ex['chain']} and {ex['model']}")
+        print(f"exported: {ex['chain']} and {ex['model']}"
+              + (f" and {ex['onnx']}" if ex.get("onnx") else ""))
     print(f"report: {out / 'summary.md'} and {out / 'index.html'}")
     total = sum(res["timings"].values())
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in res["timings"].items())
@@ -524,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("export", help="re-run the best candidates on a fresh seed and export "
-                       "the best confirmed chain (chain.yaml, model.pt)")
+                       "the best confirmed chain (chain.yaml, model.pt, model.onnx)")
     p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.add_argument("--storage", help="Optuna storage of the tuning study (default: the journal "
@@ -547,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "single-threaded worker per thread)")
     _threads_option(p)
     p.set_defaults(func=cmd_run)
+
+    from seqsearch.deploy.cli_command import add_parser as add_bench_model
+
+    add_bench_model(sub)
 
     p = sub.add_parser("report", help="rebuild tables, figures and summary from stored results")
     p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")

@@ -220,6 +220,7 @@ class ChainConfig(RunSection):
     feasible: bool | None = None  # an export: whether it met the budget (never read as input)
     source: dict[str, Any] | None = None  # an export: probe, brute or tune, and which point
     confirmation: dict[str, Any] | None = None  # an export: both seeds' figures and means
+    real_cost: dict[str, Any] | None = None  # bench-model: measured latency and size (not input)
     # an export: the precision and memory format its figures ran under (apply's default)
     policy: PolicySection | None = None
 

@@ -439,6 +439,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     import optuna
 
     from seqsearch.chain import runner_for, save_model
+    from seqsearch.deploy.command import write_model_onnx
     from seqsearch.report.export import chain_document, pinned_policy, write_chain
     from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm
     from seqsearch.search.tune import slot_trials
@@ -474,6 +475,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     chain_path, model_path = out_dir / "chain.yaml", out_dir / "model.pt"
     write_chain(chain_path, doc)
     save_model(model_path, got.model, {"chain": c.chain, "final": metrics})
+    onnx_path = write_model_onnx(out_dir, got.model, base.data.train.x[:256])
     atomic.write_json(out_dir / "confirm.json", {
         "budget": opts.budget,
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
@@ -484,7 +486,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                         "runs": x.runs, "steps": x.steps} for x in got.considered]})
     if not got.feasible:
         note(f"[export] {c.chain} exported, but {got.why}")
-    return {"chain": str(chain_path), "model": str(model_path), "exported": c.chain,
+    return {"chain": str(chain_path), "model": str(model_path),
+            "onnx": str(onnx_path) if onnx_path else None, "exported": c.chain,
             "from": c.source, "id": c.ident, "feasible": got.feasible, **confirmation}
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from seqsearch import atomic
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
+from seqsearch.report.deploy_section import deploy_html
 from seqsearch.report.results import Figure, Results, Tables, exported_candidate
 
 STYLE = """
@@ -161,7 +162,8 @@ def write_index(r: Results, t: Tables, figures: Sequence[Figure], js: Path,
         f"{100 * r.base['test_accuracy']:.2f} %.</p>"
         "<section class='answer' id='answer'><h2>Answer</h2>"
         f"<p><b>Proposed order(s):</b> {proposed}</p>"
-        f"{_verdicts(r)}{_noise(r)}{_exported(r)}{_cost(r, t)}</section>"
+        f"{_verdicts(r)}{_noise(r)}{_exported(r)}{deploy_html(r.out_dir)}{_cost(r, t)}"
+        "</section>"
         f"<section id='figures'><h2>Figures</h2>{figs}</section>"
         f"<section id='tables'><h2>Tables</h2>{tables}</section>"
         + (f"<section id='notes'><h2>Notes</h2><ul>{note_html}</ul></section>"
