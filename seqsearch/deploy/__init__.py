@@ -1,24 +1,24 @@
 """Deployment: the compressed network as a plain ONNX file (real pruned shapes, BatchNorm
 folded, int8 Q/DQ layers, exits as `If`) and its measured cost in onnxruntime.
 
-Needs the optional `deploy` extra (onnx, onnxruntime, onnxscript); `missing()` says which of
-them is absent so callers can say one line instead of failing."""
+Needs onnx, onnxruntime and onnxscript (dependencies of the package); where an install lacks
+one, `missing()` says which, so callers say one line instead of failing."""
 
 from __future__ import annotations
 
 import importlib.util
 
 DEPLOY_PACKAGES = ("onnx", "onnxruntime", "onnxscript")
-INSTALL_HINT = "pip install 'seqsearch[deploy]'"
+INSTALL_HINT = "pip install onnx onnxruntime onnxscript"
 
 
 def missing() -> list[str]:
-    """The deploy extra's packages that cannot be imported here."""
+    """The deployment packages that cannot be imported here."""
     return [p for p in DEPLOY_PACKAGES if importlib.util.find_spec(p) is None]
 
 
 def missing_line(what: str) -> str | None:
-    """One line naming the extra to install, or None when everything is there."""
+    """One line naming what to install, or None when everything is there."""
     gone = missing()
     if not gone:
         return None
