@@ -87,7 +87,7 @@ class ProbeSection(_Strict):
     # a pair gets its next seed, then more samples, only while undecided (search.stats)
     adaptive: bool = True
     # with adaptive: samples a contested pair may reach, added `sample_batch` at a time (None:
-    # `samples` at a time); see docs/statistics.md for the default
+    # `samples` at a time); docs/commands.md says why 16
     max_samples: int | None = Field(default=16, ge=1, le=10_000)
     sample_batch: int | None = Field(default=None, ge=1, le=10_000)
     alpha: float = Field(default=0.1, gt=0.0, lt=1.0)

@@ -122,18 +122,6 @@ def run_hypervolumes(rows: pd.DataFrame, ref: tuple[float, float], split: str = 
     return out
 
 
-def paired_units(a: dict[int, dict[int, float]], b: dict[int, dict[int, float]]
-                 ) -> dict[int, tuple[float, float, list[int]]]:
-    """Per sample both orders ran: (mean HV of A, mean HV of B, seeds both ran)."""
-    out = {}
-    for sample in sorted(set(a) & set(b)):
-        seeds = sorted(set(a[sample]) & set(b[sample]))
-        if seeds:
-            out[sample] = (sum(a[sample][s] for s in seeds) / len(seeds),
-                           sum(b[sample][s] for s in seeds) / len(seeds), seeds)
-    return out
-
-
 def run_points(rows: pd.DataFrame, split: str = "val") -> dict[int, dict[int, list[Point]]]:
     """{sample: {seed: that run's (accuracy, log BitOpsCR) points}} (an E run: its τ sweep)."""
     out: dict[int, dict[int, list[Point]]] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from seqsearch.config import StudyConfig
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
-from seqsearch.search.stats import look_alpha, smallest_p
+from seqsearch.search.stats import look_alpha, min_units_for
 
 # channels, side, classes, training images (official train split) of the known datasets
 KNOWN = {
@@ -104,10 +104,7 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
 def min_units(alpha: float, looks: int, pairs: int = 1) -> int:
     """The fewest parameter samples with which the paired test can decide a pair at all: the
     first step of Holm's correction over `pairs` at alpha / looks."""
-    n = 1
-    while smallest_p(n) > look_alpha(alpha, looks) / max(1, pairs):
-        n += 1
-    return n
+    return min_units_for(look_alpha(alpha, looks) / max(1, pairs))
 
 
 def pilot_power(out_dir: Path) -> list[dict[str, Any]] | None:
