@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import run_cli
+from optuna.trial import TrialState
 
 from seqsearch.search.order import Criteria, decide
 from seqsearch.search.probe import Prober, UnitResult, make_samples, pair_units
@@ -352,3 +353,26 @@ def test_the_lowest_claimed_copy_of_a_unit_wins(tmp_path):
     assert _taken_elsewhere(study, third, "u")  # a confirmed copy wins whatever its number
     study.tell(first, 1.0)
     assert _taken_elsewhere(study, third, "u")  # so does a finished one
+
+
+def test_a_unit_taken_but_never_claimed_is_run_again(tmp_path, monkeypatch):
+    """A worker killed between taking a unit and claiming it leaves a RUNNING trial that names
+    no process; the next run waits out the claim grace, then runs that unit itself (before the
+    fix it waited for that trial forever)."""
+    import seqsearch.search.storage as storage_mod
+
+    planted = {(a, b) for i, a in enumerate("DPQE") for b in "DPQE"[i + 1:]}
+    samples = make_samples(STAGES, 2, 0, {})
+    units = pair_units("DPQE", 2, [0])
+    prober = Prober(tmp_path, open_storage(None, tmp_path), "syn-probe", synthetic(planted),
+                    samples)
+    study = prober._study()
+    study.enqueue_trial({}, user_attrs={"unit": units[0].key})
+    orphan = study.ask()  # taken, and the worker "dies" before claim()
+    assert orphan.user_attrs["unit"] == units[0].key
+    monkeypatch.setattr(storage_mod, "CLAIM_GRACE_S", 0.5)
+    counts = prober.run(units)
+    assert counts["units"] == len(units)  # the orphan's unit too, once
+    assert all(prober.unit_path(u).is_file() for u in units)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[orphan.number] == TrialState.FAIL

@@ -218,3 +218,28 @@ def test_multi_objective_reports_pareto_set(tmp_path):
     res = json.loads(run_cli("tune", str(study), "--out", str(tmp_path / "o"), "--chain", "QP",
                           "--n-trials", "4", "--multi-objective", "--json").stdout)
     assert res["pareto"] and all("val_accuracy" in p for p in res["pareto"])
+
+
+def test_a_slot_taken_but_never_claimed_is_queued_again(tmp_path, monkeypatch):
+    """A worker killed between taking a slot and claiming it leaves a RUNNING trial naming no
+    process: after the claim grace it is reaped and its slot goes back in the queue with its
+    warm-start params, so `work` neither loses it nor waits for it forever."""
+    import seqsearch.search.storage as storage_mod
+    from seqsearch.search.storage import reap_dead_trials, unclaimed
+    from seqsearch.search.tune import requeue
+
+    st = optuna.create_study(storage=open_storage(None, tmp_path), study_name="orphan")
+    st.enqueue_trial({"x": 0.25}, user_attrs={"slot": 3, "warm_start": True})
+    orphan = st.ask()
+    assert unclaimed(st)
+    assert reap_dead_trials(st) == []  # within the grace: it may still be claimed
+    monkeypatch.setattr(storage_mod, "CLAIM_GRACE_S", 0.0)
+    time.sleep(0.01)
+    reaped = reap_dead_trials(st)
+    assert [t.number for t in reaped] == [orphan.number]
+    assert reap_dead_trials(st) == []  # failed once, by one reaper
+    requeue(st, reaped)
+    (again,) = st.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    assert again.user_attrs == {"slot": 3, "warm_start": True}
+    assert again.system_attrs["fixed_params"] == {"x": 0.25}
+    assert not unclaimed(st)

@@ -162,15 +162,7 @@ class Prober:
         study = self._study()
         reap_dead_trials(study)
         by_key = {u.key: u for u in units}
-        active: set[str] = set()
-        for t in study.get_trials(deepcopy=False):
-            key = t.user_attrs.get("unit")
-            if key in by_key and t.state in (TrialState.WAITING, TrialState.RUNNING,
-                                             TrialState.COMPLETE):
-                active.add(key)
-        for u in units:
-            if u.key not in active and not self.unit_path(u).is_file():
-                study.enqueue_trial({}, user_attrs={"unit": u.key})
+        self._queue_missing(study, units)
         counts = {"units": 0, "trained": 0, "cached": 0, "failed": 0}
         todo = sum(1 for u in units if not self.unit_path(u).is_file())
         start = time.perf_counter()
@@ -184,7 +176,8 @@ class Prober:
                 if not self._others_running(study, units):
                     break
                 time.sleep(1.0)
-                reap_dead_trials(study)
+                if reap_dead_trials(study):
+                    self._queue_missing(study, units)
                 continue
             trial = study.ask()
             key = trial.user_attrs.get("unit")
@@ -197,7 +190,8 @@ class Prober:
                 trial.set_user_attr("idle", True)
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            claim(trial)
+            if not claim(trial):  # reaped before this worker claimed it: queued again
+                continue
             if _taken_elsewhere(study, trial, key):
                 trial.set_user_attr("idle", True)
                 study.tell(trial, state=TrialState.FAIL)
@@ -230,6 +224,14 @@ class Prober:
             self.write_table()
         self.write_table()
         return counts
+
+    def _queue_missing(self, study: optuna.Study, units: Sequence[Unit]) -> None:
+        """Queue every unit that has no result and no live trial (waiting, running or done)."""
+        active = {t.user_attrs.get("unit") for t in study.get_trials(deepcopy=False)
+                  if t.state in (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE)}
+        for u in units:
+            if u.key not in active and not self.unit_path(u).is_file():
+                study.enqueue_trial({}, user_attrs={"unit": u.key})
 
     def _others_running(self, study: optuna.Study, units: Sequence[Unit]) -> bool:
         pending = {u.key for u in units if not self.unit_path(u).is_file()}

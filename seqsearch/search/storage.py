@@ -9,6 +9,7 @@ and its unit of work is queued again, so nothing completed is lost and nothing i
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import warnings
@@ -86,10 +87,22 @@ def _journal(path: Path) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
 
 
-def claim(trial: optuna.Trial) -> None:
-    """Record which process runs a trial, so a dead worker's trial can be recognised."""
-    trial.set_user_attr("host", HOST)
-    trial.set_user_attr("pid", os.getpid())
+# A worker claims a trial a few milliseconds after taking it; one killed in between leaves a
+# RUNNING trial that names no process. After this long such a trial is taken to be dead.
+CLAIM_GRACE_S = 120.0
+
+
+def claim(trial: optuna.Trial) -> bool:
+    """Record which process runs a trial, so a dead worker's trial can be recognised.
+
+    False when the trial was reaped meanwhile (this worker took longer than CLAIM_GRACE_S to
+    claim it): the worker drops it, its unit of work has been queued again."""
+    try:
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", HOST)
+    except RuntimeError:  # Optuna's UpdateFinishedTrialError: already failed by a reaper
+        return False
+    return True
 
 
 def _alive(pid: int) -> bool:
@@ -109,19 +122,36 @@ def _alive(pid: int) -> bool:
 
 
 def is_dead(t: FrozenTrial) -> bool:
+    """A RUNNING trial whose process (on this host) is gone, or that no process claimed within
+    CLAIM_GRACE_S of its start (its worker was killed between taking and claiming it)."""
+    if t.state != TrialState.RUNNING:
+        return False
     host, pid = t.user_attrs.get("host"), t.user_attrs.get("pid")
-    return t.state == TrialState.RUNNING and host == HOST and isinstance(pid, int) and \
-        pid != os.getpid() and not _alive(pid)
+    if host is None:
+        start = t.datetime_start
+        return start is not None and \
+            (datetime.datetime.now() - start).total_seconds() > CLAIM_GRACE_S
+    return host == HOST and isinstance(pid, int) and pid != os.getpid() and not _alive(pid)
 
 
-def reap_dead_trials(study: optuna.Study) -> int:
-    """Fail RUNNING trials whose worker process (on this host) is gone; returns how many."""
+def reap_dead_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Fail RUNNING trials whose worker process (on this host) is gone; returns those this call
+    failed (another worker may reap the same trial first: then it is not in the list)."""
     if isinstance(study._storage, RDBStorage):
         optuna.storages.fail_stale_trials(study)
-    n = 0
+    reaped = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_dead(t):
-            study._storage.set_trial_user_attr(t._trial_id, "reaped", True)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            n += 1
-    return n
+            try:
+                study._storage.set_trial_user_attr(t._trial_id, "reaped", True)
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except RuntimeError:  # UpdateFinishedTrialError: another worker reaped it
+                continue
+            reaped.append(t)
+    return reaped
+
+
+def unclaimed(study: optuna.Study) -> bool:
+    """Whether a RUNNING trial names no process yet (just taken, or its taker was killed)."""
+    return any("host" not in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))

@@ -18,6 +18,7 @@ error) keeps its slot with the reason recorded.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import bitops_cr
 from seqsearch.progress import note
 from seqsearch.search.pareto import BUDGET_TOLERANCE, within_budget
-from seqsearch.search.storage import claim
+from seqsearch.search.storage import claim, reap_dead_trials, unclaimed
 from seqsearch.stages import behaviour, get_stage
 from seqsearch.train import DivergedError
 
@@ -324,13 +325,29 @@ def queue_slots(study: optuna.Study, n: int, initial: Sequence[dict[str, Any]] =
             study.enqueue_trial(params, user_attrs={"slot": slot, "warm_start": warm})
 
 
+def requeue(study: optuna.Study, reaped: Sequence[FrozenTrial]) -> None:
+    """Queue the slots of trials reaped while this worker waited, with their fixed params."""
+    for t in reaped:
+        slot = t.user_attrs.get("slot")
+        if slot is not None:
+            study.enqueue_trial(dict(t.system_attrs.get("fixed_params", {})),
+                                user_attrs={"slot": slot,
+                                            "warm_start": t.user_attrs.get("warm_start", False)})
+
+
 def work(study: optuna.Study, objective: Objective, *, label: str = "tune") -> dict[str, int]:
     """Take queued slots until none is left; returns what this worker did."""
     done = {"complete": 0, "pruned": 0, "failed": 0}
     while True:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if not any(t.user_attrs.get("slot") is not None for t in waiting):
-            return done
+            if not unclaimed(study):
+                return done
+            # A slot taken by a worker killed before it claimed it: wait out the claim grace,
+            # then queue that slot again and take it here.
+            time.sleep(1.0)
+            requeue(study, reap_dead_trials(study))
+            continue
         trial = study.ask()
         slot = trial.user_attrs.get("slot")
         if slot is None:  # another worker took the last slot between our look and our ask
@@ -341,7 +358,8 @@ def work(study: optuna.Study, objective: Objective, *, label: str = "tune") -> d
             trial.set_user_attr("idle", True)
             study.tell(trial, state=TrialState.FAIL)
             continue
-        claim(trial)
+        if not claim(trial):  # reaped before this worker claimed it: queued again
+            continue
         total = len(study.get_trials(deepcopy=False))
         note(f"[{label}] trial {trial.number} (slot {slot}), {total} in the study")
         try:
