@@ -64,6 +64,14 @@ class TrainSection(_Strict):
     # measured faster (seqsearch.precision). Evaluation is always fp32.
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    # every fine-tune after P, Q, L and E: cross-entropy alone, or plus KL to the model as it
+    # was before the stage (docs/recovery.md says why that teacher), at this temperature
+    recovery: Literal["ce", "kd"] = "ce"
+    recovery_temperature: float = Field(default=1.0, gt=0.0, le=100.0)
+    recovery_weight: float = Field(default=1.0, ge=0.0, le=100.0)
+    # BatchNorm statistics re-estimated on this many training batches after a stage changes
+    # the structure or the quantizers, before it fine-tunes (0: off)
+    bn_recalibration: int = Field(default=0, ge=0, le=100_000)
 
     def settings(self, seed: int, *, finetune: bool = False) -> TrainSettings:
         """Baseline settings, or a stage's fine-tune settings (stage epochs, lr x factor)."""

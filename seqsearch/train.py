@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from torch import nn
 from seqsearch.data import DataBundle, Split, augment_batch, batches
 from seqsearch.precision import CONTIGUOUS, policy_settings, resolve_policy
 from seqsearch.progress import Progress
+from seqsearch.stages.quant_layers import no_decay_parameters
 
 LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
 """(model outputs, targets, inputs) -> scalar loss."""
@@ -87,14 +89,56 @@ def cross_entropy(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor)
     return F.cross_entropy(outputs.float(), targets)
 
 
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` in eval mode with no gradients: a teacher."""
+    import copy
+
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean, in fp32."""
+    return F.kl_div(F.log_softmax(student.float() / t, dim=1),
+                    F.log_softmax(teacher.float() / t, dim=1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def kd_recovery(task: LossFn, teacher: nn.Module, temperature: float, weight: float) -> LossFn:
+    """`task` plus weight·T²·KL to `teacher`'s outputs on the same (augmented) inputs. Outputs
+    that are lists (exits) are matched one to one when the teacher has as many, else each is
+    matched to the teacher's final output."""
+
+    def loss(outputs: object, targets: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ref = teacher(inputs)
+        outs: list[torch.Tensor] = list(outputs) if isinstance(outputs, list | tuple) \
+            else [outputs]  # type: ignore[list-item]
+        refs: list[torch.Tensor] = list(ref) if isinstance(ref, list | tuple) else [ref]
+        if len(refs) != len(outs):
+            refs = [refs[-1]] * len(outs)
+        kl = torch.stack([_kl(o, r, temperature) for o, r in zip(outs, refs, strict=True)])
+        return task(outputs, targets, inputs) + weight * kl.mean()
+
+    return loss
+
+
 def _make_optimizer(
-    params: list[nn.Parameter], settings: TrainSettings
+    params: list[nn.Parameter], settings: TrainSettings, no_decay: set[int] | None = None
 ) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW; parameters in `no_decay` (quantizer steps) get no weight decay."""
+    skip = no_decay or set()
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in params if id(p) not in skip]},
+        {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
+        return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum,
                                weight_decay=settings.weight_decay, nesterov=settings.momentum > 0)
     if settings.optimizer == "adam":
-        return torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        return torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     raise ValueError(f"unknown optimizer {settings.optimizer!r}")
 
 
@@ -143,7 +187,7 @@ def fit(
         if not trainable or total == 0:
             return result
         guard.enter_context(policy.guarded(model))
-        opt = _make_optimizer(trainable, settings)
+        opt = _make_optimizer(trainable, settings, no_decay_parameters(model))
         step = 0
         for epoch in range(1, settings.epochs + 1):
             running = torch.zeros((), device=data.train.x.device)

@@ -73,12 +73,18 @@ def _integer_kernel_layers(model, data) -> int:
                and m.int_weight and m.border is None)
 
 
-@pytest.mark.parametrize("order", CHAINS)
-def test_chain_exports_runs_in_onnxruntime_and_agrees(deploy_setup, order):
+def _light(c: str, method: str) -> dict:
+    params = dict(LIGHT.get(c, {}))
+    return {**params, "method": method} if c == "Q" else params
+
+
+@pytest.mark.parametrize(("order", "method"),
+                         [(o, "dorefa") for o in CHAINS] + [("Q", "lsq"), ("QPE", "lsq")])
+def test_chain_exports_runs_in_onnxruntime_and_agrees(deploy_setup, order, method):
     base, data, runner, folder = deploy_setup
-    steps = plan([(c, dict(LIGHT.get(c, {}))) for c in order])
+    steps = plan([(c, _light(c, method)) for c in order])
     model = runner.run(steps).model.cpu().float().eval()
-    path = folder / f"{order}.onnx"
+    path = folder / f"{order}-{method}.onnx"
     info = export_compressed(model, data.train.x[:256].cpu().float(), path)
     x = data.test.x.cpu().float()
     y = data.test.y.cpu().numpy()
@@ -105,7 +111,7 @@ def test_chain_exports_runs_in_onnxruntime_and_agrees(deploy_setup, order):
         assert info.exits_as_if and ops["If"] >= 1
     else:
         assert ops["If"] == 0
-    runtime = optimized_ops(str(path), str(folder / f"{order}.opt.onnx"))
+    runtime = optimized_ops(str(path), str(folder / f"{order}-{method}.opt.onnx"))
     if "Q" in order:
         # exact export: every conv whose output the next layer quantizes runs as QLinearConv
         assert runtime["integer"].get("QLinearConv", 0) >= 3, runtime
@@ -138,12 +144,13 @@ def test_requant_runs_every_quantized_conv_as_an_integer_conv(deploy_setup, orde
     assert (got == _fake_quant_predictions(model, data.test.x.cpu().float())).mean() >= 0.95
 
 
-def test_lowering_without_requant_is_the_fake_quant_model(deploy_setup):
+@pytest.mark.parametrize("method", ["dorefa", "lsq"])
+def test_lowering_without_requant_is_the_fake_quant_model(deploy_setup, method):
     """Folded BatchNorm, int8 weights, shifted signed inputs and border corrections compute
     what the fake-quant model computes (the output requantisation is the only rounding the
     deployed graph adds)."""
     _, data, runner, _ = deploy_setup
-    model = runner.run(plan([("Q", dict(LIGHT["Q"]))])).model.cpu().float().eval()
+    model = runner.run(plan([("Q", _light("Q", method))])).model.cpu().float().eval()
     low = lower(model, data.train.x[:2])
     assert low.quantized >= 8 and low.exact == low.quantized
     x = data.test.x[:64].cpu().float()

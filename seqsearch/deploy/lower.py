@@ -14,6 +14,9 @@ What is exact and what is not (each inexact or unlowered layer is said, in one l
   the folded BatchNorm gain per output channel they are exact int8 values for k <= 7, widened
   to fill int8; 8-bit weights (255 levels a side) stay exact floats where the layer runs in
   float anyway, and are re-rounded to int8 where it would run as an integer conv;
+- LSQ layers: activations are integers -Q_N..Q_P times the learned step (uint8, zero point
+  Q_N, exact); weights integers times a learned step per output channel (int8, exact below
+  8 bits; 8-bit ones reach -128 and are handled like DoReFa's 8 bits below);
 - optional (`calibrate_outputs`): a quantized conv whose output is not quantized next (it
   feeds an addition, a pool) gets an 8-bit output requantisation so that onnxruntime runs it
   as an integer conv; the graph pass drops it where the next layer quantizes the output anyway
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqsearch.deploy.qdq import clip, dequantize, quantize
-from seqsearch.stages.quant_layers import QConv2d, QLinear
+from seqsearch.stages.quant_layers import QConv2d, QLinear, lsq_bounds
 
 
 @dataclass
@@ -81,6 +84,36 @@ def weight_integers(weight: torch.Tensor, bits: int) -> tuple[torch.Tensor, floa
     peak = float(t.abs().max().clamp_min(1e-8))
     j = torch.round((t / (2 * peak) + 0.5) * n)
     return 2 * j - n, peak / n
+
+
+def lsq_act_grid(bits: int, step: float, signed: bool) -> ActGrid | None:
+    """The uint8 grid of an LSQ activation quantizer: integers -Q_N..Q_P times the step, at
+    zero point Q_N (exact for k <= 8)."""
+    if bits >= 32:
+        return None
+    qn, qp = lsq_bounds(bits, signed)
+    return ActGrid(max(float(step), 1e-8), qn, 0, qn + qp, True)
+
+
+def layer_act_grid(layer: QConv2d | QLinear) -> ActGrid | None:
+    """The activation grid of a DoReFa or LSQ fake-quant layer."""
+    if getattr(layer, "method", "dorefa") == "lsq":
+        return lsq_act_grid(layer.act_bits, float(layer.act_step.detach()), bool(layer.act_signed))
+    return act_grid(layer.act_bits, float(layer.act_scale), bool(layer.act_signed))
+
+
+def layer_weight_integers(layer: QConv2d | QLinear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integers, step per output channel): the layer's quantized weight == integers × step."""
+    bits = layer.weight_bits
+    c_out = int(layer.weight.shape[0])
+    if getattr(layer, "method", "dorefa") == "lsq" and bits > 1:
+        qn, qp = lsq_bounds(bits, True)
+        w = layer.weight.detach().float()
+        step = layer.weight_step.detach().float().clamp_min(1e-8)
+        ints = torch.clamp(w / step, -qn, qp).round().double()
+        return ints, step.double().reshape(c_out)
+    raw, step_ = weight_integers(layer.weight, bits)
+    return raw, torch.full((c_out,), step_, dtype=torch.float64)
 
 
 def bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,11 +342,11 @@ def _lower_layer(name: str, layer: nn.Conv2d | nn.Linear, bn: nn.Module | None,
     exact = True
     grid = None
     if layer.act_bits < 32:
-        grid = act_grid(layer.act_bits, float(layer.act_scale), bool(layer.act_signed))
+        grid = layer_act_grid(layer)
     ints = scales = None
     weight = w * gain.view(view)
     if layer.weight_bits < 32:
-        raw, step = weight_integers(layer.weight, layer.weight_bits)
+        raw, step = layer_weight_integers(layer)
         ints = raw * torch.sign(gain).view(view)
         ints[ints == 0] = 0.0  # no -0
         scales = step * gain.abs()

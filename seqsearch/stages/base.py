@@ -27,7 +27,7 @@ from torch import nn
 from seqsearch.config import TrainSection
 from seqsearch.data import DataBundle
 from seqsearch.errors import SeqsearchError
-from seqsearch.train import TrainSettings
+from seqsearch.train import LossFn, TrainSettings, frozen_copy, kd_recovery
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,34 @@ class StageContext:
 
     def example_batch(self, n: int = 64) -> torch.Tensor:
         return self.data.train.x[:n]
+
+    def teacher(self, model: nn.Module) -> nn.Module | None:
+        """The model as it is before the stage, frozen, when fine-tunes recover with KD."""
+        if self.train.recovery != "kd":
+            return None
+        return frozen_copy(model)
+
+    def recovery_loss(self, teacher: nn.Module | None,
+                      task: LossFn | None = None) -> LossFn:
+        """The fine-tune's loss: `task` (default: cross-entropy over every output), plus
+        weight·T²·KL(teacher ‖ model) at temperature T when `teacher` is given."""
+        from seqsearch.stages.common import task_loss
+
+        base = task or task_loss
+        if teacher is None:
+            return base
+        return kd_recovery(base, teacher, self.train.recovery_temperature,
+                           self.train.recovery_weight)
+
+    def recalibrate_norms(self, model: nn.Module, part: nn.Module | None = None) -> None:
+        """Re-estimate the BatchNorm statistics in `part` (default: all of `model`) on
+        `train.bn_recalibration` training batches, quantizers on, no gradient (0: nothing)."""
+        from seqsearch.stages.common import recalibrate_norms
+
+        n = self.train.bn_recalibration
+        if n > 0:
+            recalibrate_norms(model, self.data.train, n, self.train.batch_size, self.seed,
+                              part=part)
 
 
 _STAGES: dict[str, Stage] = {}

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqsearch.data import Split, batches
 from seqsearch.metrics import profile
 from seqsearch.models.multi_exit import MultiExit
 from seqsearch.stages.quant_layers import QConv2d, QLinear, to_quant
@@ -68,13 +69,21 @@ def body_bits(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]
     return bits.most_common(1)[0][0] if bits else None
 
 
-def quantize_module(module: nn.Module, weight_bits: int, act_bits: int) -> nn.Module:
+def quantize_module(module: nn.Module, weight_bits: int, act_bits: int,
+                    method: str = "dorefa") -> nn.Module:
     """Every conv/linear inside `module` replaced by its fake-quant version (in place)."""
     if isinstance(module, nn.Conv2d | nn.Linear):
-        return to_quant(module, weight_bits, act_bits)
+        return to_quant(module, weight_bits, act_bits, method)
     for name, layer in list(counted_layers(module)):
-        replace_module(module, name, to_quant(layer, weight_bits, act_bits))
+        replace_module(module, name, to_quant(layer, weight_bits, act_bits, method))
     return module
+
+
+def body_method(model: nn.Module) -> str:
+    """The quantization method most quantized layers use (DoReFa where none is quantized)."""
+    methods = Counter(getattr(m, "method", "dorefa") for m in model.modules()
+                      if isinstance(m, QConv2d | QLinear))
+    return methods.most_common(1)[0][0] if methods else "dorefa"
 
 
 @torch.no_grad()
@@ -122,6 +131,8 @@ def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = N
             h.remove()
         for m, b in saved.items():
             m.act_bits = b
+            if m in seen:
+                m.init_act_step()  # LSQ: the step starts from the calibrated range
         for norm, buffers in stats.items():
             for k, v in buffers.items():
                 getattr(norm, k).copy_(v)
@@ -157,6 +168,36 @@ def warm_up_norms(model: nn.Module, part: nn.Module, x: torch.Tensor, batch: int
     finally:
         for layer, bits in saved_bits.items():
             layer.act_bits = bits
+        for norm, momentum in saved_momentum.items():
+            norm.momentum = momentum
+        model.train(was_training)
+
+
+@torch.no_grad()
+def recalibrate_norms(model: nn.Module, split: Split, n_batches: int, batch_size: int,
+                      seed: int, *, part: nn.Module | None = None) -> None:
+    """BatchNorm re-estimation (EagleEye; NNCF's BatchnormAdaptation): the statistics of the
+    BatchNorms in `part` (default: all of `model`) recomputed as a plain average over
+    `n_batches` shuffled training batches, with the model as it now is (pruned, quantized:
+    quantizers on), no gradient; the rest runs in eval mode and nothing else changes."""
+    part = model if part is None else part
+    norms = [m for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(split) == 0:
+        return
+    saved_momentum = {m: m.momentum for m in norms}
+    was_training = model.training
+    gen = torch.Generator().manual_seed(seed)
+    try:
+        model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches below
+            norm.train()
+        for k, (x, _) in enumerate(batches(split, batch_size, shuffle=True, gen=gen)):
+            if k >= n_batches:
+                break
+            model(x)
+    finally:
         for norm, momentum in saved_momentum.items():
             norm.momentum = momentum
         model.train(was_training)

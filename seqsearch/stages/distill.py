@@ -282,6 +282,8 @@ class Distill:
                 total = total + float(params["crd_weight"]) * crd(feat_s, taps[1].value)
             return total
 
+        if init == "teacher":  # a warm student's cut layers: their statistics from data
+            ctx.recalibrate_norms(student)
         trainable = list(student.parameters()) + (list(crd.parameters()) if crd else [])
         try:
             settings = ctx.student_settings()

@@ -1,4 +1,11 @@
-"""E: exit heads at the model's candidate points, trained with the backbone frozen.
+"""E: exit heads at the model's candidate points.
+
+`training`: `heads` (default) trains the heads alone on the frozen backbone, with CE (and KL to
+the model before the stage under `train.recovery: kd`); the body is the one before the stage,
+so E leaves the final output as it was, the paper's E. `joint` then fine-tunes everything on the
+mean CE over every exit and the final output; `self_distill` does the same with each exit also
+distilled from the final output (BYOT: CE + α·T²·KL(final ‖ exit), final detached). Both cost a
+second fine-tune of `stage_epochs`.
 
 How many heads and where are params; the exit rule (max softmax or entropy) and τ are policy:
 they cost no training, so the chain runner leaves them out of the prefix-cache key and a τ
@@ -30,15 +37,20 @@ from seqsearch.models.multi_exit import (
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import (
     body_bits,
+    body_method,
     calibrate,
     feature_shapes,
     make_head,
     quantize_module,
+    task_loss,
     warm_up_norms,
 )
 from seqsearch.train import fit, predict
 
 PLACEMENTS = ("early", "even", "late")
+TRAINING = ("heads", "joint", "self_distill")
+SELF_DISTILL_ALPHA = 0.5
+SELF_DISTILL_TEMPERATURE = 1.0
 
 
 def choose_points(candidates: tuple[str, ...], k: int, placement: str) -> list[str]:
@@ -61,6 +73,21 @@ def heads_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor) ->
     return torch.stack(losses).mean()
 
 
+def self_distill_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Tensor
+                      ) -> torch.Tensor:
+    """BYOT: every output's CE, each exit also pulled towards the (detached) final output."""
+    assert isinstance(outputs, list)
+    final = outputs[-1].float()
+    t = SELF_DISTILL_TEMPERATURE
+    losses = [nn.functional.cross_entropy(o.float(), targets) for o in outputs]
+    for o in outputs[:-1]:
+        kl = nn.functional.kl_div(nn.functional.log_softmax(o.float() / t, dim=1),
+                                  nn.functional.log_softmax(final.detach() / t, dim=1),
+                                  reduction="batchmean", log_target=True)
+        losses.append(SELF_DISTILL_ALPHA * t * t * kl)
+    return torch.stack(losses).sum() / len(outputs)
+
+
 class EarlyExit:
     info = StageInfo(
         name="early_exit",
@@ -74,12 +101,13 @@ class EarlyExit:
             "early_exit.head": CategoricalDistribution(("linear", "conv")),
             "early_exit.threshold": FloatDistribution(0.5, 1.0),
             "early_exit.criterion": CategoricalDistribution(CRITERIA),
+            "early_exit.training": CategoricalDistribution(TRAINING),
         },
         defaults={"early_exit.exits": 2, "early_exit.placement": "even",
                   "early_exit.head": "linear", "early_exit.threshold": 0.9,
-                  "early_exit.criterion": "max_softmax"},
+                  "early_exit.criterion": "max_softmax", "early_exit.training": "heads"},
         limits={"early_exit.exits": Range(1, 64), "early_exit.threshold": Range(0.0, 1e9)},
-        description="exit heads trained on a frozen backbone; leave when confident",
+        description="exit heads (on a frozen backbone, or then jointly); leave when confident",
     )
     policy_params = ("threshold", "criterion")
     sweep_param = "threshold"
@@ -111,16 +139,26 @@ class EarlyExit:
         heads = []
         for p in points:
             head = make_head(int(shapes[p][1]), ctx.data.num_classes, params["head"])
-            heads.append(quantize_module(head, *bits) if bits else head)
+            heads.append(quantize_module(head, *bits, body_method(model)) if bits else head)
         multi = MultiExit(model, points, heads).to(ctx.device)
         self.set_policy(multi, params)
         if bits:  # QE: heads quantized from the start, their ranges set on real statistics
             warm_up_norms(multi, multi.heads, ctx.example_batch(256))
             calibrate(multi, ctx.example_batch(256), only=set(multi.heads.modules()),
                       trained=multi.heads)
-        fit(multi, ctx.data, ctx.settings(finetune=False), loss_fn=heads_loss,
+        else:
+            ctx.recalibrate_norms(multi, multi.heads)
+        before = ctx.teacher(model)
+        fit(multi, ctx.data, ctx.settings(finetune=False),
+            loss_fn=ctx.recovery_loss(before, heads_loss),
             params=multi.heads.parameters(), label=f"{ctx.label}early_exit x{len(points)}",
             progress=ctx.progress)
+        training = str(params.get("training", "heads"))
+        if training != "heads":
+            loss = self_distill_loss if training == "self_distill" else task_loss
+            fit(multi, ctx.data, ctx.settings(finetune=True),
+                loss_fn=ctx.recovery_loss(before, loss),
+                label=f"{ctx.label}early_exit {training}", progress=ctx.progress)
         return multi
 
     @staticmethod

@@ -31,7 +31,6 @@ from seqsearch.stages.common import (
     counted_layers,
     first_last_layers,
     replace_module,
-    task_loss,
 )
 from seqsearch.stages.quant_layers import QConv2d, QLinear, to_quant
 from seqsearch.train import fit
@@ -104,11 +103,15 @@ def factorise(layer: nn.Module, energy: float, rank_ratio: float
     first.to(device)
     second.to(device)
     if isinstance(layer, QConv2d | QLinear):
-        first = to_quant(first, layer.weight_bits, layer.act_bits)
-        second = to_quant(second, layer.weight_bits, layer.act_bits)
+        method = getattr(layer, "method", "dorefa")
+        first = to_quant(first, layer.weight_bits, layer.act_bits, method)
+        second = to_quant(second, layer.weight_bits, layer.act_bits, method)
         q: Any = first
         q.act_scale.copy_(layer.act_scale)  # the same input as the layer it replaces
         q.act_signed.copy_(layer.act_signed)
+        if method == "lsq" and layer.act_bits < 32:
+            with torch.no_grad():
+                q.act_step.copy_(layer.act_step)  # its learned step too
     return first, second
 
 
@@ -131,6 +134,7 @@ class LowRank:
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         energy, ratio = float(params["energy"]), float(params["rank_ratio"])
+        before = ctx.teacher(model)
         first, _ = first_last_layers(model, ctx.input_shape)
         keep = {id(m) for m in classifier_layers(model, ctx.input_shape)}
         new_second: set[nn.Module] = set()
@@ -147,6 +151,7 @@ class LowRank:
             done += 1
         if new_second:  # the second factors' inputs are new: set their ranges on real data
             calibrate(model, ctx.example_batch(256), only=new_second)
-        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=task_loss,
+        ctx.recalibrate_norms(model)
+        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
             label=f"{ctx.label}lowrank e{energy:.2f} ({done} layers)", progress=ctx.progress)
         return model

@@ -23,6 +23,7 @@ from seqsearch.errors import SeqsearchError, first_line
 from seqsearch.progress import note
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import classifier_layers, task_loss
+from seqsearch.stages.quant_layers import prune_weight_steps
 from seqsearch.train import fit
 
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
@@ -90,6 +91,19 @@ def _uneven_grouped_cut(group: Any, dg: Any, names: Mapping[nn.Module, str]) -> 
             return (f"channels reach grouped conv {names.get(conv, type(conv).__name__)!r} "
                     f"(groups={conv.groups}) unevenly, which torch-pruning cannot cut")
     return None
+
+
+def _cut_weight_steps(group: Any, dg: Any) -> None:
+    """LSQ's per-output-channel weight steps are parameters torch-pruning does not know of:
+    cut them like the layer's output channels, before the group cuts the layer."""
+    for dep, idxs in group:
+        layer = dep.target.module
+        if getattr(layer, "weight_step", None) is None \
+                or not dg.is_out_channel_pruning_fn(dep.handler):
+            continue
+        width = layer.weight.shape[0]
+        gone = set(tp._helpers.to_plain_idxs(idxs))
+        prune_weight_steps(layer, [i for i in range(width) if i not in gone])
 
 
 class _Broken(Exception):
@@ -173,6 +187,7 @@ def _prune_once(model: nn.Module, ctx: StageContext, ratio: float, *, importance
             kept[root] = reason
             continue
         try:
+            _cut_weight_steps(group, dg)
             group.prune()
             if check_each:
                 _runs(model, check)
@@ -292,10 +307,12 @@ class Prune:
         return {**params, "ratio": round(1 - (1 - params["ratio"]) ** 2, 6)}
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
+        before = ctx.teacher(model)
         model = prune_channels(model, ctx, float(params["ratio"]),
                                importance=params["importance"],
                                global_pruning=bool(params["global_pruning"]),
                                exclude=_names(params["exclude"]))
-        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=task_loss,
+        ctx.recalibrate_norms(model)
+        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
             label=f"{ctx.label}prune {params['ratio']:.2f}", progress=ctx.progress)
         return model

@@ -1,4 +1,5 @@
-"""Q: DoReFa quantization-aware training at chosen weight/activation bits.
+"""Q: quantization-aware training at chosen weight/activation bits, DoReFa (fixed activation
+ranges) or LSQ (learned steps); `method` picks (quant_layers says how each quantizes).
 
 First and last backbone layers get the study's first/last bits (default 8/8). Exit heads already
 present are quantized too at the body bits and fine-tuned with the rest (the paper's EQ). A
@@ -20,9 +21,8 @@ from seqsearch.stages.common import (
     counted_layers,
     first_last_layers,
     replace_module,
-    task_loss,
 )
-from seqsearch.stages.quant_layers import ACT_BITS, WEIGHT_BITS, to_quant
+from seqsearch.stages.quant_layers import ACT_BITS, METHODS, WEIGHT_BITS, to_quant
 from seqsearch.train import fit
 
 
@@ -36,9 +36,10 @@ class Quantize:
         space={
             "quantize.weight_bits": CategoricalDistribution(WEIGHT_BITS),
             "quantize.act_bits": CategoricalDistribution(ACT_BITS),
+            "quantize.method": CategoricalDistribution(METHODS),
         },
-        defaults={"quantize.weight_bits": 4, "quantize.act_bits": 8},
-        description="DoReFa QAT; first/last layer bits from the study",
+        defaults={"quantize.weight_bits": 4, "quantize.act_bits": 8, "quantize.method": "dorefa"},
+        description="QAT (DoReFa or LSQ); first/last layer bits from the study",
     )
 
     @staticmethod
@@ -48,12 +49,15 @@ class Quantize:
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         wb, ab = int(params["weight_bits"]), int(params["act_bits"])
+        method = str(params["method"])
+        before = ctx.teacher(model)
         first, last = first_last_layers(model, ctx.input_shape)
         fl_w, fl_a = ctx.first_last_bits
         for name, layer in list(counted_layers(model)):
             bits = (fl_w, fl_a) if name in (first, last) else (wb, ab)
-            replace_module(model, name, to_quant(layer, *bits))
+            replace_module(model, name, to_quant(layer, *bits, method))
         calibrate(model, ctx.example_batch(256))  # the fit trains it all: batch statistics
-        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=task_loss,
-            label=f"{ctx.label}quantize w{wb}a{ab}", progress=ctx.progress)
+        ctx.recalibrate_norms(model)
+        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
+            label=f"{ctx.label}quantize w{wb}a{ab} {method}", progress=ctx.progress)
         return model
