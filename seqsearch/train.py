@@ -23,7 +23,6 @@ from torch import nn
 from seqsearch.data import DataBundle, Split, augment_batch, batches
 from seqsearch.precision import CONTIGUOUS, policy_settings, resolve_policy
 from seqsearch.progress import Progress
-from seqsearch.stages.quant_layers import no_decay_parameters
 
 LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
 """(model outputs, targets, inputs) -> scalar loss."""
@@ -187,6 +186,9 @@ def fit(
         if not trainable or total == 0:
             return result
         guard.enter_context(policy.guarded(model))
+        # (imported here: seqsearch.stages imports the config, which imports this module)
+        from seqsearch.stages.quant_layers import no_decay_parameters
+
         opt = _make_optimizer(trainable, settings, no_decay_parameters(model))
         step = 0
         for epoch in range(1, settings.epochs + 1):
