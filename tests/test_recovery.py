@@ -167,3 +167,16 @@ def test_kd_recovery_and_recalibration_run_in_the_stages(stage_setup, stage):
                    resolve_params(st.info, {}))
     with torch.no_grad():
         assert torch.isfinite(out.eval()(data.val.x)).all()
+
+
+def test_recipe_params_are_checked_but_not_sampled():
+    from seqsearch.errors import SeqsearchError
+
+    q, e = get_stage("quantize").info, get_stage("early_exit").info
+    assert "quantize.method" not in q.space and "early_exit.training" not in e.space
+    assert resolve_params(q, {"method": "lsq"})["method"] == "lsq"
+    assert resolve_params(e, {})["training"] == "heads"
+    with pytest.raises(SeqsearchError, match="method = 'lsqq' is not allowed.*'dorefa', 'lsq'"):
+        resolve_params(q, {"method": "lsqq"})
+    with pytest.raises(SeqsearchError, match="training = 'both'"):
+        resolve_params(e, {"training": "both"})

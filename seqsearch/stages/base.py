@@ -63,6 +63,8 @@ class StageInfo:
     defaults: Mapping[str, Any]
     limits: Mapping[str, Range] = field(default_factory=dict)
     description: str = ""
+    # allowed values of params outside the sampled space (recipes such as quantize.method)
+    choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def short(self, key: str) -> str:
         prefix = f"{self.name}."
@@ -188,6 +190,8 @@ def _check_value(info: StageInfo, key: str, value: Any) -> Any:
     full = info.prefixed(key)
     dist = info.space.get(full)
     limit = info.limits.get(full)
+    if dist is None and full in info.choices:
+        dist = CategoricalDistribution(info.choices[full])
     if isinstance(dist, CategoricalDistribution):
         if value not in dist.choices:
             raise SeqsearchError(

@@ -101,13 +101,13 @@ class EarlyExit:
             "early_exit.head": CategoricalDistribution(("linear", "conv")),
             "early_exit.threshold": FloatDistribution(0.5, 1.0),
             "early_exit.criterion": CategoricalDistribution(CRITERIA),
-            "early_exit.training": CategoricalDistribution(TRAINING),
         },
         defaults={"early_exit.exits": 2, "early_exit.placement": "even",
                   "early_exit.head": "linear", "early_exit.threshold": 0.9,
                   "early_exit.criterion": "max_softmax", "early_exit.training": "heads"},
         limits={"early_exit.exits": Range(1, 64), "early_exit.threshold": Range(0.0, 1e9)},
         description="exit heads (on a frozen backbone, or then jointly); leave when confident",
+        choices={"early_exit.training": TRAINING},
     )
     policy_params = ("threshold", "criterion")
     sweep_param = "threshold"
@@ -130,6 +130,7 @@ class EarlyExit:
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         if isinstance(model, MultiExit):
             raise SeqsearchError("stage 'early_exit' cannot follow early_exit (E after E)")
+        training = str(params.get("training", "heads"))
         candidates = exit_points_of(model)
         if not candidates:
             raise SeqsearchError("stage 'early_exit': the model has no candidate exit points")
@@ -153,7 +154,6 @@ class EarlyExit:
             loss_fn=ctx.recovery_loss(before, heads_loss),
             params=multi.heads.parameters(), label=f"{ctx.label}early_exit x{len(points)}",
             progress=ctx.progress)
-        training = str(params.get("training", "heads"))
         if training != "heads":
             loss = self_distill_loss if training == "self_distill" else task_loss
             fit(multi, ctx.data, ctx.settings(finetune=True),

@@ -36,16 +36,19 @@ class Quantize:
         space={
             "quantize.weight_bits": CategoricalDistribution(WEIGHT_BITS),
             "quantize.act_bits": CategoricalDistribution(ACT_BITS),
-            "quantize.method": CategoricalDistribution(METHODS),
         },
         defaults={"quantize.weight_bits": 4, "quantize.act_bits": 8, "quantize.method": "dorefa"},
         description="QAT (DoReFa or LSQ); first/last layer bits from the study",
+        choices={"quantize.method": METHODS},
     )
 
     @staticmethod
     def repeat_first(params: dict[str, Any]) -> dict[str, Any]:
         """QQ is compared with Q at the same final bits: the first Q goes to 8/8."""
         return {**params, "weight_bits": 8, "act_bits": 8}
+
+    # `method` is a recipe, not a compression strength: outside the sampled space, set it with
+    # probe.fixed / tune.fixed or in a chain file
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         wb, ab = int(params["weight_bits"]), int(params["act_bits"])
