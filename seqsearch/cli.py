@@ -554,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_model(sub)
 
+    from seqsearch.recovery.cli_command import add_parser as add_bench
+
+    add_bench(sub)
+
     p = sub.add_parser("report", help="rebuild tables, figures and summary from stored results")
     p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
     p.add_argument("--out", help="study folder (default: the study's output setting)")
