@@ -1,5 +1,4 @@
 """The recovery curve (seqsearch bench recovery): points, knees, figure, resume, errors."""
-and budget choices, and the command on a tiny study (files, resume, bad input)."""
 
 from __future__ import annotations
 
