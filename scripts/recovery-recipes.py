@@ -36,6 +36,13 @@ ARMS = {  # arm -> (train overrides, quantize method)
     "new@4 (lsq, kd, bn 20, stage_epochs 4, student 6)":
         ({"stage_epochs": 4, "student_epochs": 6, "recovery": "kd", "bn_recalibration": 20},
          "lsq"),
+    # one change at a time at the longer budget
+    "old@4 (dorefa, ce, stage_epochs 4, student 6)":
+        ({"stage_epochs": 4, "student_epochs": 6}, "dorefa"),
+    "kd@4 (dorefa, kd, stage_epochs 4)": ({"stage_epochs": 4, "recovery": "kd"}, "dorefa"),
+    "bn@4 (dorefa, bn 20, stage_epochs 4)": ({"stage_epochs": 4, "bn_recalibration": 20},
+                                              "dorefa"),
+    "lsq@4 (lsq, ce, stage_epochs 4)": ({"stage_epochs": 4}, "lsq"),
 }
 
 
@@ -45,18 +52,20 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--samples", default=",".join(SAMPLES))
+    ap.add_argument("--arms", default="", help="arm name prefixes, comma-separated (all)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = out / "recipes.jsonl"
-    done = {(r["arm"], r["sample"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())} \
-        if log.is_file() else set()
+    lines = log.read_text().splitlines() if log.is_file() else []
+    done = {(r["arm"], r["sample"], r["seed"]) for r in map(json.loads, lines)}
     study = load_study(args.study)
     base = get_baseline(study, out_dir=out)
     base_val = float(base.metrics["val_accuracy"])
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.samples.split(",")
-    jobs = [(a, n, s) for a in ARMS for n in names for s in seeds if (a, n, s) not in done]
+    arms = [a for a in ARMS if not args.arms or any(a.startswith(p) for p in args.arms.split(","))]
+    jobs = [(a, n, s) for a in arms for n in names for s in seeds if (a, n, s) not in done]
     start = time.perf_counter()
     for k, (arm, name, seed) in enumerate(jobs, start=1):
         train, method = ARMS[arm]
