@@ -52,7 +52,7 @@ class Quantize:
 
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         wb, ab = int(params["weight_bits"]), int(params["act_bits"])
-        method = str(params["method"])
+        method = str(params.get("method", "dorefa"))
         before = ctx.teacher(model)
         first, last = first_last_layers(model, ctx.input_shape)
         fl_w, fl_a = ctx.first_last_bits
