@@ -432,10 +432,12 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
 
 def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                  storage: str | None = None) -> dict[str, Any] | None:
-    """Confirm the best candidates of probe, brute force and tune on a fresh seed and export
+    """Confirm the best candidates of probe, brute force and tune on a fresh seed, judge the
+    probe and brute-force points already measured on two or more seeds as they are, and export
     the winner as chain.yaml (apply format: `metrics` of the exported model, plus `source`,
-    `feasible` and `confirmation`) and model.pt; every candidate's figures go to
-    confirm.json. Never exports nothing while anything was measured."""
+    `feasible` and `confirmation`, each saying which seeds judged it) and model.pt; every
+    candidate's figures go to confirm.json. Never exports nothing while anything was
+    measured."""
     import optuna
 
     from seqsearch.chain import runner_for, save_model
@@ -459,19 +461,22 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         return None
     c = got.candidate
     run = c.runs[0]  # the study-seed run: what `seqsearch apply` rebuilds
+    assert run["seed"] == runners[0].ctx.seed, "confirm puts the study-seed run first"
     metrics = {"accuracy": run["test_accuracy"], "bitops_cr": run["bitops_cr"], "cr": run["cr"]}
+    # where the judging runs came from: a probe point measured on two seeds needs no re-run
+    evidence = {"seeds": c.seeds, "confirmed_by": c.confirmed_by()}
     confirmation = {
         "budget": opts.budget, "runs": c.runs,
         **{f"mean_{m}": c.mean(m) for m in ("val_accuracy", "val_bitops_cr", "test_accuracy",
                                             "bitops_cr")},
         "baseline_val_accuracy": float(base.metrics["val_accuracy"]),
         "baseline_test_accuracy": float(base.metrics["test_accuracy"]),
-        "note": got.why}
+        "note": got.why, **evidence}
     doc = chain_document(study, [(s, p) for s, p in c.steps], metrics,
                          name=f"{study.name}-export", output=str(out_dir),
                          policy=pinned_policy(study, out_dir))
     doc.update(feasible=got.feasible, confirmation=confirmation,
-               source={"from": c.source, "id": c.ident, "chain": c.chain})
+               source={"from": c.source, "id": c.ident, "chain": c.chain, **evidence})
     chain_path, model_path = out_dir / "chain.yaml", out_dir / "model.pt"
     write_chain(chain_path, doc)
     save_model(model_path, got.model, {"chain": c.chain, "final": metrics})
@@ -480,10 +485,12 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "budget": opts.budget,
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
                      "candidate": got.considered.index(c),
-                     "feasible": got.feasible, "note": got.why},
+                     "feasible": got.feasible, "note": got.why, **evidence},
+        "measured": got.measured,
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
                         "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,
-                        "runs": x.runs, "steps": x.steps} for x in got.considered]})
+                        "runs": x.runs, "steps": x.steps, "seeds": x.seeds,
+                        "confirmed_by": x.confirmed_by()} for x in got.considered]})
     if not got.feasible:
         note(f"[export] {c.chain} exported, but {got.why}")
     return {"chain": str(chain_path), "model": str(model_path),

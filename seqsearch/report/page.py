@@ -99,9 +99,18 @@ def exported_text(r: Results) -> tuple[str, str] | None:
         f"{first['bitops_cr']:.1f}×, CR {first['cr']:.1f}×. Mean of {n} seeds: validation "
         f"drop {100 * (base_val - mean['val_accuracy']):+.2f} points, test drop "
         f"{100 * (base_test - mean['test_accuracy']):+.2f} points, test BitOpsCR "
-        f"{mean['bitops_cr']:.1f}×. {len(ex['candidates'])} candidates were re-run on a fresh "
-        "seed (confirm.json).")
+        f"{mean['bitops_cr']:.1f}×. {_judged(ex['candidates'])} (confirm.json).")
     return f"Exported chain: {e['chain']}", details
+
+
+def _judged(candidates: list[dict[str, Any]]) -> str:
+    """How many candidates were re-run on a fresh seed, and how many judged on the seeds the
+    probe or brute force had already run (no `from` in a run: an older confirm.json)."""
+    rerun = sum(any(x.get("from", "confirm") == "confirm" for x in c["runs"])
+                for c in candidates)
+    text = f"{rerun} candidates were re-run on a fresh seed"
+    taken = len(candidates) - rerun
+    return text + (f", {taken} judged on seeds already measured" if taken else "")
 
 
 def _exported(r: Results) -> str:

@@ -1,0 +1,213 @@
+"""Confirmation before export: probe and brute-force points already measured on two or more
+seeds are candidates as they stand (no re-run), judged by the rule a re-run candidate is judged
+by — the mean validation drop over its seeds within the budget — and every run of one chain and
+params counts toward that mean."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from seqsearch.chain import plan
+from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm, measured_candidates
+from seqsearch.stages import get_stage
+
+SAMPLES = {"P": [{"ratio": 0.3, "importance": "magnitude", "global_pruning": False},
+                 {"ratio": 0.6, "importance": "taylor", "global_pruning": True}],
+           "Q": [{"weight_bits": 4, "act_bits": 8}, {"weight_bits": 2, "act_bits": 4}]}
+BASE = 0.98  # baseline validation accuracy; the budget is 1 point
+CR = {"QP": 300.0, "PQ": 100.0, "P": 5.0, "Q": 20.0}  # BitOpsCR of each chain, every seed
+
+
+def _runs(rows):
+    """runs.csv rows (kind, order, sample, seed, val accuracy); test accuracy 1 point lower."""
+    return pd.DataFrame([{"kind": kind, "order": order, "sample": k, "seed": seed, "tau": None,
+                          "val_accuracy": acc, "val_bitops_cr": CR[order],
+                          "test_accuracy": acc - 0.01, "bitops_cr": CR[order], "cr": 4.0}
+                         for kind, order, k, seed, acc in rows])
+
+
+def _write(tmp_path, rows):
+    _runs(rows).to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "samples.json").write_text(json.dumps(SAMPLES))
+    return tmp_path / "runs.csv", tmp_path / "samples.json"
+
+
+def _steps(order, k):
+    names = {"P": "prune", "Q": "quantize"}
+    return [[s.stage, dict(s.params)] for s in plan([(names[c], SAMPLES[c][k]) for c in order])]
+
+
+def _trial(number, order, k, acc):
+    """A completed feasible tuning trial of `order` with sample k's params."""
+    return SimpleNamespace(number=number, state=SimpleNamespace(name="COMPLETE"), user_attrs={
+        "steps": _steps(order, k), "chain": order, "val_accuracy": acc,
+        "val_bitops_cr": CR[order], "constraint": -0.1})
+
+
+class _Runner:
+    """A chain runner whose figures are looked up by chain. A chain in `cached` loads from the
+    prefix cache (the probe trained it at this seed: no training); any other trains."""
+
+    def __init__(self, seed, accuracy, cached=()):
+        self.ctx = SimpleNamespace(seed=seed)
+        self.reference = SimpleNamespace(bitops=1000.0)
+        self.accuracy = accuracy
+        self.cached = set(cached)
+        self.calls: list[str] = []
+        self.trained = 0
+
+    def run(self, steps):
+        chain = "".join(get_stage(s.stage).info.letter for s in steps)
+        self.calls.append(chain)
+        trained = 0 if chain in self.cached else len(steps)
+        self.trained += trained
+        acc = self.accuracy[chain]
+        return SimpleNamespace(model=f"{chain} seed {self.ctx.seed}", trained=trained, records=[{
+            "val_accuracy": acc, "val_bitops": 1000.0 / CR[chain], "test_accuracy": acc - 0.01,
+            "bitops_cr": CR[chain], "cr": 4.0}])
+
+
+def _fresh(accuracy):
+    return _Runner(FRESH_SEED_OFFSET, accuracy)
+
+
+def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_rerun(tmp_path):
+    """QP sample 1 was measured on seeds 0 and 1 (mean drop 0.55 points, 300×): it is exported
+    over the confirmed PQ trial (100×), nothing trains for it and the fresh seed never runs it;
+    its exported model is the probe's seed-0 model, loaded from the prefix cache."""
+    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
+                                               ("pair", "QP", 1, 1, 0.974)])
+    study = _Runner(0, {"QP": 0.975, "PQ": 0.978}, cached={"QP"})
+    fresh = _fresh({"PQ": 0.977})
+    got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
+                  [study, fresh])
+    assert got is not None and got.feasible
+    c = got.candidate
+    assert (c.chain, c.source, c.ident) == ("QP", "probe", "sample 1 seeds 0, 1")
+    assert fresh.calls == ["PQ"] and study.calls == ["PQ", "QP"]  # QP: the export's load only
+    assert c.runs[0]["trained"] == 0 and study.trained == 2  # the two trainings are PQ's
+    assert got.model == "QP seed 0"  # the study seed's model: what `seqsearch apply` rebuilds
+    assert c.seeds == [0, 1] and c.confirmed_by() == "probe seeds 0, 1"
+    assert [r["from"] for r in c.runs] == ["probe", "probe"]
+    assert c.mean("val_accuracy") == pytest.approx(0.9745)
+    assert c.mean("test_accuracy") == pytest.approx(0.9645)  # the test figures come along
+    assert "2 seeds (probe seeds 0, 1)" in got.why
+    assert [x.chain for x in got.considered] == ["PQ", "QP"]  # the confirmed trial beside it
+    assert got.measured == {"points": 1, "within_budget": 1}
+
+
+def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
+    """One seed is no confirmation: QP (seed 0 only) is re-run on the fresh seed, regresses and
+    is not exported; the two-seed P point is."""
+    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
+                                               ("single", "P", 0, 0, 0.979),
+                                               ("single", "P", 0, 1, 0.977)])
+    assert [c.chain for c in measured_candidates(pd.read_csv(runs_csv), SAMPLES)] == ["P"]
+    study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
+    fresh = _fresh({"QP": 0.95})
+    got = confirm(runs_csv, samples_json, [], BASE, 1.0, 2, [study, fresh])
+    assert got is not None and got.feasible
+    assert got.candidate.chain == "P" and got.candidate.source == "probe"
+    assert fresh.calls == ["QP"]  # the one-seed point re-run; the two-seed one not
+    qp = next(c for c in got.considered if c.chain == "QP")
+    assert qp.seeds == [0, FRESH_SEED_OFFSET] and qp.confirmed_by().startswith("confirmation")
+
+
+def test_a_two_seed_point_whose_mean_is_over_the_budget_is_not_taken(tmp_path):
+    """QP is within the budget on seed 0 but 2 points down on seed 1: a mean drop of 1.25
+    points, over the 1-point budget. It is neither exported nor re-run; the tune trial is."""
+    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
+                                               ("pair", "QP", 1, 1, 0.96)])
+    study = _Runner(0, {"QP": 0.975, "PQ": 0.978}, cached={"QP"})
+    fresh = _fresh({"PQ": 0.977})
+    got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
+                  [study, fresh])
+    assert got is not None and got.feasible
+    assert (got.candidate.chain, got.candidate.source) == ("PQ", "tune")
+    assert "QP" not in fresh.calls + study.calls
+    assert got.measured == {"points": 1, "within_budget": 0}
+
+
+def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
+    """A warm-start trial is a probe point queued again. Its fresh-seed run joins the probe's
+    two seeds: seeds 0 and 1 alone would pass (mean drop 0.55), the three do not (1.2), so
+    the chain is not exported on its luckier pair of seeds."""
+    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
+                                               ("pair", "QP", 1, 1, 0.974),
+                                               ("single", "P", 0, 0, 0.979),
+                                               ("single", "P", 0, 1, 0.977)])
+    study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
+    fresh = _fresh({"QP": 0.955})
+    got = confirm(runs_csv, samples_json, [_trial(0, "QP", 1, 0.975)], BASE, 1.0, 2,
+                  [study, fresh])
+    assert got is not None and got.feasible and got.candidate.chain == "P"
+    qp = next(c for c in got.considered if c.chain == "QP")
+    assert qp.source == "tune" and qp.seeds == [0, FRESH_SEED_OFFSET, 1]
+    assert [r["from"] for r in qp.runs] == ["confirm", "confirm", "probe"]
+    assert qp.confirmed_by() == f"confirmation seeds 0, {FRESH_SEED_OFFSET}; probe seed 1"
+    assert 100 * (BASE - qp.mean("val_accuracy")) == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("study_acc, exported", [(0.976, "QP"), (0.95, "PQ")])
+def test_a_point_the_probe_ran_without_the_study_seed_is_trained_for_export(
+        tmp_path, study_acc, exported):
+    """Probe seeds 1 and 2 do not hold the study seed's model: it is trained for the export,
+    joins the point's runs first, and the point is judged again on all three seeds. Where the
+    study seed takes its mean over the budget the confirmed PQ trial is exported instead."""
+    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 1, 0.975),
+                                               ("pair", "QP", 1, 2, 0.974)])
+    study = _Runner(0, {"QP": study_acc, "PQ": 0.978})
+    fresh = _fresh({"PQ": 0.977})
+    got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
+                  [study, fresh])
+    assert got is not None and got.feasible and got.candidate.chain == exported
+    assert fresh.calls == ["PQ"] and study.calls == ["PQ", "QP"]
+    qp = next(c for c in got.considered if c.chain == "QP")
+    assert qp.seeds == [0, 1, 2] and qp.runs[0]["from"] == "export"
+    assert qp.runs[0]["trained"] == 2
+    if exported == "QP":
+        assert got.model == "QP seed 0" and got.candidate.runs[0]["seed"] == 0
+
+
+def test_a_real_two_seed_probe_point_exports_the_study_seeds_model_from_the_cache(
+        stage_setup, tmp_path):
+    """The probe's executor on seeds 0 and 1, then the export: probe seed 0 is the study
+    seed's prefix-cache entry, so the exported model is loaded, not trained, and reproduces
+    the probe's seed-0 figures; the fresh seed is never asked."""
+    from seqsearch.chain import runner_for
+    from seqsearch.search.probe import ChainExecutor
+
+    model, data, ctx, ref = stage_setup
+    train = ctx.train.model_copy(update={"stage_epochs": 0})  # calibration only: fast
+    cfg = SimpleNamespace(train=train, seed=0, first_last_bits=(8, 8),
+                          baseline_key=lambda: "base")
+    base = SimpleNamespace(model=model, data=data, metrics={
+        "bitops": ref.bitops, "param_bits": ref.param_bits,
+        "test_accuracy": ref.test_accuracy, "val_accuracy": ref.val_accuracy})
+    executor = ChainExecutor(cfg, base, tmp_path / "cache", [0.9])
+    rows = []
+    for seed in (0, 1):
+        for row in executor([("quantize", SAMPLES["Q"][0])], seed).rows:
+            rows.append({**row, "order": "Q", "kind": "single", "sample": 0, "seed": seed})
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "samples.json").write_text(json.dumps(SAMPLES))
+
+    class Refuse:
+        ctx = SimpleNamespace(seed=FRESH_SEED_OFFSET)
+
+        def run(self, steps):
+            raise AssertionError("a two-seed probe point needs no fresh-seed run")
+
+    study = runner_for(cfg, base, tmp_path / "cache", progress=False)
+    got = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", [], ref.val_accuracy,
+                  100.0, 2, [study, Refuse()])
+    assert got is not None and got.feasible and got.candidate.seeds == [0, 1]
+    run = got.candidate.runs[0]
+    assert run["trained"] == 0 and study.trained == 0 and run["from"] == "probe"
+    for key in ("val_accuracy", "test_accuracy", "bitops_cr", "cr"):
+        assert run[key] == pytest.approx(rows[0][key], rel=1e-9)
+    assert run["val_bitops_cr"] == pytest.approx(rows[0]["val_bitops_cr"], rel=1e-9)
