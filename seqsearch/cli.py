@@ -435,7 +435,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"exported {ex['exported']} (from {ex['from']} {ex['id']}"
               + ("" if ex["feasible"] else ", INFEASIBLE: " + ex["note"]) + "): test accuracy "
               f"{100 * ex['runs'][0]['test_accuracy']:.2f} % (drop {drop:+.2f} pts), BitOpsCR "
-              f"{ex['runs'][0]['bitops_cr']:.1f}x; mean of two seeds: val drop "
+              f"{ex['runs'][0]['bitops_cr']:.1f}x; mean of {len(ex['runs'])} seeds: val drop "
               f"{100 * (ex['baseline_val_accuracy'] - ex['mean_val_accuracy']):+.2f} pts, "
               f"test BitOpsCR {ex['mean_bitops_cr']:.1f}x")
         print(f"exported: {ex['chain']} and {ex['model']}"
