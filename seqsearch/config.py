@@ -227,7 +227,7 @@ class ChainConfig(RunSection):
     versions: dict[str, str] | None = None
     feasible: bool | None = None  # an export: whether it met the budget (never read as input)
     source: dict[str, Any] | None = None  # an export: probe, brute or tune, and which point
-    confirmation: dict[str, Any] | None = None  # an export: both seeds' figures and means
+    confirmation: dict[str, Any] | None = None  # an export: every seed's figures and their means
     real_cost: dict[str, Any] | None = None  # bench-model: measured latency and size (not input)
     # an export: the precision and memory format its figures ran under (apply's default)
     policy: PolicySection | None = None
