@@ -80,13 +80,14 @@ def test_budgets_samples_and_tau_follow_the_study():
     four = with_budget(study, "stage_epochs", 4)
     assert four.train.stage_epochs == 4 and four.baseline_key() == study.baseline_key()
     chosen = choose_samples(study, ("distill", "quantize", "prune"), None, {})
-    assert chosen["quantize"] == {"weight_bits": 2, "act_bits": 4}  # probe.fixed wins
+    # probe.fixed wins
+    assert chosen["quantize"] == {"weight_bits": 2, "act_bits": 4, "method": "dorefa"}
     assert chosen["prune"]["ratio"] == 0.5 and chosen["distill"]["width"] == 0.5
     from seqsearch.search.probe import make_samples
 
     probe = make_samples(["quantize"], 3, 0, dict(study.probe.fixed))["Q"]
     again = choose_samples(study, ("quantize",), 2, {"quantize": {"weight_bits": 8}})
-    assert again["quantize"] == {**probe[2], "weight_bits": 8}
+    assert again["quantize"] == {**probe[2], "weight_bits": 8, "method": "dorefa"}
     assert middle_tau(study) == 0.9
 
 
@@ -120,7 +121,7 @@ def test_curve_writes_points_table_figure_and_knees(curve):
     assert table["val_drop"].tolist() == pytest.approx(
         (100 * (base - table["val_accuracy"])).tolist())
     assert json.loads(table["params"][table["stage"] == "quantize"].iloc[0]) == {
-        "act_bits": 2, "weight_bits": 2}
+        "act_bits": 2, "method": "dorefa", "weight_bits": 2}
     doc = json.loads((folder / "recovery.json").read_text())
     assert list(doc["stages"]) == ["prune", "quantize"]
     for stage in doc["stages"].values():

@@ -62,5 +62,6 @@ class Quantize:
         calibrate(model, ctx.example_batch(256))  # the fit trains it all: batch statistics
         ctx.recalibrate_norms(model)
         fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
-            label=f"{ctx.label}quantize w{wb}a{ab} {method}", progress=ctx.progress)
+            label=f"{ctx.label}quantize w{wb}a{ab}" + (" lsq" if method == "lsq" else ""),
+            progress=ctx.progress)
         return model
