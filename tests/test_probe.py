@@ -336,9 +336,10 @@ def test_a_unit_queued_twice_runs_once(tmp_path):
     assert len(list((tmp_path / "units").glob("*.json"))) == len(units)
 
 
-def test_the_lowest_claimed_copy_of_a_unit_wins(tmp_path):
+def test_the_lowest_claimed_copy_of_a_unit_wins(tmp_path, monkeypatch):
     import optuna
 
+    import seqsearch.search.probe as probe_mod
     from seqsearch.search.probe import _taken_elsewhere
     from seqsearch.search.storage import claim
 
@@ -348,7 +349,9 @@ def test_the_lowest_claimed_copy_of_a_unit_wins(tmp_path):
     first, second, third = study.ask(), study.ask(), study.ask()
     claim(first)
     claim(second)  # both claimed, neither confirmed: the lower number runs
-    assert not _taken_elsewhere(study, first, "u") and _taken_elsewhere(study, second, "u")
+    assert _taken_elsewhere(study, second, "u")  # the higher copy drops at once
+    monkeypatch.setattr(probe_mod, "CLAIM_WAIT_S", 0.3)  # the lower one waits for it to decide
+    assert not _taken_elsewhere(study, first, "u")
     first.set_user_attr("confirmed", True)
     assert _taken_elsewhere(study, third, "u")  # a confirmed copy wins whatever its number
     study.tell(first, 1.0)
@@ -376,3 +379,41 @@ def test_a_unit_taken_but_never_claimed_is_run_again(tmp_path, monkeypatch):
     assert all(prober.unit_path(u).is_file() for u in units)
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert states[orphan.number] == TrialState.FAIL
+
+
+def test_a_lower_copy_waits_for_a_higher_one_that_already_looked(tmp_path):
+    """The race CI hit: B (the higher copy) claims and looks while A is unclaimed, so B goes
+    ahead; A then claims and looks before B has confirmed. A must wait for B's decision and
+    drop its copy, not run the unit a second time (before: it ran, 49 runs of 48 units)."""
+    import threading
+
+    import optuna
+
+    from seqsearch.search.probe import _taken_elsewhere
+    from seqsearch.search.storage import claim
+
+    study = optuna.create_study(storage=open_storage(None, tmp_path), study_name="race")
+    for _ in range(2):
+        study.enqueue_trial({}, user_attrs={"unit": "u"})
+    a, b = study.ask(), study.ask()
+    claim(b)
+    assert not _taken_elsewhere(study, b, "u")  # B looked: nothing claimed below it
+    claim(a)
+    later = threading.Timer(0.3, lambda: b.set_user_attr("confirmed", True))
+    later.start()
+    try:
+        assert _taken_elsewhere(study, a, "u")
+    finally:
+        later.join()
+    # and a higher copy that drops instead lets the lower one run
+    study.enqueue_trial({}, user_attrs={"unit": "v"})
+    study.enqueue_trial({}, user_attrs={"unit": "v"})
+    c, d = study.ask(), study.ask()
+    claim(c)
+    claim(d)
+    drop = threading.Timer(0.3, lambda: study.tell(d, state=optuna.trial.TrialState.FAIL))
+    drop.start()
+    try:
+        assert not _taken_elsewhere(study, c, "v")
+    finally:
+        drop.join()

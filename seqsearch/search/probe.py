@@ -311,14 +311,27 @@ def _taken_elsewhere(study: optuna.Study, trial: optuna.Trial, key: str) -> bool
     Processes that start on an empty study each queue every unit, so a unit can be queued
     twice, and two workers can take its two copies at once. Each worker claims its copy, then
     looks: a copy that finished or was confirmed by its worker wins; of copies claimed but not
-    yet confirmed (both looked at the same moment), the lowest trial number wins. Exactly one
-    copy runs whatever the timing, and none is lost (a dropped copy's winner is running)."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-        if t.number == trial.number or t.user_attrs.get("unit") != key:
-            continue
-        if t.state == TrialState.COMPLETE or t.user_attrs.get("confirmed"):
-            return True
-        if "pid" in t.user_attrs and t.number < trial.number:
-            return True
-    return False
+    yet confirmed, the lowest trial number wins. A copy that sees a *higher* claimed copy still
+    undecided waits (briefly) for it to decide: that copy may have looked before this one was
+    claimed and be about to run, so going ahead at once could run the unit twice. The highest
+    claimed copy never waits, so the waits end; exactly one copy runs whatever the timing, and
+    none is lost (a dropped copy's winner is running)."""
+    deadline = time.monotonic() + CLAIM_WAIT_S
+    while True:
+        undecided_above = False
+        for t in study.get_trials(deepcopy=False,
+                                  states=(TrialState.RUNNING, TrialState.COMPLETE)):
+            if t.number == trial.number or t.user_attrs.get("unit") != key:
+                continue
+            if t.state == TrialState.COMPLETE or t.user_attrs.get("confirmed"):
+                return True
+            if "pid" in t.user_attrs:
+                if t.number < trial.number:
+                    return True
+                undecided_above = True
+        if not undecided_above or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
+
+CLAIM_WAIT_S = 30.0  # a higher copy decides in milliseconds; one that never does is dead
