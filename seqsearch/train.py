@@ -98,11 +98,15 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
-def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
-    """T²·KL(softmax(teacher/T) ‖ softmax(student/T)), batch mean, in fp32."""
-    return F.kl_div(F.log_softmax(student.float() / t, dim=1),
-                    F.log_softmax(teacher.float() / t, dim=1),
-                    reduction="batchmean", log_target=True) * t * t
+def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton KD: KL(softmax(t/T) || softmax(s/T)) * T^2, batch mean.
+
+    In fp32 whatever the autocast: bf16 logits keep 8 bits of mantissa, and the softmaxes of
+    two near-equal distributions would differ by their rounding alone."""
+    t = temperature
+    student, teacher = student.float(), teacher.float()
+    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1),
+                    reduction="batchmean") * t * t
 
 
 def kd_recovery(task: LossFn, teacher: nn.Module, temperature: float, weight: float) -> LossFn:
@@ -118,7 +122,7 @@ def kd_recovery(task: LossFn, teacher: nn.Module, temperature: float, weight: fl
         refs: list[torch.Tensor] = list(ref) if isinstance(ref, list | tuple) else [ref]
         if len(refs) != len(outs):
             refs = [refs[-1]] * len(outs)
-        kl = torch.stack([_kl(o, r, temperature) for o, r in zip(outs, refs, strict=True)])
+        kl = torch.stack([kd_term(o, r, temperature) for o, r in zip(outs, refs, strict=True)])
         return task(outputs, targets, inputs) + weight * kl.mean()
 
     return loss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -139,6 +140,27 @@ def calibrate(model: nn.Module, x: torch.Tensor, only: set[nn.Module] | None = N
         model.train(was_training)
 
 
+@contextmanager
+def _averaging_norms(model: nn.Module, part: nn.Module) -> Iterator[bool]:
+    """While open: the BatchNorms in `part` start from empty statistics and average every batch
+    that passes (momentum None), the rest of `model` runs in eval mode; yields whether `part`
+    has any BatchNorm. The momenta and `model`'s mode are restored on leaving."""
+    norms = [m for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved_momentum = {m: m.momentum for m in norms}
+    was_training = model.training
+    try:
+        model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches that follow
+            norm.train()
+        yield bool(norms)
+    finally:
+        for norm, momentum in saved_momentum.items():
+            norm.momentum = momentum
+        model.train(was_training)
+
+
 @torch.no_grad()
 def warm_up_norms(model: nn.Module, part: nn.Module, x: torch.Tensor, batch: int = 128) -> None:
     """Estimate the BatchNorm statistics inside `part` (new layers of `model`) from data.
@@ -148,29 +170,19 @@ def warm_up_norms(model: nn.Module, part: nn.Module, x: torch.Tensor, batch: int
     with 1-bit weights no sample ever left early). The rest of `model` stays in eval mode;
     activations are not quantized during the pass, since their ranges are what comes next.
     """
-    norms = [m for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
     quant = [m for m in part.modules() if isinstance(m, QConv2d | QLinear)]
     saved_bits = {m: m.act_bits for m in quant}
-    saved_momentum = {m: m.momentum for m in norms}
-    was_training = model.training
     try:
-        model.eval()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average over the batches below
-            norm.train()
-        for layer in quant:
-            layer.act_bits = 32
-        for chunk in x.split(batch):
-            model(chunk)
+        with _averaging_norms(model, part) as any_norm:
+            if not any_norm:
+                return
+            for layer in quant:
+                layer.act_bits = 32
+            for chunk in x.split(batch):
+                model(chunk)
     finally:
         for layer, bits in saved_bits.items():
             layer.act_bits = bits
-        for norm, momentum in saved_momentum.items():
-            norm.momentum = momentum
-        model.train(was_training)
 
 
 @torch.no_grad()
@@ -180,27 +192,16 @@ def recalibrate_norms(model: nn.Module, split: Split, n_batches: int, batch_size
     BatchNorms in `part` (default: all of `model`) recomputed as a plain average over
     `n_batches` shuffled training batches, with the model as it now is (pruned, quantized:
     quantizers on), no gradient; the rest runs in eval mode and nothing else changes."""
-    part = model if part is None else part
-    norms = [m for m in part.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(split) == 0:
+    if len(split) == 0:
         return
-    saved_momentum = {m: m.momentum for m in norms}
-    was_training = model.training
     gen = torch.Generator().manual_seed(seed)
-    try:
-        model.eval()
-        for norm in norms:
-            norm.reset_running_stats()
-            norm.momentum = None  # a cumulative average over the batches below
-            norm.train()
+    with _averaging_norms(model, model if part is None else part) as any_norm:
+        if not any_norm:
+            return
         for k, (x, _) in enumerate(batches(split, batch_size, shuffle=True, gen=gen)):
             if k >= n_batches:
                 break
             model(x)
-    finally:
-        for norm, momentum in saved_momentum.items():
-            norm.momentum = momentum
-        model.train(was_training)
 
 
 def reinitialise(model: nn.Module) -> None:

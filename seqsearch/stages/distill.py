@@ -39,7 +39,7 @@ from seqsearch.stages.common import (
     reinitialise,
 )
 from seqsearch.stages.prune import prune_channels
-from seqsearch.train import fit
+from seqsearch.train import fit, kd_term
 
 METHODS = ("kd", "crd")
 INITS = ("scratch", "teacher")  # the paper's fresh student, or the teacher's kept weights
@@ -136,17 +136,6 @@ def reduce_depth(backbone: nn.Module, depth: float, x: torch.Tensor) -> dict[str
                 remap[full] = f"{name}.{n - 1}"
             del seq[n]
     return remap
-
-
-def kd_term(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton KD: KL(softmax(t/T) || softmax(s/T)) * T^2, batch mean.
-
-    In fp32 whatever the autocast: bf16 logits keep 8 bits of mantissa, and the softmaxes of
-    two near-equal distributions would differ by their rounding alone."""
-    t = temperature
-    student, teacher = student.float(), teacher.float()
-    return F.kl_div(F.log_softmax(student / t, 1), F.softmax(teacher / t, 1),
-                    reduction="batchmean") * t * t
 
 
 class _Penultimate:

@@ -45,7 +45,7 @@ from seqsearch.stages.common import (
     task_loss,
     warm_up_norms,
 )
-from seqsearch.train import fit, predict
+from seqsearch.train import fit, kd_term, predict
 
 PLACEMENTS = ("early", "even", "late")
 TRAINING = ("heads", "joint", "self_distill")
@@ -77,14 +77,10 @@ def self_distill_loss(outputs: object, targets: torch.Tensor, _inputs: torch.Ten
                       ) -> torch.Tensor:
     """BYOT: every output's CE, each exit also pulled towards the (detached) final output."""
     assert isinstance(outputs, list)
-    final = outputs[-1].float()
-    t = SELF_DISTILL_TEMPERATURE
+    final = outputs[-1].detach()
     losses = [nn.functional.cross_entropy(o.float(), targets) for o in outputs]
-    for o in outputs[:-1]:
-        kl = nn.functional.kl_div(nn.functional.log_softmax(o.float() / t, dim=1),
-                                  nn.functional.log_softmax(final.detach() / t, dim=1),
-                                  reduction="batchmean", log_target=True)
-        losses.append(SELF_DISTILL_ALPHA * t * t * kl)
+    losses += [SELF_DISTILL_ALPHA * kd_term(o, final, SELF_DISTILL_TEMPERATURE)
+               for o in outputs[:-1]]
     return torch.stack(losses).sum() / len(outputs)
 
 
