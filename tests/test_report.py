@@ -15,7 +15,7 @@ import yaml
 from helpers import run_cli
 
 from seqsearch.report import overview
-from seqsearch.report.tables import budget_table, pareto_points
+from seqsearch.report.tables import best_seed_means, budget_table, pareto_points
 
 STUDY = """\
 version: 1
@@ -131,6 +131,26 @@ def test_budget_and_pareto_tables_hand_case():
     assert ab["test_drop@2"] == pytest.approx(3.0)
     pts = pareto_points(runs, ["AB", "BA"])
     assert pts["on_front"].tolist() == [True, True, True, True]
+
+
+def test_seed_means_pick_by_the_export_rule_on_two_seed_points():
+    """A point is judged on its seed mean: AB sample 1 is within 1 point on seed 0 alone but
+    not on the mean of its two seeds; a one-seed point is no candidate; kinds apart."""
+    def row(kind, order, sample, seed, val, cr, test):
+        return {"kind": kind, "order": order, "sample": sample, "seed": seed, "tau": None,
+                "val_accuracy": val, "val_bitops_cr": cr, "test_accuracy": test,
+                "bitops_cr": cr + 1}
+    runs = pd.DataFrame([
+        row("pair", "AB", 0, 0, 0.985, 10.0, 0.98), row("pair", "AB", 0, 1, 0.983, 12.0, 0.97),
+        row("pair", "AB", 1, 0, 0.985, 90.0, 0.98), row("pair", "AB", 1, 1, 0.96, 90.0, 0.96),
+        row("pair", "BA", 2, 0, 0.99, 500.0, 0.99),  # one seed only
+        row("single", "A", 0, 0, 0.99, 3.0, 0.99), row("single", "A", 0, 1, 0.99, 5.0, 0.98)])
+    t = best_seed_means(runs, base_val=0.99, base_test=0.99, budget=1.0).set_index("kind")
+    assert t.loc["pair", "order"] == "AB" and t.loc["pair", "sample"] == 0
+    assert t.loc["pair", "val_bitops_cr"] == pytest.approx(11.0)
+    assert t.loc["pair", "test_drop"] == pytest.approx(1.5)
+    assert t.loc["single", "bitops_cr"] == pytest.approx(5.0)
+    assert t.loc["brute", "points"] == 0 and pd.isna(t.loc["brute", "order"])
 
 
 def _chromium() -> str | None:

@@ -126,6 +126,20 @@ def test_seed_gap_counts_chains_without_early_exit():
     assert n["seed_gap_points"] == pytest.approx((3 * 2.0 + 3 * 1.0) / 6)
 
 
+def test_seed_gap_is_split_by_order_and_by_student():
+    """The gap of chains with a student (D) is reported apart from the rest, and per order."""
+    rows = []
+    for k in range(2):
+        rows += [row("PQ", k, 0, 0.95, 5.0), row("PQ", k, 1, 0.945, 5.0)]
+        rows += [row("DQ", k, 0, 0.95, 5.0), row("DQ", k, 1, 0.92, 5.0)]
+    n = noise(pd.DataFrame(rows), Criteria(BASE, bootstrap=0), student="D")
+    assert n["seed_gap_points_without_student"] == pytest.approx(0.5)
+    assert n["seed_gap_points_with_student"] == pytest.approx(3.0)
+    assert n["seed_gap_runs_with_student"] == n["seed_gap_runs_without_student"] == 2
+    assert n["seed_gap_by_order"]["DQ"] == {"points": pytest.approx(3.0), "runs": 2}
+    assert n["seed_gap_points"] == pytest.approx(1.75)
+
+
 def test_bootstrap_with_no_draws_claims_nothing():
     assert bootstrap_sign([1.0, 2.0], draws=0) is None
     assert bootstrap_sign([], draws=10) == 0.5

@@ -21,7 +21,13 @@ from seqsearch.report.results import (
     exported_candidate,
     load_results,
 )
-from seqsearch.report.verdicts import counts, power_text, rule_text, verdict_rows
+from seqsearch.report.verdicts import (
+    counts,
+    power_text,
+    rule_text,
+    seed_gap_text,
+    verdict_rows,
+)
 from seqsearch.stages import get_stage
 
 
@@ -58,15 +64,18 @@ def derive_tables(r: Results) -> Tables:
                                 r.repeat, r.brute)
     cost = C.cost_table(r.runs, r.order["letters"], r.study.probe.samples, r.study.probe.seeds,
                         r.best or None, r.timings)
+    seed_means = T.best_seed_means(r.runs, r.base["val_accuracy"], r.base["test_accuracy"],
+                                   r.study.tune.budget)
     return Tables(T.pairs_table(r.order), T.edges_table(r.order), traj, tuning, budget, claims,
-                  t1, C.goal_budgets(budget), cost)
+                  t1, C.goal_budgets(budget), cost, seed_means)
 
 
 def write_tables(r: Results, t: Tables) -> None:
     folder = r.out_dir / "tables"
     for p in r.order["pairs"]:
         _csv(T.pareto_points(r.runs, p["orders"]), folder, f"pareto_{p['pair']}")
-    for name in ("pairs", "traj", "tuning", "budget", "claims", "table1", "goals", "cost"):
+    for name in ("pairs", "traj", "tuning", "budget", "claims", "table1", "goals", "cost",
+                 "seed_means"):
         df = getattr(t, name)
         if name == "traj" and not r.best.get("best"):
             continue
@@ -184,6 +193,11 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
     lines += ["## Exported chain", "",
               f"**{exported[0]}** ({exported[1]})" if exported else "Nothing exported yet "
               "(`seqsearch run` confirms the best candidates and exports one).", ""]
+    if not t.seed_means.empty:
+        lines += [f"Against it, the export's rule (mean validation drop ≤ {study.tune.budget:g} "
+                  "point, best mean validation BitOpsCR) on the probe points already measured "
+                  "on two or more seeds, per kind (tables/seed_means.csv; drops and test "
+                  "BitOpsCR are seed means):", "", _md_table(t.seed_means, ".4g")]
     run = best.get("best") if best else None
     lines += ["## Tuned chain", ""]
     if run:
@@ -266,9 +280,13 @@ def _noise_lines(order: dict[str, Any], probe: dict[str, Any]) -> list[str]:
     if n.get("val_standard_error_points") is not None:
         lines.append(f"- validation split: {n['val_images']} images, binomial standard error "
                      f"{n['val_standard_error_points']:.2f} points at the baseline's accuracy")
-    if n.get("seed_gap_points") is not None:
-        lines.append(f"- seed to seed: mean |seed a − seed b| of validation accuracy "
-                     f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} pair runs")
+    gap = seed_gap_text(n)
+    if gap is not None:
+        lines.append(f"- seed to seed: mean |seed a − seed b| of validation accuracy {gap}")
+        by_order = n.get("seed_gap_by_order") or {}
+        if by_order:
+            lines.append("- per order: " + ", ".join(f"{o} {v['points']:.2f} ({v['runs']})"
+                                                     for o, v in by_order.items()))
     else:
         lines.append("- seed to seed: not measured (no pair ran two seeds)")
     seeds = probe.get("seeds")

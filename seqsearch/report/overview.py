@@ -49,9 +49,11 @@ def _load(folder: Path) -> dict[str, Any]:
     brute = folder / "brute.json"
     confirm = folder / "confirm.json"
     budgets = tables / "budgets.csv"
+    seed_means = tables / "seed_means.csv"
     return {"name": folder.name,
             "confirm": json.loads(confirm.read_text()) if confirm.is_file() else None,
             "budgets": pd.read_csv(budgets) if budgets.is_file() else None,
+            "seed_means": pd.read_csv(seed_means) if seed_means.is_file() else None,
             "claims": pd.read_csv(tables / "claims.csv"),
             "goals": pd.read_csv(tables / "goals.csv"),
             "cost": pd.read_csv(tables / "cost.csv"),
@@ -130,6 +132,9 @@ def export_section(s: dict[str, Any], budget: float) -> list[str]:
              f"{drop:+.2f} | mean of {len(cand['runs'])} seeds: test "
              f"{_cr(mean_cr)}, test drop {100 * (base['test_accuracy'] - mean_test):+.2f}, "
              f"val drop {100 * (base['val_accuracy'] - mean_val):+.2f} |"]
+    means = s.get("seed_means")
+    if means is not None and "order" in means and means["order"].notna().any():
+        return lines + _seed_mean_lines(means)
     col, dcol = f"bitops_cr@{budget:g}", f"test_drop@{budget:g}"
     for label, kind in (("best single stage", "single"), ("best pair", "pair"),
                         ("best full order", "brute")):
@@ -143,6 +148,23 @@ def export_section(s: dict[str, Any], budget: float) -> list[str]:
         r = rows.loc[rows[col].idxmax()]
         lines.append(f"| {label} | {r['order']} | {_cr(r[col])} | {float(r[dcol]):+.2f} | "
                      "one run, picked on validation |")
+    return lines
+
+
+def _seed_mean_lines(means: pd.DataFrame) -> list[str]:
+    """The rows of tables/seed_means.csv: the same rule on seed-averaged probe points."""
+    lines = []
+    for _, r in means.iterrows():
+        if "order" not in r or pd.isna(r["order"]):
+            lines.append(f"| {r['label']} | – | – | – | "
+                         + ("nothing within budget" if r["points"] else "no point on two seeds")
+                         + " |")
+            continue
+        tau = "" if pd.isna(r["tau"]) else f", τ {float(r['tau']):g}"
+        lines.append(f"| {r['label']} | {r['order']} (sample {int(r['sample'])}{tau}) | "
+                     f"{_cr(r['bitops_cr'])} | {float(r['test_drop']):+.2f} | mean of "
+                     f"{int(r['seeds'])} seeds (val drop {float(r['val_drop']):+.2f}), picked on "
+                     "validation by the export's rule |")
     return lines
 
 

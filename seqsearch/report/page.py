@@ -17,6 +17,7 @@ from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.report.deploy_section import deploy_html
 from seqsearch.report.results import Figure, Results, Tables, exported_candidate
+from seqsearch.report.verdicts import seed_gap_text
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1080px; margin: 0 auto; padding: 1em;
@@ -69,9 +70,9 @@ def _noise(r: Results) -> str:
     if n.get("val_standard_error_points") is not None:
         parts.append(f"validation split of {n['val_images']} images: standard error "
                      f"{n['val_standard_error_points']:.2f} points")
-    if n.get("seed_gap_points") is not None:
-        parts.append(f"two seeds of the same chain land {n['seed_gap_points']:.2f} points "
-                     "apart on average")
+    gap = seed_gap_text(n)
+    if gap is not None:
+        parts.append(f"two seeds of the same chain land {gap} apart on average")
     null = r.order.get("null_check") or {}
     if null.get("draws"):
         parts.append(f"label-swap null on these units: a false edge in "

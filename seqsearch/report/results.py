@@ -46,6 +46,7 @@ class Tables:
     table1: pd.DataFrame
     goals: pd.DataFrame
     cost: pd.DataFrame
+    seed_means: pd.DataFrame  # the export's rule on seed-averaged probe points, per kind
 
 
 @dataclass

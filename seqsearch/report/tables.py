@@ -12,7 +12,7 @@ import pandas as pd
 
 from seqsearch.config import DEFAULT_BUDGETS
 from seqsearch.search.order import pick_within_budget
-from seqsearch.search.pareto import pareto_front
+from seqsearch.search.pareto import pareto_front, within_budget
 
 BUDGETS = DEFAULT_BUDGETS
 
@@ -110,6 +110,53 @@ def budget_table(runs: pd.DataFrame, base_val: float, base_test: float,
     rank = {k: i for i, k in enumerate(("single", "pair", "tuned", "insert", "repeat",
                                         "stronger"))}
     out.sort(key=lambda r: (rank.get(r["kind"], 99), r["order"]))
+    return pd.DataFrame(out)
+
+
+SEED_MEAN_KINDS = (("single", "best single stage"), ("pair", "best pair"),
+                   ("brute", "best full order"))
+
+
+def seed_mean_points(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every probe point (kind, order, sample, τ) measured on two or more seeds, with the mean
+    of each figure over its seeds (one run per seed: the first, as the export's candidates)."""
+    cols = ["val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr"]
+    if runs.empty or not set(cols) <= set(runs.columns):
+        return pd.DataFrame()
+    rows = runs[runs["kind"].isin([k for k, _ in SEED_MEAN_KINDS])]
+    tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
+        if "tau" in rows else "none"
+    rows = rows.assign(_tau=tau).drop_duplicates(["kind", "order", "sample", "_tau", "seed"])
+    keys = ["kind", "order", "sample", "_tau"]
+    means = rows.groupby(keys, sort=False)[cols].mean()
+    seeds = rows.groupby(keys, sort=False)["seed"].nunique().rename("seeds")
+    out = means.join(seeds).reset_index()
+    out = out[out["seeds"] >= 2].rename(columns={"_tau": "tau"})
+    out["tau"] = [None if t == "none" else float(t) for t in out["tau"]]
+    return out.reset_index(drop=True)
+
+
+def best_seed_means(runs: pd.DataFrame, base_val: float, base_test: float, budget: float
+                    ) -> pd.DataFrame:
+    """The export's rule on seed-averaged probe points, per kind (single stage, pair, full
+    order): of the points whose mean validation drop is within `budget`, the one with the best
+    mean validation BitOpsCR (then accuracy), with its mean test BitOpsCR and test drop."""
+    points = seed_mean_points(runs)
+    out = []
+    for kind, label in SEED_MEAN_KINDS:
+        part = points[points["kind"] == kind] if not points.empty else points
+        row: dict[str, Any] = {"kind": kind, "label": label, "budget": budget,
+                               "points": len(part)}
+        ok = part[[within_budget(base_val, a, budget) for a in part["val_accuracy"]]] \
+            if len(part) else part
+        if len(ok):
+            top = ok.sort_values(["val_bitops_cr", "val_accuracy"], ascending=False).iloc[0]
+            row.update({"order": top["order"], "sample": int(top["sample"]), "tau": top["tau"],
+                        "seeds": int(top["seeds"]), "val_bitops_cr": float(top["val_bitops_cr"]),
+                        "val_drop": 100 * (base_val - float(top["val_accuracy"])),
+                        "bitops_cr": float(top["bitops_cr"]),
+                        "test_drop": 100 * (base_test - float(top["test_accuracy"]))})
+        out.append(row)
     return pd.DataFrame(out)
 
 

@@ -81,3 +81,16 @@ def counts(order: dict[str, Any]) -> str:
     got = [outcome(p) for p in order["pairs"]]
     return (f"{got.count('order')} ordered, {got.count('equivalent')} equivalent, "
             f"{got.count('undecided')} undecided")
+
+
+def seed_gap_text(n: dict[str, Any]) -> str | None:
+    """'0.31 points over 272 pair runs (0.25 without a student, 0.40 with one)', or None
+    where no pair ran two seeds."""
+    if n.get("seed_gap_points") is None:
+        return None
+    parts = [f"{n[f'seed_gap_points_{side}']:.2f} {label}"
+             for side, label in (("without_student", "without a student"),
+                                 ("with_student", "with one"))
+             if n.get(f"seed_gap_points_{side}") is not None]
+    split = f" ({', '.join(parts)})" if parts else ""
+    return f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} pair runs{split}"

@@ -360,28 +360,45 @@ def topological_orders(g: nx.DiGraph) -> list[str]:
     return ["".join(o) for o in itertools.islice(nx.all_topological_sorts(g), MAX_ORDERS)]
 
 
-def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
+def noise(table: pd.DataFrame, crit: Criteria, student: str = "D") -> dict[str, Any]:
     """What a verdict sits in: the validation split's binomial standard error at the baseline
-    accuracy, and how far two seeds of the same chain and sample land apart."""
+    accuracy, and how far two seeds of the same chain and sample land apart: over all pair
+    chains, per order, and split into chains with a student (`student`, D's letter: a student
+    trained from scratch adds its own seed noise) and chains without one."""
     p = crit.baseline_accuracy
     se = None if not crit.val_images else 100 * math.sqrt(p * (1 - p) / crit.val_images)
     rows = table[table["kind"] == "pair"] if "kind" in table else table
-    gaps = []
+    gaps: dict[str, list[float]] = {}
     if not rows.empty and rows["seed"].nunique() > 1:
         # a chain without E has no τ (NaN): one run, not left out of the groups
         tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
             if "tau" in rows else "none"
-        for _, g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"], dropna=False):
+        for (order, _, _), g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"],
+                                                              dropna=False):
             by_seed = g.groupby("seed")["val_accuracy"].mean().tolist()
             if len(by_seed) >= 2:
-                gaps.append(100 * abs(by_seed[0] - by_seed[1]))
+                gaps.setdefault(str(order), []).append(100 * abs(by_seed[0] - by_seed[1]))
+
+    def mean(orders: Sequence[str]) -> tuple[float | None, int]:
+        values = [g for o in orders for g in gaps[o]]
+        return (sum(values) / len(values) if values else None), len(values)
+
+    every, n = mean(list(gaps))
+    plain, n_plain = mean([o for o in gaps if student not in o])
+    taught, n_taught = mean([o for o in gaps if student in o])
     return {"val_images": crit.val_images,
             "val_standard_error_points": se,
-            "seed_gap_points": sum(gaps) / len(gaps) if gaps else None,
-            "seed_gap_runs": len(gaps),
+            "seed_gap_points": every,
+            "seed_gap_runs": n,
+            "seed_gap_points_without_student": plain,
+            "seed_gap_runs_without_student": n_plain,
+            "seed_gap_points_with_student": taught,
+            "seed_gap_runs_with_student": n_taught,
+            "seed_gap_by_order": {o: {"points": sum(v) / len(v), "runs": len(v)}
+                                  for o, v in sorted(gaps.items())},
             "about": "standard error: binomial, at the baseline's validation accuracy; seed "
                      "gap: mean |seed a - seed b| of validation accuracy over the pair chains "
-                     "(and τ) run with two seeds"}
+                     f"(and τ) run with two seeds; 'with student': chains holding {student}"}
 
 
 def _trainings(rows: pd.DataFrame) -> int:
