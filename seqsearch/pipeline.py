@@ -502,23 +502,16 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
             probe: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """baseline → probe → order → tune → export (confirmed) → report; each step resumes on a
     rerun. `probe` replaces the in-process probe step (the CLI's worker processes)."""
-    import json
-    import time
-
     from seqsearch.report.build import build_report
+    from seqsearch.timings import StepTimes
 
-    timings_path = out_dir / "timings.json"
-    timings: dict[str, float] = (json.loads(timings_path.read_text())
-                                 if timings_path.is_file() else {})
+    clock = StepTimes(out_dir / "timings.json")
     result: dict[str, Any] = {}
 
     def step(name: str, k: int, fn: Any) -> Any:
         note(f"[run] step {k}/6: {name}")
-        t0 = time.perf_counter()
-        value = fn()
-        timings[name] = round(time.perf_counter() - t0, 2)
-        atomic.write_json(timings_path, timings)
-        return value
+        with clock.step(name):
+            return fn()
 
     step("baseline", 1, lambda: get_baseline(study, out_dir=out_dir))
     result["probe"] = step("probe", 2, probe or (lambda: run_probe(study, out_dir,
@@ -531,5 +524,5 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     result["export"] = step("export", 5, lambda: export_chain(study, out_dir, opts,
                                                              storage=storage))
     result["report"] = step("report", 6, lambda: build_report(study, out_dir))
-    result["timings"] = timings
+    result["timings"] = dict(clock.times)
     return result
