@@ -97,8 +97,8 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
     else:
         prober.run(pair_units(letters, k, seeds[:1]))
         looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": "all"})
-        for seed in seeds[1:]:
-            open_pairs = _contested(prober, letters, crit)
+        for i, seed in enumerate(seeds[1:], start=1):
+            open_pairs = open_at_look(prober.table(), letters, crit, k, seeds[:i])
             if not open_pairs:
                 break
             note(f"[probe] seed {seed} (look {len(looks) + 1}/{crit.looks}) for the undecided "
@@ -111,7 +111,7 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
         for upto in (min(n, held) for n in p.sample_looks()):
             if upto <= done:
                 break
-            verdicts = [v for v in decide(prober.table(), letters, crit)["pairs"]
+            verdicts = [v for v in decide(_upto(prober.table(), done), letters, crit)["pairs"]
                         if v["outcome"] == "undecided"]
             if not verdicts:
                 break
@@ -135,8 +135,22 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
             "samples_per_pair": {v["pair"]: v["units"] for v in final}}
 
 
-def _contested(prober: Prober, letters: Sequence[str], crit: Criteria) -> list[str]:
-    return [v["pair"] for v in decide(prober.table(), letters, crit)["pairs"]
+def _upto(table: Any, samples: int, seeds: Sequence[int] | None = None) -> Any:
+    if table.empty:
+        return table
+    keep = table["sample"] < samples
+    if seeds is not None:
+        keep &= table["seed"].isin(list(seeds))
+    return table[keep]
+
+
+def open_at_look(table: Any, letters: Sequence[str], crit: Criteria, samples: int,
+                 seeds: Sequence[int] | None = None) -> list[str]:
+    """The pairs still undecided on what the looks so far ran: samples below `samples`, on
+    `seeds` (all when None). A resumed probe may already hold units of a later look (the run
+    was killed inside it); deciding on those would let a pair stop on part of a look, which
+    the level spent per look does not allow, and would not redo the run it resumes."""
+    return [v["pair"] for v in decide(_upto(table, samples, seeds), letters, crit)["pairs"]
             if v["outcome"] == "undecided"]
 
 

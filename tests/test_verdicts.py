@@ -314,3 +314,19 @@ def test_contested_pairs_get_more_samples(tmp_path):
     # a new sample of P is the same params in PQ and PD: P's sample 12 ran in both
     p12 = repr(sorted(samples["P"][12].items()))
     assert {"PQ", "QP"} <= set(seen[("P", p12)])
+
+
+def test_a_resumed_look_decides_on_the_looks_before_it_only():
+    """A probe killed inside look 3 holds some of its units; on resume, the seed look's
+    decision must not see them (nor another seed's), or a pair could stop on part of a look."""
+    from seqsearch.pipeline import open_at_look
+
+    first = pair_table([0.01, -0.01, 0.01, -0.01, 0.01, -0.01, 0.01, -0.01])
+    later = pair_table([0.03] * 8)
+    later["sample"] += 8
+    other_seed = pair_table([0.03] * 8, seeds=(1,))
+    table = pd.concat([first, later, other_seed], ignore_index=True)
+    crit = Criteria(BASE, bootstrap=0, looks=3)
+    assert open_at_look(first, "AB", crit, 8, [0]) == ["AB"]
+    assert open_at_look(table, "AB", crit, 16) == []  # on everything it would stop
+    assert open_at_look(table, "AB", crit, 8, [0]) == ["AB"]
