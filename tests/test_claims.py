@@ -115,3 +115,23 @@ def test_training_cost_covers_an_untimed_prefix_through_its_only_child():
     # an untimed prefix with two children cannot be split between them
     two = {("A", 0, 0): 1.0, ("ABC", 0, 0): 10.0, ("ABD", 0, 0): 12.0}
     assert C.training_cost(["ABC", "ABD"], 1, [0], two) == (4, None)
+
+
+def test_probe_cost_is_what_ran():
+    """An adaptive probe: AB and BA on samples 0-1 for seed 0, then seed 1 only for sample 0.
+    Its cost is the six single and pair chains that ran, each pair's own stage timed as the
+    pair's seconds minus its first stage's."""
+    rows = []
+    for sample, seed in ((0, 0), (1, 0), (0, 1)):
+        rows += [{"kind": "single", "order": "A", "sample": sample, "seed": seed, "seconds": 2.0},
+                 {"kind": "single", "order": "B", "sample": sample, "seed": seed, "seconds": 3.0},
+                 {"kind": "pair", "order": "AB", "sample": sample, "seed": seed, "seconds": 5.5},
+                 {"kind": "pair", "order": "BA", "sample": sample, "seed": seed, "seconds": 4.0}]
+    rows.append({"kind": "brute", "order": "ABC", "sample": 0, "seed": 0, "seconds": 9.0})
+    runs = pd.DataFrame(rows)
+    n, secs = C.ran_cost(runs, C.chain_seconds(runs))
+    assert n == 12 and secs == pytest.approx(3 * (2.0 + 3.0 + 3.5 + 1.0))
+    cost = C.cost_table(runs, "AB", 2, [0, 1], None, None)
+    assert cost.loc[0, "stage_trainings"] == 12  # not 2 samples x 2 seeds x 4 prefixes = 16
+    del rows[0]  # A's sample 0 seed 0 lost: AB's own stage cannot be told from it
+    assert C.ran_cost(pd.DataFrame(rows), C.chain_seconds(pd.DataFrame(rows)))[1] is None

@@ -272,13 +272,35 @@ def training_cost(orders: Iterable[str], samples: int, seeds: Sequence[int],
     return total, (round(secs, 3) if known else None)
 
 
+def ran_cost(runs: pd.DataFrame, seconds: dict[tuple[str, int, int], float],
+             kinds: Sequence[str] = ("single", "pair")) -> tuple[int, float | None]:
+    """Stage trainings and training seconds of the chains `runs` holds of these kinds, as they
+    ran: an adaptive probe gives a pair only the seeds and samples it needed, so its cost is
+    what ran, not every pair on `probe.samples` and every seed. Each chain's last stage is
+    one training (its prefixes ran as their own units); None for the seconds where a chain's
+    prefix has no row."""
+    if runs.empty:
+        return 0, None
+    part = runs[runs["kind"].isin(list(kinds))]
+    keys = {(str(r.order), int(r.sample), int(r.seed))
+            for r in part[["order", "sample", "seed"]].itertuples(index=False)}
+    secs: float | None = 0.0
+    for order, sample, seed in sorted(keys):
+        here = seconds.get((order, sample, seed))
+        parent = (seconds.get((order[:-1], sample, seed)) if len(order) > 1 else 0.0)
+        if here is None or parent is None or secs is None:
+            secs = None
+            continue
+        secs += here - parent
+    return len(keys), (None if secs is None else round(secs, 3))
+
+
 def cost_table(runs: pd.DataFrame, letters: Sequence[str], samples: int, seeds: Sequence[int],
                tune: dict[str, Any] | None, timings: dict[str, Any] | None) -> pd.DataFrame:
     """Search cost of probe + tune against the brute force over every full order."""
     seconds = chain_seconds(runs)
-    pairs = ["".join(p) for p in itertools.permutations(letters, 2)]
     full = ["".join(p) for p in itertools.permutations(letters)]
-    probe_n, probe_s = training_cost(pairs, samples, seeds, seconds)
+    probe_n, probe_s = ran_cost(runs, seconds)
     tune_n = int((tune or {}).get("stage_trainings", 0))
     tune_s = (tune or {}).get("train_seconds")
     brute_n, brute_s = training_cost(full, samples, seeds, seconds)
