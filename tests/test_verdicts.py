@@ -330,3 +330,24 @@ def test_a_resumed_look_decides_on_the_looks_before_it_only():
     assert open_at_look(first, "AB", crit, 8, [0]) == ["AB"]
     assert open_at_look(table, "AB", crit, 16) == []  # on everything it would stop
     assert open_at_look(table, "AB", crit, 8, [0]) == ["AB"]
+
+
+def test_insertion_checks_are_one_look_whatever_the_probe_planned():
+    """§4's checks run once: six of them on 8 units under a 3-look probe design. At alpha / 3
+    looks / 6 = 0.0056 the smallest sign-flip p (2/256 = 0.0078) could never pass; at the
+    check's own level the two planted insertions are decided."""
+    from seqsearch.search.order import check_insertions
+
+    rows = []
+    for k in range(8):
+        for order, acc in (("ACB", 0.97), ("BCA", 0.95), ("ADB", 0.97), ("BDA", 0.95),
+                           ("CAD", 0.95), ("DAC", 0.951), ("CBD", 0.95), ("DBC", 0.951),
+                           ("ABD", 0.95), ("DBA", 0.951), ("ACD", 0.95), ("DCA", 0.951)):
+            rows.append(row(order, k, 0, acc + (0.0005 if k % 2 else 0.0), 10.0,
+                            kind="insert"))
+    crit = Criteria(BASE, bootstrap=0, alpha=0.1, looks=3, max_samples=16)
+    checks = check_insertions(pd.DataFrame(rows), ["AB", "CD", "AD"], "ABCD", crit)
+    assert len(checks) == 6
+    decided = {(c["pair"], c["inserted"]) for c in checks if c["decided"]}
+    assert decided == {("AB", "C"), ("AB", "D")}
+    assert min(c["alpha"] for c in checks) == pytest.approx(0.1 / 6)

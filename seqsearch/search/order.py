@@ -34,7 +34,7 @@ import itertools
 import math
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import networkx as nx
@@ -479,10 +479,18 @@ STATISTICS = {"gap": "matched-compression accuracy gap (points)",
               "hypervolume": "hypervolume difference over the unit's log BitOpsCR span (points)"}
 
 
+def one_look(crit: Criteria) -> Criteria:
+    """The criteria of a check that runs once on the probe's first samples and seeds (§4's
+    insertions, §6's repetitions): its own family at the full alpha, not split over the pair
+    probe's looks (with six checks at alpha / 3 looks, 8 units could never decide one)."""
+    return replace(crit, looks=1, max_samples=None)
+
+
 def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Sequence[str],
                      crit: Criteria) -> list[dict[str, Any]]:
     """Paper §4: does A→B still win with C inserted (ACB against BCA)? The checks are one
-    family (Holm, as the pairs are)."""
+    family (Holm, as the pairs are), run once (`one_look`)."""
+    crit = one_look(crit)
     rows = table[table["kind"] == "insert"]
     found: list[tuple[str, str, dict[str, Any]]] = []
     for ab in winners:
@@ -506,7 +514,9 @@ def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Seque
 
 def check_repeats(table: pd.DataFrame, crit: Criteria) -> list[dict[str, Any]]:
     """Paper §6: AA against A once with params as strong as two applications (every stage
-    the table has repeat runs of). The checks are one family (Holm, as the pairs are)."""
+    the table has repeat runs of). The checks are one family (Holm, as the pairs are), run
+    once (`one_look`)."""
+    crit = one_look(crit)
     found: list[tuple[str, dict[str, Any]]] = []
     repeated = table[table["kind"] == "repeat"]["order"] if "kind" in table else []
     for a in sorted({str(o)[0] for o in repeated}):
