@@ -193,7 +193,7 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
     lines += ["## Exported chain", "",
               f"**{exported[0]}** ({exported[1]})" if exported else "Nothing exported yet "
               "(`seqsearch run` confirms the best candidates and exports one).", ""]
-    if not t.seed_means.empty:
+    if not t.seed_means.empty and t.seed_means["points"].sum() > 0:
         lines += [f"Against it, the export's rule (mean validation drop ≤ {study.tune.budget:g} "
                   "point, best mean validation BitOpsCR) on the probe points already measured "
                   "on two or more seeds, per kind (tables/seed_means.csv; drops and test "
