@@ -65,9 +65,15 @@ def derive_tables(r: Results) -> Tables:
     cost = C.cost_table(r.runs, r.order["letters"], r.study.probe.samples, r.study.probe.seeds,
                         r.best or None, r.timings)
     seed_means = T.best_seed_means(r.runs, r.base["val_accuracy"], r.base["test_accuracy"],
-                                   r.study.tune.budget)
+                                   export_budget(r))
     return Tables(T.pairs_table(r.order), T.edges_table(r.order), traj, tuning, budget, claims,
                   t1, C.goal_budgets(budget), cost, seed_means)
+
+
+def export_budget(r: Results) -> float:
+    """The budget the export judged on: confirm.json's (`seqsearch export --budget`), else the
+    study's `tune.budget`."""
+    return float((r.export or {}).get("budget", r.study.tune.budget))
 
 
 def write_tables(r: Results, t: Tables) -> None:
@@ -194,7 +200,7 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
               f"**{exported[0]}** ({exported[1]})" if exported else "Nothing exported yet "
               "(`seqsearch run` confirms the best candidates and exports one).", ""]
     if not t.seed_means.empty and t.seed_means["points"].sum() > 0:
-        lines += [f"Against it, the export's rule (mean validation drop ≤ {study.tune.budget:g} "
+        lines += [f"Against it, the export's rule (mean validation drop ≤ {export_budget(r):g} "
                   "point, best mean validation BitOpsCR) on the probe points already measured "
                   "on two or more seeds, per kind (tables/seed_means.csv; drops and test "
                   "BitOpsCR are seed means):", "", _md_table(t.seed_means, ".4g")]
