@@ -4,6 +4,7 @@ folds BatchNorm, runs its quantized layers as integer kernels and its exits as `
 
 from __future__ import annotations
 
+import html
 import json
 import os
 
@@ -257,3 +258,17 @@ def test_report_paragraph_shows_real_cost_beside_bitops(tmp_path):
     text = deploy_html(tmp_path)
     assert "BitOpsCR 150.0× and CR 7.5× are theoretical" in text
     assert "1.23× at batch 1" in text and "2.83× smaller" in text and "99.40 %" in text
+
+
+def test_summary_carries_the_real_cost_paragraph(tmp_path):
+    from seqsearch.report.deploy_section import deploy_html, deploy_text
+
+    assert deploy_text(tmp_path) == ""
+    (tmp_path / "deploy.json").write_text(json.dumps({
+        "speedup": {"batch1": 2.0, "batch64": 1.5}, "bitops_cr": None, "cr": None,
+        "size": {"ratio": 4.0, "model_bytes": 10},
+        "accuracy": {"onnx": 0.5, "fake_quant": 0.5, "identical_predictions": 1.0},
+        "machine": {"onnxruntime": "1.0", "cpu": "x86_64", "cores": 2, "threads": [1]}}))
+    text = deploy_text(tmp_path)
+    assert text.startswith("Measured") and "2.00× at batch 1" in text
+    assert "<" not in text and text in html.unescape(deploy_html(tmp_path))

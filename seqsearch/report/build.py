@@ -13,6 +13,7 @@ from seqsearch.progress import note
 from seqsearch.report import claims as C
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
+from seqsearch.report.deploy_section import deploy_text
 from seqsearch.report.page import exported_text, write_index
 from seqsearch.report.results import (
     Figure,
@@ -199,6 +200,9 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
     lines += ["## Exported chain", "",
               f"**{exported[0]}** ({exported[1]})" if exported else "Nothing exported yet "
               "(`seqsearch run` confirms the best candidates and exports one).", ""]
+    real = deploy_text(r.out_dir)
+    if real:
+        lines += [f"**Real cost (deployed, `seqsearch bench-model`, deploy.json):** {real}", ""]
     if not t.seed_means.empty and t.seed_means["points"].sum() > 0:
         lines += [f"Against it, the export's rule (mean validation drop ≤ {export_budget(r):g} "
                   "point, best mean validation BitOpsCR) on the probe points already measured "

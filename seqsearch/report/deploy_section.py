@@ -22,7 +22,8 @@ def deploy_figures(out_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "speedup" in data else None
 
 
-def deploy_html(out_dir: Path) -> str:
+def deploy_text(out_dir: Path) -> str:
+    """The paragraph in plain text (summary.md), or "" when not measured."""
     d = deploy_figures(out_dir)
     if d is None:
         return ""
@@ -40,5 +41,12 @@ def deploy_html(out_dir: Path) -> str:
         f"{100 * a['fake_quant']:.2f} % fake-quant, {100 * a['identical_predictions']:.2f} % "
         "identical predictions. Below 8 bits no x86 kernel runs the layer faster: sub-8-bit "
         "weights are a size result (carried in int8), BitOps the theoretical one.")
+    return text
+
+
+def deploy_html(out_dir: Path) -> str:
+    text = deploy_text(out_dir)
+    if not text:
+        return ""
     return (f"<p><b>Real cost (deployed):</b> {html.escape(text)} "
             "<a href='deploy.json'>deploy.json</a>, <code>model.onnx</code>.</p>")
