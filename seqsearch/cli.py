@@ -208,18 +208,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
     study, out = _study_and_dir(args)
     if args.dry_run:
         return _print_plan(study, args.json, out)
+    from seqsearch.timings import timed_command
     from seqsearch.workers import resolve_workers
 
     workers = resolve_workers(args.workers)
-    if workers > 1:
-        from seqsearch.baseline import get_baseline
+    checks = args.insert or args.repeat or args.brute_force
+    with timed_command(out, "checks" if checks else "probe"):
+        if workers > 1:
+            from seqsearch.baseline import get_baseline
 
-        get_baseline(study, out_dir=out)  # once, before the workers start
-        _spawn_probe_workers(args, workers, insert=args.insert, repeat=args.repeat,
-                             brute=args.brute_force)
-        # every unit is done now: this pass only gathers the results and the checks
-    summary = run_probe(study, out, storage=args.storage, insert=args.insert,
-                        repeat=args.repeat, brute=args.brute_force)
+            get_baseline(study, out_dir=out)  # once, before the workers start
+            _spawn_probe_workers(args, workers, insert=args.insert, repeat=args.repeat,
+                                 brute=args.brute_force)
+            # every unit is done now: this pass only gathers the results and the checks
+        summary = run_probe(study, out, storage=args.storage, insert=args.insert,
+                            repeat=args.repeat, brute=args.brute_force)
     t = summary["totals"]
     if args.json:
         print(json.dumps(summary))
@@ -251,9 +254,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_order(args: argparse.Namespace) -> int:
     from seqsearch.pipeline import run_order
+    from seqsearch.timings import timed_command
 
     study, out = _study_and_dir(args)
-    result = run_order(study, out)
+    with timed_command(out, "order"):
+        result = run_order(study, out)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -329,19 +334,21 @@ def cmd_tune(args: argparse.Namespace) -> int:
     opts = tune_options(study, chains, trials=args.n_trials, budget=args.budget,
                         multi_objective=args.multi_objective,
                         pruner=False if args.no_pruner else None, out_dir=out)
+    from seqsearch.timings import timed_command
     from seqsearch.workers import resolve_workers
 
     workers = resolve_workers(args.workers)
-    if workers > 1:
-        # baseline and slots once, here, before the workers start: workers never race
-        prepare_tune(study, out, opts, storage=args.storage)
-        _spawn_workers(args, workers)
-        summary = finish_tune(study, out, opts, storage=args.storage)
-    else:
-        summary = run_tune(study, out, opts, storage=args.storage, worker=args.worker_index,
-                           finalize=not args.no_finalize)
-        if args.no_finalize:
-            return 0
+    with timed_command(out, "tune"):
+        if workers > 1:
+            # baseline and slots once, here, before the workers start: workers never race
+            prepare_tune(study, out, opts, storage=args.storage)
+            _spawn_workers(args, workers)
+            summary = finish_tune(study, out, opts, storage=args.storage)
+        else:
+            summary = run_tune(study, out, opts, storage=args.storage,
+                               worker=args.worker_index, finalize=not args.no_finalize)
+    if args.no_finalize and workers <= 1:
+        return 0
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -368,7 +375,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     chains = tune_chains(study, out, None) if (out / "order.json").is_file() else ()
     opts = tune_options(study, chains, trials=None, budget=args.budget,
                         multi_objective=False, pruner=None)
-    ex = export_chain(study, out, opts, storage=args.storage)
+    from seqsearch.timings import timed_command
+
+    with timed_command(out, "export"):
+        ex = export_chain(study, out, opts, storage=args.storage)
     if args.json:
         print(json.dumps(ex))
         return 0
@@ -385,9 +395,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from seqsearch.report.build import build_report
+    from seqsearch.timings import timed_command
 
     study, out = _study_and_dir(args)
-    result = build_report(study, out)
+    with timed_command(out, "report"):
+        result = build_report(study, out)
     print(f"report written: {out / 'summary.md'}, {out / 'index.html'} "
           f"({len(result['figures'])} figures)")
     for n in result["notes"]:

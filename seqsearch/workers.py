@@ -79,9 +79,13 @@ def spawn(args: Sequence[str], n: int, what: str, *, quiet: bool = False,
           per_worker: Sequence[Sequence[str]] | None = None) -> None:
     """Start `n` `python -m seqsearch ARGS` workers and wait for all; one failing is an error
     that says how to resume."""
+    from seqsearch.timings import SPAWNED_WORKER_ENV
+
     base = [sys.executable, "-m", "seqsearch", *args]
     out = subprocess.DEVNULL if quiet else None
+    env = {**os.environ, SPAWNED_WORKER_ENV: "1"}
     procs = [subprocess.Popen(base + list(per_worker[i] if per_worker else []), stdout=out,
+                              env=env,
                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
              for i in range(n)]
     _wait_all(procs, what)
