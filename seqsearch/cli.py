@@ -254,11 +254,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_order(args: argparse.Namespace) -> int:
     from seqsearch.pipeline import run_order
-    from seqsearch.timings import timed_command
 
     study, out = _study_and_dir(args)
-    with timed_command(out, "order"):
-        result = run_order(study, out)
+    result = run_order(study, out)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -395,11 +393,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from seqsearch.report.build import build_report
-    from seqsearch.timings import timed_command
 
     study, out = _study_and_dir(args)
-    with timed_command(out, "report"):
-        result = build_report(study, out)
+    result = build_report(study, out)
     print(f"report written: {out / 'summary.md'}, {out / 'index.html'} "
           f"({len(result['figures'])} figures)")
     for n in result["notes"]:

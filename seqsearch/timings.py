@@ -1,12 +1,12 @@
 """timings.json: the wall seconds each step of a study has taken, summed over every invocation
-that ran it, whether `seqsearch run` or the step's own command (`seqsearch probe`, `tune`, ...;
-the probe's insertion, repetition and brute-force runs count as `checks`). A study resumed over
-several sessions then states its whole cost: a running step rewrites its figure every
-`HEARTBEAT_S`, so a killed invocation's time is kept to within that (a finished step re-run to
-resume adds the seconds it takes to find its results). Each write adds the seconds since the
-last one to the file's figure under a lock, so commands running at once keep each other's
-time: worker processes a command spawns leave the counting to it, while workers started by hand
-on one step add up to that step's worker-seconds."""
+that ran it, whether `seqsearch run` or the training step's own command (`seqsearch probe`,
+`tune`, `export`; the probe's insertion, repetition and brute-force runs count as `checks`). A
+study resumed over several sessions then states its whole cost: a running step rewrites its
+figure every `HEARTBEAT_S`, so a killed invocation's time is kept to within that (a finished
+step re-run to resume adds the seconds it takes to find its results). Each write adds the
+seconds since the last one to the file's figure under a lock, so commands running at once keep
+each other's time: worker processes a command spawns leave the counting to it, while workers
+started by hand on one step add up to that step's worker-seconds."""
 
 from __future__ import annotations
 
@@ -95,8 +95,8 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 
 def timed_command(out_dir: Path, name: str) -> Any:
-    """A step command's own clock (`seqsearch probe`, `tune`, ...), as `run` keeps per step;
-    none in a spawned worker."""
+    """A training step command's own clock (`seqsearch probe`, `tune`, `export`), as `run`
+    keeps per step; none in a spawned worker."""
     from contextlib import nullcontext
 
     if os.environ.get(SPAWNED_WORKER_ENV):

@@ -75,4 +75,4 @@ def test_order_on_a_committed_folder_never_trains(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "baseline").exists()  # nothing trained, no checkpoint written
     assert json.loads(proc.stdout) == committed
-    assert "order" in json.loads((tmp_path / "timings.json").read_text())  # the command's time
+    assert not (tmp_path / "timings.json").exists()  # rebuilding verdicts is not the study's cost
