@@ -21,7 +21,7 @@ from typing import Any
 
 try:
     import fcntl
-except ImportError:  # not on Windows: writes there are atomic but unlocked
+except ImportError:  # Windows has no fcntl: writes there stay atomic, but unlocked
     fcntl = None  # type: ignore[assignment]
 
 from seqsearch import atomic
