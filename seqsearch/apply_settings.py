@@ -1,7 +1,8 @@
 """What `seqsearch apply` runs a chain file under: its policy, its work folder, its model path.
 
-An exported chain pins the precision and memory format its figures were measured under
-(`policy:`); apply reproduces under that policy unless told otherwise (`--precision`), and
+An exported chain pins the precision, memory format and torch thread counts its figures were
+measured under (`policy:`); apply reproduces under that policy unless told otherwise
+(`--precision`, `--threads`), and
 says in one line when this machine cannot (fp16 without a GPU) or only emulates it (bf16 on a
 CPU without native bf16: slower, the same numerics). Apply never writes into the folder the
 chain came from: an exported chain names its study folder as `output`, and rebuilding it there
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqsearch.config import ChainConfig
-from seqsearch.precision import native_bf16, policy_settings, resolve_policy
+from seqsearch.precision import native_bf16
 from seqsearch.train import resolve_device
 
 
@@ -24,14 +25,29 @@ class ApplySettings:
     work_dir: Path
     model_path: Path
     notes: list[str]
+    # torch threads for the baseline's training and each stage's (None: this process's own)
+    baseline_threads: int | None = None
+    stage_threads: list[int] | None = None
 
 
 def _same_folder(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+def chain_threads(cfg: ChainConfig) -> tuple[int | None, list[int] | None]:
+    """The threads the chain's baseline and stages trained with: a float's sums depend on how
+    a kernel splits them over threads, so the same seed trains a different model at 1 and 2
+    threads. One count for all, or the baseline's then each stage's."""
+    threads = cfg.policy.threads if cfg.policy is not None else None
+    if threads is None:
+        return None, None
+    if isinstance(threads, int):
+        return threads, [threads] * len(cfg.stages)
+    return threads[0], list(threads[1:])
+
+
 def apply_settings(cfg: ChainConfig, chain_path: Path, *, out: str | None = None,
-                   precision: str | None = None) -> ApplySettings:
+                   precision: str | None = None, threads: int | None = None) -> ApplySettings:
     notes: list[str] = []
     wanted = precision
     memory_format = cfg.train.memory_format
@@ -47,13 +63,21 @@ def apply_settings(cfg: ChainConfig, chain_path: Path, *, out: str | None = None
     elif wanted == "bf16" and not native_bf16(device):
         notes.append(f"[apply] the chain ran under bf16, which {device} only emulates: the "
                      "same numerics, slower")
-    as_is = policy_settings(resolve_policy(cfg.train.precision, cfg.train.memory_format, device))
-    # Where the chain's own settings already resolve to the wanted policy here, they stay as
-    # written: the baseline's cache key (which hashes them) then finds the study's baseline.
-    if wanted is not None and as_is != {"precision": wanted, "memory_format": memory_format}:
+    # The baseline's cache key hashes the policy as resolved, so writing it out explicitly
+    # finds the same baseline as the chain's own `auto` did where it meant the same.
+    if wanted is not None:
         train = cfg.train.model_copy(update={"precision": wanted,
                                              "memory_format": memory_format})
         cfg = cfg.model_copy(update={"train": train})
+    base_threads, stage_threads = chain_threads(cfg)
+    if base_threads is not None and threads is not None:
+        notes.append(f"[apply] torch threads {threads} (--threads), not the chain's "
+                     f"{cfg.policy.threads if cfg.policy else base_threads}: figures may differ")
+        base_threads = stage_threads = None
+    elif base_threads is not None:
+        shown = cfg.policy.threads if cfg.policy is not None else base_threads
+        notes.append(f"[apply] torch threads {shown}: as the chain's models were trained "
+                     "(its 'policy'), so the rebuild is bit for bit")
     work = cfg.output_dir()
     if _same_folder(work, chain_path.parent):
         work = Path("runs") / cfg.name
@@ -63,4 +87,4 @@ def apply_settings(cfg: ChainConfig, chain_path: Path, *, out: str | None = None
     else:
         model_path = Path(out) if out else chain_path.with_suffix(".pt")
     cfg = cfg.model_copy(update={"output": str(work)})
-    return ApplySettings(cfg, work, model_path, notes)
+    return ApplySettings(cfg, work, model_path, notes, base_threads, stage_threads)

@@ -60,7 +60,11 @@ def baseline_metrics(study: RunSection, out_dir: Path) -> dict[str, Any]:
         return metrics
     if saved.is_file():
         kept = json.loads(saved.read_text())
-        if kept.get("baseline_key") == key:
+        # a committed folder read on a machine of another kind: the study's baseline is the
+        # one trained under the policy its environment.json recorded, not what `auto` means here
+        recorded = environment.recorded_policy(out_dir)
+        if kept.get("baseline_key") == key or (
+                recorded is not None and kept.get("baseline_key") == study.baseline_key(recorded)):
             return dict(kept["metrics"])
     raise SeqsearchError(f"{path}: no baseline yet (and no baseline.json for this study's "
                          "baseline); run 'seqsearch run' (or 'baseline') first")
@@ -94,6 +98,7 @@ def get_baseline(
         "seconds": round(result.seconds, 2),
         "val_images": len(data.val),
         "test_images": len(data.test),
+        "threads": torch.get_num_threads(),  # numerics differ with it: apply pins it
     }
     # On the CPU, keeping the state dict's own mapping: its `_metadata` holds each module's
     # version, which some loaders need (torchvision's MNASNet refuses a state without it).

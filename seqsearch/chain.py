@@ -25,7 +25,7 @@ from seqsearch.data import DataBundle, Split
 from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import bitops_cr, count_bitops, param_bits, size_cr
 from seqsearch.stages import StageContext, behaviour, get_stage, resolve_params
-from seqsearch.train import predict, seed_everything
+from seqsearch.train import predict, seed_everything, torch_threads
 
 MODEL_FORMAT = 1
 
@@ -195,6 +195,9 @@ class ChainRunner:
     base_key: str
     trained: int = 0
     cached: int = 0
+    # torch threads each stage of a chain trains with (apply: as the exported chain's models
+    # were trained); None: this process's own
+    stage_threads: Sequence[int] | None = None
     _settings_key: str = field(init=False, default="")
 
     def __post_init__(self) -> None:
@@ -252,13 +255,16 @@ class ChainRunner:
             ctx.seed = self.ctx.seed + j
             ctx.label = f"{letters(steps[: j + 1])}: "
             t0 = time.perf_counter()
-            seed_everything(ctx.seed)  # stages draw fresh weights (students, heads) first
-            model = stage.apply(model, ctx, step.params)
+            pinned = self.stage_threads[j] if self.stage_threads is not None else None
+            with torch_threads(pinned):
+                threads = torch.get_num_threads()
+                seed_everything(ctx.seed)  # stages draw fresh weights (students, heads) first
+                model = stage.apply(model, ctx, step.params)
             self._apply_policies(model, steps[: j + 1])
             seconds = time.perf_counter() - t0
             self.trained += 1
             result.trained += 1
-            rec = self._record(model, steps, j, seconds)
+            rec = {**self._record(model, steps, j, seconds), "threads": threads}
             records.append(rec)
             paths = self._paths(steps[: j + 1])
             if paths:
@@ -269,6 +275,18 @@ class ChainRunner:
         self._apply_policies(model, steps)
         result.model = model
         return result
+
+    def lineage_threads(self, steps: Sequence[Step]) -> list[int | None]:
+        """The torch threads each stage of `steps` trained with, from the prefix cache's
+        records (None where a record predates them or the cache lacks the prefix)."""
+        out: list[int | None] = []
+        for k in range(1, len(steps) + 1):
+            paths = self._paths(steps[:k])
+            kept = None
+            if paths and paths[1].is_file():
+                kept = json.loads(paths[1].read_text())["record"].get("threads")
+            out.append(int(kept) if kept is not None else None)
+        return out
 
     def _record(self, model: nn.Module, steps: Sequence[Step], j: int,
                 seconds: float) -> dict[str, Any]:

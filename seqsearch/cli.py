@@ -97,6 +97,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from seqsearch.chain import letters, plan, runner_for, save_model
     from seqsearch.config import load_chain
     from seqsearch.progress import note
+    from seqsearch.train import torch_threads
 
     path = Path(args.chain)
     cfg = load_chain(path)
@@ -104,12 +105,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not cfg.stages:
         raise SeqsearchError(f"{path}: 'stages' is empty; list at least one {{stage: NAME}}")
     steps = plan([(s.stage, s.params) for s in cfg.stages])  # every check before any training
-    settings = apply_settings(cfg, path, out=args.out, precision=args.precision)
+    settings = apply_settings(cfg, path, out=args.out, precision=args.precision,
+                              threads=args.threads)
     for line in settings.notes:
         note(line)
     cfg, out = settings.cfg, settings.model_path
-    base = get_baseline(cfg)
+    with torch_threads(settings.baseline_threads):
+        base = get_baseline(cfg)
     runner = runner_for(cfg, base, cfg.output_dir() / "cache")
+    runner.stage_threads = settings.stage_threads
     result = runner.run(steps)
     m = base.metrics
     baseline = {"accuracy": m["test_accuracy"], "test_accuracy": m["test_accuracy"],
@@ -124,8 +128,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(json.dumps({"chain": chain, "baseline": baseline, "stages": result.records,
                           "final": final, "model_file": str(out),
                           "stage_trainings": result.trained, "cached": result.cached,
-                          "policy": {"precision": cfg.train.precision,
-                                     "memory_format": cfg.train.memory_format},
+                          "policy": {**cfg.resolved_policy(),
+                                     "threads": [base.metrics.get("threads"),
+                                                 *runner.lineage_threads(steps)]},
                           "notes": settings.notes}))
         return 0
     print(f"chain {chain}: {cfg.model.name} on {cfg.data.name}, first/last bits "
@@ -487,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="train under this precision (default: the policy an exported chain "
                    "was measured under, else its train.precision)")
+    p.add_argument("--threads", type=int, help="torch threads for this process (default: as "
+                   "an exported chain's models were trained, its policy.threads, so the rebuild "
+                   "is bit for bit; else torch's own choice)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_apply)
 
@@ -558,12 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(p)
     p.set_defaults(func=cmd_run)
 
+    from seqsearch.bench import add_parser as add_bench
     from seqsearch.deploy.cli_command import add_parser as add_bench_model
 
     add_bench_model(sub)
-
-    from seqsearch.recovery.cli_command import add_parser as add_bench
-
     add_bench(sub)
 
     p = sub.add_parser("report", help="rebuild tables, figures and summary from stored results")

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from seqsearch.errors import SeqsearchError
-from seqsearch.train import TrainSettings
+from seqsearch.precision import policy_settings, resolve_policy
+from seqsearch.train import TrainSettings, resolve_device
 
 CONFIG_VERSION = 1
 DEFAULT_STAGES = ("distill", "prune", "quantize", "early_exit")
@@ -174,12 +183,21 @@ class RunSection(_Strict):
     def output_dir(self) -> Path:
         return Path(self.output) if self.output else Path("runs") / self.name
 
-    def baseline_key(self) -> str:
-        """Hash of everything that decides the baseline: model, data, baseline training, seed."""
+    def resolved_policy(self) -> dict[str, str]:
+        """What `train.precision` and `train.memory_format` mean on this study's device."""
+        return policy_settings(resolve_policy(self.train.precision, self.train.memory_format,
+                                              resolve_device(self.device)))
+
+    def baseline_key(self, policy: Mapping[str, Any] | None = None) -> str:
+        """Hash of everything that decides the baseline: model, data, baseline training, seed,
+        and the precision policy it trains under *as resolved* (default: on this machine; or
+        the `policy` a study recorded). `auto` means bf16 on a CPU with AMX and fp32 on one
+        without, so a study moved between the two kinds trains a new baseline instead of
+        silently reusing one trained under the other policy."""
         train = dict(self.train.settings(self.seed).__dict__)
+        resolved = self.resolved_policy() if policy is None else policy
         for key in ("precision", "memory_format"):
-            if train[key] == "auto":  # the default: keys (and committed reports) from before
-                del train[key]        # these settings existed stay valid
+            train[key] = str(resolved[key])
         payload = {
             "model": self.model.model_dump(),
             "data": self.data.model_dump(),
@@ -212,7 +230,19 @@ class PolicySection(_Strict):
 
     precision: Literal["fp32", "bf16", "fp16"]
     memory_format: Literal["channels_last", "contiguous"]
+    # torch threads the models trained with: one count for the baseline and every stage, or
+    # a list (the baseline's, then each stage's); sums split over threads round differently
+    threads: int | list[int] | None = None
     recorded_from: str | None = None
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int | list[int] | None) -> int | list[int] | None:
+        counts = [v] if isinstance(v, int) else (v or [])
+        if any(c < 1 for c in counts) or (isinstance(v, list) and not v):
+            raise ValueError("threads must be a count of at least 1, or a list of such counts "
+                             "(the baseline's, then each stage's)")
+        return v
 
 
 class ChainConfig(RunSection):
@@ -229,8 +259,18 @@ class ChainConfig(RunSection):
     source: dict[str, Any] | None = None  # an export: probe, brute or tune, and which point
     confirmation: dict[str, Any] | None = None  # an export: every seed's figures and their means
     real_cost: dict[str, Any] | None = None  # bench-model: measured latency and size (not input)
-    # an export: the precision and memory format its figures ran under (apply's default)
+    # an export: the precision, memory format and threads its figures ran under (apply's
+    # default)
     policy: PolicySection | None = None
+
+    @model_validator(mode="after")
+    def _threads_per_stage(self) -> ChainConfig:
+        threads = self.policy.threads if self.policy is not None else None
+        if isinstance(threads, list) and len(threads) != len(self.stages) + 1:
+            raise ValueError(f"policy.threads lists {len(threads)} counts; a list needs one for "
+                             f"the baseline and one per stage ({len(self.stages) + 1}), or give "
+                             "one count for all")
+        return self
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -390,13 +390,15 @@ def export_trial(study: StudyConfig, out_dir: Path, best: Any,
     tune_dir = tune_dir or out_dir / "tune"
     steps = [(name, params) for name, params in best.user_attrs["steps"]]
     base = get_baseline(study, out_dir=out_dir)
-    result = runner_for(study, base, out_dir / "cache").run(plan(steps))
+    runner = runner_for(study, base, out_dir / "cache")
+    result = runner.run(plan(steps))
     metrics = {"accuracy": best.user_attrs["test_accuracy"],
                "bitops_cr": best.user_attrs["bitops_cr"], "cr": best.user_attrs["cr"]}
     model_path = tune_dir / "best_model.pt"
     save_model(model_path, result.model, {"chain": best.user_attrs["chain"], "final": metrics})
+    threads = [base.metrics.get("threads"), *runner.lineage_threads(plan(steps))]
     doc = chain_document(study, steps, metrics, name=f"{study.name}-best",
-                         output=str(out_dir), policy=pinned_policy(study, out_dir))
+                         output=str(out_dir), policy=pinned_policy(study, out_dir, threads))
     write_chain(tune_dir / "best_chain.yaml", doc)
     a = best.user_attrs
     return {
@@ -454,7 +456,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     measured."""
     import optuna
 
-    from seqsearch.chain import runner_for, save_model
+    from seqsearch.chain import plan, runner_for, save_model
     from seqsearch.deploy.command import write_model_onnx
     from seqsearch.report.export import chain_document, pinned_policy, write_chain
     from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm
@@ -486,9 +488,11 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "baseline_val_accuracy": float(base.metrics["val_accuracy"]),
         "baseline_test_accuracy": float(base.metrics["test_accuracy"]),
         "note": got.why, **evidence}
-    doc = chain_document(study, [(s, p) for s, p in c.steps], metrics,
+    steps = [(s, p) for s, p in c.steps]
+    threads = [base.metrics.get("threads"), *runners[0].lineage_threads(plan(steps))]
+    doc = chain_document(study, steps, metrics,
                          name=f"{study.name}-export", output=str(out_dir),
-                         policy=pinned_policy(study, out_dir))
+                         policy=pinned_policy(study, out_dir, threads))
     doc.update(feasible=got.feasible, confirmation=confirmation,
                source={"from": c.source, "id": c.ident, "chain": c.chain, **evidence})
     chain_path, model_path = out_dir / "chain.yaml", out_dir / "model.pt"

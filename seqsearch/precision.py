@@ -16,6 +16,7 @@ during training (`Policy.guarded`, `seqsearch.kernel_guards`).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ def native_bf16(device: torch.device) -> bool:
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type != "cpu":
         return False
+    if onednn_cap_below_bf16():
+        return False
     cpu = getattr(torch, "cpu", None)
     for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         check = getattr(cpu, probe, None)
@@ -43,6 +46,18 @@ def native_bf16(device: torch.device) -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) under which its kernels have no bf16 dot products.
+_NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                 "AVX512_CORE_VNNI")
+
+
+def onednn_cap_below_bf16() -> bool:
+    """Whether ONEDNN_MAX_CPU_ISA caps oneDNN below its bf16 kernels: bf16 is then emulated
+    even on a CPU that has AMX, exactly as on an AVX2-only CPU. This is also how a machine of
+    one kind runs the code paths of the other (`ONEDNN_MAX_CPU_ISA=AVX2 pytest`)."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _NO_BF16_ISAS
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,21 @@ def resolve_device(name: str = "auto") -> torch.device:
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Inside: torch computes on `n` threads (None: as it is). A float sum split over more
+    threads rounds differently, so a fit is reproducible bit for bit at a fixed count only."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:
@@ -163,12 +178,15 @@ def fit(
     *,
     loss_fn: LossFn | None = None,
     params: Iterable[nn.Parameter] | None = None,
+    no_decay: Iterable[nn.Parameter] = (),
     label: str = "train",
     progress: bool = True,
 ) -> FitResult:
     """Train `model` in place on `data.train` and return what happened.
 
-    Deterministic on the CPU for a fixed `settings.seed`. Raises DivergedError on a NaN/inf loss.
+    `no_decay` is the caller's parameter group that trains without weight decay (a stage's
+    learned quantizer steps): the loop knows no stage. Deterministic on the CPU for a fixed
+    `settings.seed` and thread count. Raises DivergedError on a NaN/inf loss.
     """
     loss_fn = loss_fn or cross_entropy
     seed_everything(settings.seed)
@@ -190,10 +208,7 @@ def fit(
         if not trainable or total == 0:
             return result
         guard.enter_context(policy.guarded(model))
-        # (imported here: seqsearch.stages imports the config, which imports this module)
-        from seqsearch.stages.quant_layers import no_decay_parameters
-
-        opt = _make_optimizer(trainable, settings, no_decay_parameters(model))
+        opt = _make_optimizer(trainable, settings, {id(p) for p in no_decay})
         step = 0
         for epoch in range(1, settings.epochs + 1):
             running = torch.zeros((), device=data.train.x.device)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from seqsearch.config import load_study, quickstart_path
@@ -62,3 +64,45 @@ def test_baseline_key_changes_with_settings(tmp_path):
     b = load_study(write(tmp_path, BASE + "train: {epochs: 3}\n"))
     assert a.baseline_key() != b.baseline_key()
     assert a.baseline_key() == load_study(write(tmp_path, BASE)).baseline_key()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_baseline_key_holds_the_policy_as_resolved(tmp_path, monkeypatch, native):
+    """`auto` is bf16 on a CPU with AMX and fp32 on one without: the key follows what it
+    means, so a baseline trained under one policy is never reused under the other. Run both
+    ways on either kind of CPU (native bf16 patched)."""
+    monkeypatch.setattr("seqsearch.precision.native_bf16", lambda device: native)
+    auto = load_study(write(tmp_path, BASE + "device: cpu\n"))
+    bf16 = load_study(write(tmp_path, BASE + "device: cpu\ntrain: {precision: bf16}\n"))
+    fp32 = load_study(write(tmp_path, BASE + "device: cpu\ntrain: {precision: fp32}\n"))
+    assert auto.resolved_policy()["precision"] == ("bf16" if native else "fp32")
+    assert (auto.baseline_key() == bf16.baseline_key()) is native
+    assert (auto.baseline_key() == fp32.baseline_key()) is not native
+    assert bf16.baseline_key() != fp32.baseline_key()
+    recorded = {"precision": "bf16", "memory_format": "contiguous"}
+    assert auto.baseline_key(recorded) == bf16.baseline_key()  # as a study recorded it
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_baseline_metrics_of_a_folder_recorded_under_another_policy(tmp_path, monkeypatch,
+                                                                    native):
+    """A committed folder (baseline.json, environment.json, no checkpoint) is read the same on
+    either kind of CPU; a baseline.json of another policy than the recorded one is refused."""
+    from seqsearch.baseline import baseline_metrics
+
+    monkeypatch.setattr("seqsearch.precision.native_bf16", lambda device: native)
+    study = load_study(write(tmp_path, BASE + "device: cpu\n"))
+    folder = tmp_path / "study"
+    folder.mkdir()
+    policy = {"precision": "bf16", "memory_format": "contiguous"}
+    (folder / "environment.json").write_text(json.dumps({"baseline": {"policy": policy}}))
+    (folder / "baseline.json").write_text(json.dumps(
+        {"baseline_key": study.baseline_key(policy), "metrics": {"val_accuracy": 0.5}}))
+    assert baseline_metrics(study, folder) == {"val_accuracy": 0.5}
+    other = {"precision": "fp32", "memory_format": "contiguous"}
+    (folder / "environment.json").write_text(json.dumps({"baseline": {"policy": other}}))
+    if native:  # auto = bf16 here: the key matches without the record
+        assert baseline_metrics(study, folder) == {"val_accuracy": 0.5}
+    else:
+        with pytest.raises(SeqsearchError, match="no baseline yet"):
+            baseline_metrics(study, folder)

@@ -110,12 +110,17 @@ def _chain_file(folder, output, policy: str = "") -> Path:
     return path
 
 
-def test_apply_reproduces_the_pinned_policy_and_leaves_the_chain_folder(tmp_path):
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "no-native-bf16"])
+def test_apply_reproduces_the_pinned_policy_and_leaves_the_chain_folder(tmp_path, monkeypatch,
+                                                                         native):
+    """Run both ways on any CPU (native bf16 patched): what `auto` means must not decide what
+    apply trains under when the chain pins a policy."""
     from seqsearch.apply_settings import apply_settings
     from seqsearch.config import load_chain
 
+    monkeypatch.setattr("seqsearch.precision.native_bf16", lambda device: native)
+    monkeypatch.setattr("seqsearch.apply_settings.native_bf16", lambda device: native)
     study = tmp_path / "study"
-    # a policy `auto` does not mean on any CPU, so the chain's own settings must give way
     path = _chain_file(study, study, "policy: {precision: fp32, memory_format: channels_last}\n")
     got = apply_settings(load_chain(path), path)
     assert got.cfg.train.precision == "fp32"  # what the chain ran under, not `auto`
@@ -129,11 +134,41 @@ def test_apply_reproduces_the_pinned_policy_and_leaves_the_chain_folder(tmp_path
     got = apply_settings(load_chain(fp16), fp16)
     assert got.cfg.train.precision == "fp32" and "needs a CUDA GPU" in got.notes[-1]
     assert got.model_path == fp16.with_suffix(".pt")  # a chain elsewhere: as before
+    bf16 = _chain_file(tmp_path / "b", tmp_path / "b-run",
+                       "policy: {precision: bf16, memory_format: contiguous}\n")
+    got = apply_settings(load_chain(bf16), bf16)
+    assert got.cfg.train.precision == "bf16"
+    assert any("only emulates" in n for n in got.notes) is not native
     plain = _chain_file(tmp_path / "p", tmp_path / "p-run")
     assert apply_settings(load_chain(plain), plain).cfg.train.precision == "auto"
     here = policy_settings(resolve_policy("auto", "auto", CPU))  # what auto means here
+    assert here["precision"] == ("bf16" if native else "fp32")
     same = _chain_file(tmp_path / "s", tmp_path / "s-run", f"policy: {json.dumps(here)}\n")
-    assert apply_settings(load_chain(same), same).cfg.train.precision == "auto"  # same key
+    pinned = apply_settings(load_chain(same), same).cfg
+    assert pinned.train.precision == here["precision"]
+    # written out explicitly, it still finds the baseline the chain's own `auto` trained
+    assert pinned.baseline_key() == load_chain(same).baseline_key()
+
+
+def test_apply_pins_the_threads_the_chain_trained_with(tmp_path):
+    from seqsearch.apply_settings import apply_settings
+    from seqsearch.config import load_chain
+
+    one = _chain_file(tmp_path / "o", tmp_path / "o-run",
+                      "policy: {precision: fp32, memory_format: contiguous, threads: 1}\n")
+    got = apply_settings(load_chain(one), one)
+    assert (got.baseline_threads, got.stage_threads) == (1, [1])
+    assert any("threads 1" in n for n in got.notes)
+    mixed = _chain_file(tmp_path / "m", tmp_path / "m-run",
+                        "policy: {precision: fp32, memory_format: contiguous, threads: [2, 1]}\n")
+    got = apply_settings(load_chain(mixed), mixed)
+    assert (got.baseline_threads, got.stage_threads) == (2, [1])
+    got = apply_settings(load_chain(mixed), mixed, threads=3)  # --threads overrides, said
+    assert got.stage_threads is None and "figures may differ" in got.notes[-1]
+    bad = _chain_file(tmp_path / "x", tmp_path / "x-run",
+                      "policy: {precision: fp32, memory_format: contiguous, threads: [1]}\n")
+    with pytest.raises(SeqsearchError, match="policy.threads"):
+        load_chain(bad)
 
 
 def test_a_bad_pinned_policy_is_one_clear_error(tmp_path):

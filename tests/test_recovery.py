@@ -67,7 +67,7 @@ def test_lsq_layer_levels_hold_under_bf16_autocast():
 def test_lsq_steps_train_without_weight_decay():
     model = nn.Sequential(to_quant(nn.Conv2d(1, 4, 3), 4, 4, "lsq"), nn.Flatten(),
                           to_quant(nn.Linear(4 * 4, 3), 4, 4, "dorefa"))
-    skip = no_decay_parameters(model)
+    skip = {id(p) for p in no_decay_parameters(model)}
     assert skip == {id(model[0].weight_step), id(model[0].act_step)}
     opt = _make_optimizer(list(model.parameters()), TrainSettings(weight_decay=5e-4), skip)
     decays = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pandas as pd
@@ -39,7 +40,8 @@ def finished(tmp_path_factory):
     study = root / "study.yaml"
     study.write_text(STUDY)
     out = root / "out"
-    run_cli("run", str(study), "--out", str(out))
+    # two single-threaded probe workers; baseline and tuning in the two-thread parent
+    run_cli("run", str(study), "--out", str(out), "--workers", "2", "--threads", "2")
     return study, out
 
 
@@ -71,8 +73,18 @@ def test_exported_chain_is_reproduced_by_apply(finished, tmp_path):
     doc["output"] = str(tmp_path / "fresh")  # rebuild from scratch: new baseline, no cache
     chain = tmp_path / "chain.yaml"
     chain.write_text(yaml.safe_dump(doc))
-    res = json.loads(run_cli("apply", str(chain), "--json").stdout)
+    # in a process of another thread count than some of the chain's trainings: apply pins them
+    threads = doc["policy"]["threads"]
+    per_step = threads if isinstance(threads, list) else [threads] * (1 + len(doc["stages"]))
+    other = 3 - min(per_step)
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", "apply", str(chain), "--json"],
+                          capture_output=True, text=True,
+                          env={**os.environ, "SEQSEARCH_QUIET": "1",
+                               "OMP_NUM_THREADS": str(other)})
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
     assert res["stage_trainings"] == len(doc["stages"])  # really retrained
+    assert res["policy"]["threads"] == per_step  # each training ran as the export's did
     for key in ("accuracy", "bitops_cr", "cr"):
         assert res["final"][key] == pytest.approx(doc["metrics"][key], rel=1e-9, abs=1e-12)
 

@@ -52,10 +52,17 @@ def test_study_dry_runs_shrunk(path, tmp_path):
 @pytest.mark.parametrize("name", ["resnet20-mnist5k", "vgg11-mnist5k"])
 def test_committed_reports_still_match_their_study(name):
     """New train settings at their defaults must not change the baseline key, or
-    `seqsearch report` could no longer rebuild a committed report folder."""
+    `seqsearch report` could no longer rebuild a committed report folder. The key holds the
+    policy as resolved, so it is computed under the one the folder recorded: the same on a CPU
+    of either kind."""
+    from seqsearch.environment import recorded_policy
+
     root = Path(__file__).parent.parent
     kept = json.loads((root / "reports" / name / "baseline.json").read_text())
-    assert load_study(root / "studies" / f"{name}.yaml").baseline_key() == kept["baseline_key"]
+    policy = recorded_policy(root / "reports" / name)
+    assert policy is not None
+    study = load_study(root / "studies" / f"{name}.yaml")
+    assert study.baseline_key(policy) == kept["baseline_key"]
 
 
 def test_order_on_a_committed_folder_never_trains(tmp_path):
@@ -65,7 +72,7 @@ def test_order_on_a_committed_folder_never_trains(tmp_path):
 
     root = Path(__file__).parent.parent
     folder = root / "reports" / "vgg11-mnist5k"
-    for name in ("runs.csv", "baseline.json"):
+    for name in ("runs.csv", "baseline.json", "environment.json"):
         shutil.copy(folder / name, tmp_path / name)
     committed = json.loads((folder / "order.json").read_text())
     proc = subprocess.run([sys.executable, "-m", "seqsearch", "order",

@@ -21,8 +21,9 @@ def _threads(text: str) -> tuple[int, ...]:
     return values
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("bench-model", help="measure the exported model (model.onnx) against "
+def add_parser(sub: Any, name: str = "bench-model") -> None:
+    """Register the command as `name`: `seqsearch bench-model`, and `model` under `bench`."""
+    p = sub.add_parser(name, help="measure the exported model (model.onnx) against "
                        "the fp32 baseline in onnxruntime: latency, images/s, size, accuracy")
     p.add_argument("path", help="a study folder with chain.yaml and model.pt (writes "
                    "deploy.json, adds real_cost to chain.yaml), or an .onnx file")

@@ -12,10 +12,8 @@ from seqsearch.errors import SeqsearchError
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("bench", help="measurements that size a study (recovery: a "
-                       "convergence curve per stage)")
-    inner = p.add_subparsers(dest="bench_command", required=True)
-    r = inner.add_parser("recovery", help="train one sample of each single stage for growing "
+    """Register `recovery` on `seqsearch bench`'s subparsers."""
+    r = sub.add_parser("recovery", help="train one sample of each single stage for growing "
                          "budgets on a few seeds: validation drop vs SGD steps, the knee per "
                          "stage, and what the paper's equal-epochs rule would cost")
     r.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")

@@ -23,25 +23,34 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def pinned_policy(cfg: RunSection, out_dir: Path) -> dict[str, str]:
+def pinned_policy(cfg: RunSection, out_dir: Path,
+                  threads: Sequence[int | None] | None = None) -> dict[str, Any]:
     """The precision and memory format the study's numbers ran under, as explicit settings:
-    from environment.json where the study recorded them, else `train` resolved here (said)."""
+    from environment.json where the study recorded them, else `train` resolved here (said).
+    `threads` (the baseline's, then each stage's, as trained) are pinned where all are known:
+    one count when they agree, else the list."""
     from seqsearch.environment import recorded_policy
     from seqsearch.precision import policy_settings, resolve_policy
     from seqsearch.train import resolve_device
 
     kept = recorded_policy(out_dir)
+    out: dict[str, Any]
     if kept is not None:
-        return {**kept, "recorded_from": "environment.json"}
-    policy = resolve_policy(cfg.train.precision, cfg.train.memory_format,
-                            resolve_device(cfg.device))
-    return {**policy_settings(policy),
-            "recorded_from": "resolved at export (the study recorded none)"}
+        out = {**kept, "recorded_from": "environment.json"}
+    else:
+        policy = resolve_policy(cfg.train.precision, cfg.train.memory_format,
+                                resolve_device(cfg.device))
+        out = {**policy_settings(policy),
+               "recorded_from": "resolved at export (the study recorded none)"}
+    if threads and all(t is not None for t in threads):
+        counts = [int(t) for t in threads if t is not None]
+        out["threads"] = counts[0] if len(set(counts)) == 1 else counts
+    return out
 
 
 def chain_document(cfg: RunSection, steps: Sequence[tuple[str, Mapping[str, Any]]],
                    metrics: Mapping[str, float], *, name: str, output: str | None = None,
-                   policy: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A chain file: model, data, train, seed, bits, every stage with every param filled in,
     library versions, and the test metrics it reached (`accuracy`, `bitops_cr`, `cr`).
 

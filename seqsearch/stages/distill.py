@@ -39,6 +39,7 @@ from seqsearch.stages.common import (
     reinitialise,
 )
 from seqsearch.stages.prune import prune_channels
+from seqsearch.stages.quant_layers import no_decay_parameters
 from seqsearch.train import fit, kd_term
 
 METHODS = ("kd", "crd")
@@ -278,7 +279,8 @@ class Distill:
             settings = ctx.student_settings()
             if init == "teacher":  # a warm student distils at the fine-tune learning rate
                 settings = replace(settings, lr=ctx.settings(finetune=True).lr)
-            fit(student, ctx.data, settings, loss_fn=loss, params=trainable,
+            fit(student, ctx.data, settings,
+                no_decay=no_decay_parameters(student), loss_fn=loss, params=trainable,
                 label=f"{ctx.label}distill w{params['width']:.2f} d{params['depth']:.2f}",
                 progress=ctx.progress)
         finally:

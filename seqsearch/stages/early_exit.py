@@ -45,6 +45,7 @@ from seqsearch.stages.common import (
     task_loss,
     warm_up_norms,
 )
+from seqsearch.stages.quant_layers import no_decay_parameters
 from seqsearch.train import fit, kd_term, predict
 
 PLACEMENTS = ("early", "even", "late")
@@ -147,13 +148,13 @@ class EarlyExit:
             ctx.recalibrate_norms(multi, multi.heads)
         before = ctx.teacher(model)
         fit(multi, ctx.data, ctx.settings(finetune=False),
-            loss_fn=ctx.recovery_loss(before, heads_loss),
+            no_decay=no_decay_parameters(multi), loss_fn=ctx.recovery_loss(before, heads_loss),
             params=multi.heads.parameters(), label=f"{ctx.label}early_exit x{len(points)}",
             progress=ctx.progress)
         if training != "heads":
             loss = self_distill_loss if training == "self_distill" else task_loss
             fit(multi, ctx.data, ctx.settings(finetune=True),
-                loss_fn=ctx.recovery_loss(before, loss),
+                no_decay=no_decay_parameters(multi), loss_fn=ctx.recovery_loss(before, loss),
                 label=f"{ctx.label}early_exit {training}", progress=ctx.progress)
         return multi
 

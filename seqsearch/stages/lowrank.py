@@ -32,7 +32,7 @@ from seqsearch.stages.common import (
     first_last_layers,
     replace_module,
 )
-from seqsearch.stages.quant_layers import QConv2d, QLinear, to_quant
+from seqsearch.stages.quant_layers import QConv2d, QLinear, no_decay_parameters, to_quant
 from seqsearch.train import fit
 
 
@@ -152,6 +152,7 @@ class LowRank:
         if new_second:  # the second factors' inputs are new: set their ranges on real data
             calibrate(model, ctx.example_batch(256), only=new_second)
         ctx.recalibrate_norms(model)
-        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
+        fit(model, ctx.data, ctx.settings(finetune=True),
+            no_decay=no_decay_parameters(model), loss_fn=ctx.recovery_loss(before),
             label=f"{ctx.label}lowrank e{energy:.2f} ({done} layers)", progress=ctx.progress)
         return model

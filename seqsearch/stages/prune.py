@@ -23,7 +23,7 @@ from seqsearch.errors import SeqsearchError, first_line
 from seqsearch.progress import note
 from seqsearch.stages.base import Range, StageContext, StageInfo
 from seqsearch.stages.common import classifier_layers, task_loss
-from seqsearch.stages.quant_layers import prune_weight_steps
+from seqsearch.stages.quant_layers import no_decay_parameters, prune_weight_steps
 from seqsearch.train import fit
 
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
@@ -313,6 +313,7 @@ class Prune:
                                global_pruning=bool(params["global_pruning"]),
                                exclude=_names(params["exclude"]))
         ctx.recalibrate_norms(model)
-        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
+        fit(model, ctx.data, ctx.settings(finetune=True),
+            no_decay=no_decay_parameters(model), loss_fn=ctx.recovery_loss(before),
             label=f"{ctx.label}prune {params['ratio']:.2f}", progress=ctx.progress)
         return model

@@ -223,10 +223,11 @@ def to_quant(layer: nn.Module, weight_bits: int, act_bits: int,
     return q.to(layer.weight.device)
 
 
-def no_decay_parameters(model: nn.Module) -> set[int]:
-    """ids of the LSQ steps in `model`: quantizer parameters train without weight decay."""
-    return {id(p) for m in model.modules() if isinstance(m, QConv2d | QLinear)
-            for name, p in m.named_parameters(recurse=False) if name in STEP_PARAMETERS}
+def no_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The LSQ steps in `model`: quantizer parameters train without weight decay (every stage
+    passes them to `fit` as its `no_decay` group)."""
+    return [p for m in model.modules() if isinstance(m, QConv2d | QLinear)
+            for name, p in m.named_parameters(recurse=False) if name in STEP_PARAMETERS]
 
 
 def prune_weight_steps(layer: nn.Module, keep: list[int]) -> None:

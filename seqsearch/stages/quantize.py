@@ -22,7 +22,13 @@ from seqsearch.stages.common import (
     first_last_layers,
     replace_module,
 )
-from seqsearch.stages.quant_layers import ACT_BITS, METHODS, WEIGHT_BITS, to_quant
+from seqsearch.stages.quant_layers import (
+    ACT_BITS,
+    METHODS,
+    WEIGHT_BITS,
+    no_decay_parameters,
+    to_quant,
+)
 from seqsearch.train import fit
 
 
@@ -61,7 +67,8 @@ class Quantize:
             replace_module(model, name, to_quant(layer, *bits, method))
         calibrate(model, ctx.example_batch(256))  # the fit trains it all: batch statistics
         ctx.recalibrate_norms(model)
-        fit(model, ctx.data, ctx.settings(finetune=True), loss_fn=ctx.recovery_loss(before),
+        fit(model, ctx.data, ctx.settings(finetune=True),
+            no_decay=no_decay_parameters(model), loss_fn=ctx.recovery_loss(before),
             label=f"{ctx.label}quantize w{wb}a{ab}" + (" lsq" if method == "lsq" else ""),
             progress=ctx.progress)
         return model

@@ -1,6 +1,7 @@
-"""Whole-command benchmark: `seqsearch baseline` against a plain PyTorch script, fresh processes.
+"""Whole-command speed (`seqsearch bench command`): `seqsearch baseline` against a plain PyTorch
+script, fresh processes.
 
-    python -m seqsearch.bench command [STUDY.yaml] [--limit 2000] [--epochs 3] [--rounds 3]
+    seqsearch bench command [STUDY.yaml] [--limit 2000] [--epochs 3] [--rounds 3]
 
 Each round starts, in alternation and each in a fresh Python process: the plain script (load
 the study's samples, build its model, a hand-written fp32 SGD loop, evaluate validation and
@@ -71,7 +72,7 @@ def bench_command(args: argparse.Namespace) -> int:
         auto = _study_copy(args.study, folder, "auto", args)
         py = sys.executable
         arms = {
-            "plain": lambda r: [py, "-m", "seqsearch.bench", "plain", str(fp32)],
+            "plain": lambda r: [py, "-m", "seqsearch.bench.plain", str(fp32)],
             "fp32": lambda r: [py, "-m", "seqsearch", "baseline", str(fp32),
                                "--out", str(folder / f"fp32-{r}")],
             "auto": lambda r: [py, "-m", "seqsearch", "baseline", str(auto),
@@ -95,41 +96,15 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def plain_command(args: argparse.Namespace) -> int:
-    """The plain script one arm runs: what a PyTorch user writes by hand for the same job."""
-    import torch
-
-    from seqsearch.baseline import build_data, build_model
-    from seqsearch.bench import plain_loop
-    from seqsearch.config import load_study
-
-    study = load_study(args.study)
-    data = build_data(study, torch.device("cpu"))
-    torch.manual_seed(study.seed)
-    model = build_model(study, data)
-    plain_loop(model, data, study.train.settings(study.seed))
-    model.eval()
-    with torch.no_grad():
-        for split in (data.val, data.test):
-            correct = sum(int((model(split.x[i:i + 1024]).argmax(1)
-                               == split.y[i:i + 1024]).sum())
-                          for i in range(0, len(split), 1024))
-            print(f"accuracy {correct / max(1, len(split)):.4f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(model.state_dict(), Path(tmp) / "model.pt")
-    return 0
-
-
-def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("command", help="seqsearch baseline vs a plain script, fresh processes")
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("command", help="whole-command speed: seqsearch baseline against a "
+                       "plain script, fresh processes")
     p.add_argument("study", nargs="?", help="study YAML (default: the ResNet-20 CPU study)",
-                   default=str(Path(__file__).parent / "studies" / "resnet20-mnist5k.yaml"))
+                   default=str(Path(__file__).parent.parent / "studies" /
+                               "resnet20-mnist5k.yaml"))
     p.add_argument("--limit", type=int, default=2000, help="images (default 2000)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each process")
     p.set_defaults(func=bench_command)
-    p = sub.add_parser("plain", help=argparse.SUPPRESS)
-    p.add_argument("study")
-    p.set_defaults(func=plain_command)
