@@ -100,3 +100,16 @@ def test_divergence_is_one_line_exit_2(tmp_path, command, train, fragment):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and "try a lower train.lr" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_lists_every_benchmark_and_the_old_entry_points_work():
+    listed = run_cli("bench", "--help").stdout
+    for name in ("loop", "command", "qat", "cache", "tune", "recovery", "model"):
+        assert f"    {name} " in listed, name
+    assert "SUPPRESS" not in listed
+    assert "--runs" in run_cli("bench-model", "--help").stdout  # kept as it was
+    assert "--runs" in run_cli("bench", "model", "--help").stdout  # the same command
+    assert "--epochs" in run_cli("bench", "recovery", "--help").stdout
+    proc = subprocess.run([sys.executable, "-m", "seqsearch.bench", "qat", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--bits" in proc.stdout

@@ -23,7 +23,7 @@ from seqsearch.search.storage import open_storage
 
 URL = os.environ.get("SEQSEARCH_TEST_POSTGRES")
 pytestmark = pytest.mark.skipif(
-    not URL, reason="set SEQSEARCH_TEST_POSTGRES (scripts/postgres-dev.sh prints it)")
+    not URL, reason="set SEQSEARCH_TEST_POSTGRES (scripts/dev/postgres-dev.sh prints it)")
 
 N_PROCS = 4  # two `seqsearch probe` x two workers, as on a two-core machine
 STUDY = "race"

@@ -133,7 +133,7 @@ def test_two_workers_on_one_journal_complete_exactly_n(tmp_path):
 
 
 @pytest.mark.skipif(not os.environ.get("SEQSEARCH_TEST_POSTGRES"),
-                    reason="set SEQSEARCH_TEST_POSTGRES (scripts/postgres-dev.sh prints it)")
+                    reason="set SEQSEARCH_TEST_POSTGRES (scripts/dev/postgres-dev.sh prints it)")
 def test_two_workers_on_postgresql_complete_exactly_n(tmp_path):
     url = os.environ["SEQSEARCH_TEST_POSTGRES"]
     name = f"pg{uuid.uuid4().hex[:8]}"

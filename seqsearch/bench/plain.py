@@ -4,6 +4,7 @@ so accuracies are comparable)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -52,7 +53,7 @@ def plain_script(study_file: str) -> int:
     data = build_data(study, torch.device("cpu"))
     torch.manual_seed(study.seed)
     model = build_model(study, data)
-    plain_loop(model, data, study.train.settings(study.seed))
+    seconds = plain_loop(model, data, study.train.settings(study.seed))
     model.eval()
     with torch.no_grad():
         for split in (data.val, data.test):
@@ -62,6 +63,7 @@ def plain_script(study_file: str) -> int:
             print(f"accuracy {correct / max(1, len(split)):.4f}")
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(model.state_dict(), Path(tmp) / "model.pt")
+    print(json.dumps({"loop_seconds": round(seconds, 2)}))
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (Debian's package), start and prepare a local PostgreSQL for seqsearch's many-worker
 # storage. Idempotent. Prints the storage URL as its last line, e.g.
-#   export SEQSEARCH_TEST_POSTGRES=$(scripts/postgres-dev.sh | tail -n 1)
+#   export SEQSEARCH_TEST_POSTGRES=$(scripts/dev/postgres-dev.sh | tail -n 1)
 #   seqsearch tune study.yaml --storage "$SEQSEARCH_TEST_POSTGRES" --workers 4
 set -euo pipefail
 user=${SEQSEARCH_PG_USER:-seqsearch}

@@ -4,7 +4,7 @@ the new rule's (matched-compression gap, Holm over the pairs) and its power line
 revision, the "old" columns are that revision's committed verdicts under its own statistic (e.g.
 0281368: the 1-epoch runs under the gap rule, against the re-run on the new budgets).
 
-    python scripts/verdict-table.py [OLD_REVISION]   (default: f745ab0, before the change)
+    python scripts/research/verdict-table.py [OLD_REVISION]   (default: f745ab0, before the change)
 
 Run `seqsearch order seqsearch/studies/NAME.yaml` first so reports/NAME/order.json is new."""
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from seqsearch.report.verdicts import counts, verdict_word
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def old_order(rev: str, study: str) -> dict:

@@ -56,5 +56,5 @@ for d in qs-cuda qs-cpu; do
   cp "/tmp/$d/timings.json" "$OUT/$d-timings.json" 2>/dev/null
   cp "/tmp/$d/environment.json" "$OUT/$d-environment.json" 2>/dev/null
 done
-timed bench-command 90 env CUDA_VISIBLE_DEVICES= python3 -m seqsearch.bench command \
+timed bench-command 90 env CUDA_VISIBLE_DEVICES= python3 -m seqsearch bench command \
   --rounds 3 --threads 8

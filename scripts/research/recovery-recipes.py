@@ -1,6 +1,6 @@
 """Single stages on a study's baseline under two recovery recipes (issue 22's "old → new").
 
-    python scripts/recovery-recipes.py seqsearch/studies/resnet20-mnist5k.yaml --out DIR
+    python scripts/research/recovery-recipes.py seqsearch/studies/resnet20-mnist5k.yaml --out DIR
 
 Each arm is a recipe (quantizer method, recovery loss, BatchNorm re-estimation) at a stage
 budget; each stage sample runs on every seed through the chain runner (its own cache under
