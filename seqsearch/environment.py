@@ -9,6 +9,7 @@ one the step's training actually ran under (`train.precision: auto` resolved on 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -43,6 +44,9 @@ def describe(device: torch.device | str | None = None,
         "threads": torch.get_num_threads(), "device": str(dev),
         "native_bf16": native_bf16(dev),
     }
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    if cap:  # the kernels this run used, when capped below what the CPU has
+        info["onednn_max_cpu_isa"] = cap
     if dev.type == "cuda" and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(dev)
     if train is not None:
