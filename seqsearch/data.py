@@ -163,9 +163,9 @@ def _read_idx_pair(folder: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]
 def _fashionmnist(root: str | None, download: bool, size: int | None) -> RawPool:
     """Without `root`: the Debian package's files. With a `root` that holds them directly (the
     package unpacked anywhere): those. Any other `root`: torchvision's layout, as before."""
-    if root is not None and not holds_idx_files(Path(root)):
+    folder = FASHION_MNIST_DIR if root is None else Path(root).expanduser()
+    if root is not None and not holds_idx_files(folder):
         return _torchvision("fashionmnist")(root, download, size)
-    folder = FASHION_MNIST_DIR if root is None else Path(root)
     if not holds_idx_files(folder):
         missing = next(folder / f"{stem}.gz" for pair in FASHION_MNIST_FILES.values()
                        for stem in pair if _idx_file(folder, stem) is None)
