@@ -174,11 +174,23 @@ def _fashionmnist(root: str | None, download: bool, size: int | None) -> RawPool
     return (*_read_idx_pair(folder, "train"), _read_idx_pair(folder, "test"))
 
 
-def check_available(name: str, root: str | None) -> None:
-    """Raise the loader's one-line error where a dataset's files are known to be missing,
-    without reading them (for `--dry-run`); datasets that download or stream are not checked."""
-    if name == "fashionmnist" and root is None and not holds_idx_files(FASHION_MNIST_DIR):
-        _fashionmnist(None, False, None)
+def check_available(name: str, root: str | None, download: bool = False) -> None:
+    """Raise a one-line error where Fashion-MNIST's files are known to be missing, without
+    reading them (for `--dry-run`); other datasets are left to their loaders."""
+    if name != "fashionmnist":
+        return
+    if root is None:
+        if not holds_idx_files(FASHION_MNIST_DIR):
+            _fashionmnist(None, False, None)
+        return
+    folder = Path(root).expanduser()
+    torchvision_raw = folder / "FashionMNIST" / "raw"
+    if download or holds_idx_files(folder) or holds_idx_files(torchvision_raw):
+        return
+    raise SeqsearchError(
+        f"dataset 'fashionmnist': data.root {root} holds neither the four idx files nor "
+        f"torchvision's FashionMNIST/raw folder, and data.download is false; point it at the "
+        f"files, or drop data.root and {fashion_mnist_install_hint()}")
 
 
 def _torchvision(kind: str) -> Loader:

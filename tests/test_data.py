@@ -179,7 +179,12 @@ def test_fashionmnist_missing_names_the_package_and_command(tmp_path, monkeypatc
     assert "apt-get install -y dataset-fashion-mnist" in msg and "dpkg -x" in msg
     with pytest.raises(SeqsearchError, match="apt-get install -y dataset-fashion-mnist"):
         data_mod.check_available("fashionmnist", None)
-    data_mod.check_available("fashionmnist", str(tmp_path))  # a root is the loader's to check
+    with pytest.raises(SeqsearchError, match="holds neither"):
+        data_mod.check_available("fashionmnist", str(tmp_path))
+    data_mod.check_available("fashionmnist", str(tmp_path), download=True)  # torchvision's
+    _write_fashion_files(tmp_path / "FashionMNIST" / "raw", gz=False)
+    data_mod.check_available("fashionmnist", str(tmp_path))
+    data_mod.check_available("cifar10", None)  # other datasets: their loaders say it
 
 
 def test_fashionmnist_damaged_file_is_one_line(fashion_dir):

@@ -43,7 +43,8 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     from seqsearch.stages import behaviour, get_stage
 
     d = study.data
-    check_available(d.name, d.root)  # a plan for data that is not there would only fail later
+    # a plan for data that is not there would only fail later
+    check_available(d.name, d.root, d.download)
     c, side, classes, n_images = KNOWN[d.name]
     if d.name == "imagefolder":
         n_images = _imagefolder_size(d.root) or n_images
