@@ -71,7 +71,8 @@ def _noise(r: Results) -> str:
                      f"{n['val_standard_error_points']:.2f} points")
     gap = seed_gap_text(n)
     if gap is not None:
-        parts.append(f"two seeds of the same chain land {gap} apart on average")
+        parts.append(f"seed to seed, the same chain's validation accuracy differs by a mean "
+                     f"of {gap}")
     null = r.order.get("null_check") or {}
     if null.get("draws"):
         parts.append(f"label-swap null on these units: a false edge in "
