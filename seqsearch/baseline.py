@@ -31,9 +31,9 @@ class Baseline:
 def build_data(study: RunSection, device: torch.device) -> DataBundle:
     d = study.data
     return load_data(
-        d.name, root=d.root, download=d.download, limit=d.limit, val_fraction=d.val_fraction,
-        test_fraction=d.test_fraction, image_size=d.image_size, augment=d.augment,
-        seed=study.seed, device=device,
+        d.name, root=d.root, download=d.download, limit=d.limit, test_limit=d.test_limit,
+        val_fraction=d.val_fraction, test_fraction=d.test_fraction, image_size=d.image_size,
+        augment=d.augment, seed=study.seed, device=device,
     )
 
 

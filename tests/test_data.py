@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,3 +110,138 @@ def test_batches_cover_split_once(digits_small):
     seen = torch.cat([y for _, y in batches(digits_small.train, 50, shuffle=True,
                                             gen=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == sorted(digits_small.train.y.tolist())
+
+
+def _write_fashion_files(folder, *, n_train: int = 60, n_test: int = 20, gz: bool = True) -> None:
+    """The four idx files of Debian's dataset-fashion-mnist, small, with known pixels."""
+    import gzip
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = np.repeat(labels[:, None, None] * 20, 28 * 28, axis=1).reshape(n, 28, 28)
+        for stem, array in ((f"{prefix}-images-idx3-ubyte", images),
+                            (f"{prefix}-labels-idx1-ubyte", labels)):
+            raw = folder / stem
+            _write_idx(raw, array)
+            if gz:
+                (folder / f"{stem}.gz").write_bytes(gzip.compress(raw.read_bytes()))
+                raw.unlink()
+
+
+@pytest.fixture
+def fashion_dir(tmp_path, monkeypatch):
+    import seqsearch.data as data_mod
+
+    folder = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"
+    _write_fashion_files(folder)
+    monkeypatch.setattr(data_mod, "FASHION_MNIST_DIR", folder)
+    return folder
+
+
+def test_fashionmnist_reads_the_debian_files_without_a_root(fashion_dir):
+    data = load_data("fashionmnist", val_fraction=0.2, seed=0)
+    assert data.input_shape == (1, 28, 28) and data.num_classes == 10
+    assert len(data.test) == 20 and len(data.train) + len(data.val) == 60
+    # every image is its label's grey level, so labels and pixels must still line up
+    means = data.test.x.flatten(1).mean(1)
+    per_class = torch.stack([means[data.test.y == k].mean() for k in range(10)])
+    assert torch.allclose(means, per_class[data.test.y]) and torch.all(per_class.diff() > 0)
+
+
+def test_fashionmnist_root_holding_the_unpacked_package(fashion_dir, tmp_path, monkeypatch):
+    """`dpkg -x` without root: data.root at the unpacked folder; unzipped files work too."""
+    import seqsearch.data as data_mod
+
+    monkeypatch.setattr(data_mod, "FASHION_MNIST_DIR", tmp_path / "nowhere")
+    plain = tmp_path / "unzipped"
+    _write_fashion_files(plain, gz=False)
+    for root in (fashion_dir, plain):
+        data = load_data("fashionmnist", root=str(root), seed=0)
+        assert len(data.test) == 20
+
+
+def test_fashionmnist_torchvision_root_still_works(fashion_dir, tmp_path):
+    raw = tmp_path / "tv" / "FashionMNIST" / "raw"
+    _write_fashion_files(raw, n_train=30, n_test=10, gz=False)
+    data = load_data("fashionmnist", root=str(tmp_path / "tv"), seed=0)
+    assert len(data.test) == 10 and len(data.train) + len(data.val) == 30
+
+
+def test_fashionmnist_missing_names_the_package_and_command(tmp_path, monkeypatch):
+    import seqsearch.data as data_mod
+
+    monkeypatch.setattr(data_mod, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(SeqsearchError) as info:
+        load_data("fashionmnist")
+    msg = str(info.value)
+    assert "\n" not in msg and "dataset-fashion-mnist" in msg
+    assert "apt-get install -y dataset-fashion-mnist" in msg and "dpkg -x" in msg
+    with pytest.raises(SeqsearchError, match="apt-get install -y dataset-fashion-mnist"):
+        data_mod.check_available("fashionmnist", None)
+    with pytest.raises(SeqsearchError, match="holds neither"):
+        data_mod.check_available("fashionmnist", str(tmp_path))
+    data_mod.check_available("fashionmnist", str(tmp_path), download=True)  # torchvision's
+    _write_fashion_files(tmp_path / "FashionMNIST" / "raw", gz=False)
+    data_mod.check_available("fashionmnist", str(tmp_path))
+    data_mod.check_available("cifar10", None)  # other datasets: their loaders say it
+
+
+def test_fashionmnist_damaged_file_is_one_line(fashion_dir):
+    (fashion_dir / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(SeqsearchError, match="t10k-labels.*cannot read") as info:
+        load_data("fashionmnist")
+    assert "\n" not in str(info.value)
+    (fashion_dir / "t10k-labels-idx1-ubyte.gz").unlink()
+    _write_idx(fashion_dir / "t10k-labels-idx1-ubyte", np.arange(7) % 10)  # 7 labels, 20 images
+    with pytest.raises(SeqsearchError, match="test files hold"):
+        load_data("fashionmnist")
+
+
+def test_test_limit_takes_a_stratified_part_of_the_official_test(fashion_dir):
+    data = load_data("fashionmnist", limit=50, test_limit=10, val_fraction=0.5, seed=0)
+    assert len(data.test) == 10 and len(data.train) + len(data.val) == 40
+    assert torch.bincount(data.test.y, minlength=10).tolist() == [1] * 10
+    assert torch.bincount(data.train.y, minlength=10).tolist() == [2] * 10
+    assert len(load_data("fashionmnist", test_limit=10, seed=0).test) == 10
+    with pytest.raises(SeqsearchError, match="test_limit"):
+        load_data("fashionmnist", limit=50, test_limit=50)
+    held = load_data("digits", limit=300, test_limit=100, seed=0)  # no official test split
+    assert len(held.test) == 100 and len(held.train) + len(held.val) == 200
+
+
+FASHION_REAL = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not (FASHION_REAL / "train-images-idx3-ubyte.gz").is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed "
+                           "(apt-get install -y dataset-fashion-mnist; .ci/run installs it)")
+def test_fashionmnist_real_debian_files():
+    """The installed package: the official split, 6,000 / 1,000 per class, 28 x 28 grey."""
+    from seqsearch.data import DATASETS
+
+    x, y, test = DATASETS["fashionmnist"](None, False, None)
+    assert test is not None
+    x_test, y_test = test
+    assert x.shape == (60000, 1, 28, 28) and x_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(y).tolist() == [6000] * 10
+    assert torch.bincount(y_test).tolist() == [1000] * 10
+    # the package's mean pixel (0-255): 72.94 train, 73.15 test
+    assert float(x.mean()) * 255 == pytest.approx(72.94, abs=0.01)
+    assert float(x_test.mean()) * 255 == pytest.approx(73.15, abs=0.01)
+
+
+def test_dry_run_without_the_package_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    """As a new user without the package sees it: the plan is refused before anything runs."""
+    import seqsearch.data as data_mod
+    from seqsearch.cli import main
+
+    monkeypatch.setattr(data_mod, "FASHION_MNIST_DIR", tmp_path / "absent")
+    study = tmp_path / "fashion.yaml"
+    study.write_text("version: 1\nname: fashion\nmodel: {name: tiny}\n"
+                     "data: {name: fashionmnist, limit: 100, test_limit: 20}\n")
+    assert main(["run", str(study), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install -y dataset-fashion-mnist" in err
+    _write_fashion_files(tmp_path / "absent")
+    assert main(["run", str(study), "--dry-run", "--json"]) == 0

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from seqsearch.config import load_study, quickstart_path
+from seqsearch.data import FASHION_MNIST_DIR, holds_idx_files
 
 STUDIES = sorted(quickstart_path().parent.rglob("*.yaml"))
 
@@ -33,12 +34,19 @@ def test_study_dry_runs_shrunk(path, tmp_path):
     doc["probe"] = {**doc.get("probe", {}), "samples": 2, "seeds": [0, 1], "max_samples": 2}
     doc["tune"] = {**doc.get("tune", {}), "trials": 3}
     doc["data"]["limit"] = 1000
+    if "test_limit" in doc["data"]:
+        doc["data"]["test_limit"] = 200
     shrunk = tmp_path / path.name
     shrunk.write_text(yaml.safe_dump(doc))
     load_study(shrunk)
     env = {**os.environ, "SEQSEARCH_QUIET": "1"}
     proc = subprocess.run([sys.executable, "-m", "seqsearch", "run", str(shrunk), "--dry-run",
                            "--json"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    if doc["data"]["name"] == "fashionmnist" and not holds_idx_files(FASHION_MNIST_DIR):
+        # without Debian's package the plan is refused in one line that says how to install it
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "apt-get install -y dataset-fashion-mnist" in proc.stderr
+        return
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     n, k, s = len(doc["stages"]), 2, 2

@@ -11,6 +11,7 @@ from seqsearch import atomic
 from seqsearch.config import StudyConfig
 from seqsearch.progress import note
 from seqsearch.report import claims as C
+from seqsearch.report import display as D
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.report.deploy_section import deploy_text
@@ -27,7 +28,6 @@ from seqsearch.report.verdicts import (
     power_text,
     rule_text,
     seed_gap_text,
-    verdict_rows,
 )
 from seqsearch.stages import get_stage
 
@@ -166,7 +166,7 @@ def build_report(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
 
 def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
     out_dir, study, base, order, best = r.out_dir, r.study, r.base, r.order, r.best
-    pairs, traj, budget, probe, timings = t.pairs, t.traj, t.budget, r.probe, r.timings
+    traj, budget, probe, timings = t.traj, t.budget, r.probe, r.timings
     claims = _claims_lines(t.claims, t.table1, t.goals, t.cost, r.brute)
     fl = study.first_last_bits
     kinds = {get_stage(c).info.letter: get_stage(c).info for c in order["letters"]}
@@ -180,8 +180,7 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
              "", "## Pairwise verdicts (decided on the validation split)", "",
              _verdict_rule(order),
              "", f"Pairs: {counts(order)}.", "",
-             _md_table(pd.DataFrame(verdict_rows(order)).drop(columns=["outcome"])
-                       if order["pairs"] else pairs, ".3g"),
+             _md_table(D.verdicts(order)),
              *_power_lines(order),
              *_noise_lines(order, probe),
              "## Order DAG", "",
@@ -207,45 +206,43 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
         lines += [f"Against it, the export's rule (mean validation drop ≤ {export_budget(r):g} "
                   "point, best mean validation BitOpsCR) on the probe points already measured "
                   "on two or more seeds, per kind (tables/seed_means.csv; drops and test "
-                  "BitOpsCR are seed means):", "", _md_table(t.seed_means, ".4g")]
+                  "BitOpsCR are seed means):", "", _md_table(D.seed_means(t.seed_means))]
     run = best.get("best") if best else None
     lines += ["## Tuned chain", ""]
     if run:
         lines += [f"Chain **{run['chain']}** (trial {run['number']} of {best['trials']}; "
                   f"budget {best['budget']:g} points on validation): test accuracy "
                   f"{100 * run['test_accuracy']:.2f} % (drop {run['test_drop']:+.2f} points), "
-                  f"BitOpsCR {run['bitops_cr']:.1f}×, CR {run['cr']:.1f}×"
+                  f"BitOpsCR {D.ratio(run['bitops_cr'])}, CR {D.ratio(run['cr'])}"
                   + (f", τ = {run['tau']:g}" if run.get("tau") is not None else "") + ".", "",
                   "Params:", ""]
         for rec in run.get("trajectory", []):
             lines.append(f"- {rec['stage']}: " + ", ".join(f"{k}={v}" for k, v in
                                                             rec["params"].items()))
-        lines += ["", "Per-stage trajectory:", "", _md_table(traj)]
+        lines += ["", "Per-stage trajectory:", "", _md_table(D.trajectory(traj))]
     else:
         lines += ["No tuning trial met the budget (or tuning has not run).", ""]
     lines += ["## Best BitOpsCR within accuracy-loss budgets (like the paper's Table 1)", "",
               "Per order: the point with the best validation BitOpsCR whose validation drop is "
               "within the budget; its test BitOpsCR is shown (test drop in tables/budgets.csv).",
-              "", _md_table(budget[["order", "kind", "points"] +
-                                   [c for c in budget.columns if c.startswith("bitops_cr@")]]
-                            if not budget.empty else budget, ".4g")]
+              "", _md_table(D.budgets(budget))]
     totals = probe.get("totals", {})
     lines += ["## Cost", ""]
     if totals:
-        lines.append(f"- probe: {totals['units']} runs, {totals['stage_trainings']} stage "
-                     f"trainings ({totals['saved_by_cache']} saved by the prefix cache; the "
-                     f"pair chains alone need {totals['pair_stages_without_cache']} without it)")
+        lines.append(f"- probe: {totals['units']:,} runs, {totals['stage_trainings']:,} stage "
+                     f"trainings ({totals['saved_by_cache']:,} saved by the prefix cache; the "
+                     f"pair chains alone need {totals['pair_stages_without_cache']:,} without "
+                     "it)")
     if best:
         lines.append(f"- tune: {best.get('trials')} trials ({best.get('complete')} complete, "
                      f"{best.get('pruned')} pruned, {best.get('failed')} failed), "
                      f"{best.get('stage_trainings')} stage trainings")
     for step, secs in timings.items():
-        lines.append(f"- {step}: {secs:.1f} s")
+        lines.append(f"- {step}: {D.seconds(secs)} s")
     for extra, data in (("insert", r.insert), ("repeat", r.repeat)):
         if data:
             lines += ["", f"## {'Insertion' if extra == 'insert' else 'Repetition'} check", "",
-                      _md_table(pd.DataFrame(data).drop(columns=["hypervolume"],
-                                                        errors="ignore"))]
+                      _md_table(D.checks(data))]
     lines += claims + _environment_lines(out_dir)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -288,7 +285,7 @@ def _noise_lines(order: dict[str, Any], probe: dict[str, Any]) -> list[str]:
     n = order.get("noise") or {}
     lines = ["", "Noise next to these verdicts:", ""]
     if n.get("val_standard_error_points") is not None:
-        lines.append(f"- validation split: {n['val_images']} images, binomial standard error "
+        lines.append(f"- validation split: {n['val_images']:,} images, binomial standard error "
                      f"{n['val_standard_error_points']:.2f} points at the baseline's accuracy")
     gap = seed_gap_text(n)
     if gap is not None:
@@ -312,23 +309,20 @@ def _claims_lines(claims: pd.DataFrame, t1: pd.DataFrame, goals: pd.DataFrame,
     lines = ["", "## The paper's claims (tables/claims.csv)", "",
              "A pair the paired test did not decide is inconclusive; against the brute force, "
              "an order not distinguishable from the best is inconclusive.", "",
-             _md_table(claims, ".2f"),
+             _md_table(D.claims(claims)),
              "## Table 1: D-first full orders (brute force; tables/table1.csv)", "",
-             _md_table(t1, ".4g"),
+             _md_table(D.budgets(t1)),
              "## Goal budgets: tuned chain against single stages, best pair and best full "
-             "order (tables/goals.csv)", "", _md_table(goals, ".4g"),
+             "order (tables/goals.csv)", "", _md_table(D.goals(goals)),
              "## Search cost against the brute force (tables/cost.csv)", "",
              "Stage trainings with the prefix cache; training seconds summed over the "
              "trainings (evaluation excluded); wall seconds of `seqsearch run`'s steps.", "",
-             _md_table(cost, ".4g")]
+             _md_table(D.cost(cost))]
     if brute:
         lines += [T.brute_sentence(brute), ""]
-        ranking = pd.DataFrame(brute.get("ranking", []))
-        if not ranking.empty and "rank_interval" in ranking:
-            ranking["rank_interval"] = [f"{r[0]:g}–{r[1]:g}" if r else "" for r in
-                                        ranking["rank_interval"]]
+        ranking = brute.get("ranking", [])
+        if ranking and "rank_interval" in ranking[0]:
             lines += ["Ranking (mean per-unit validation hypervolume; rank interval: 5th–95th "
                       "percentile over bootstrap resamples of the units):", "",
-                      _md_table(ranking[["rank", "order", "hypervolume", "rank_interval",
-                                         "p_vs_best", "in_top_set"]], ".3g")]
+                      _md_table(D.ranking(brute))]
     return lines

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seqsearch.report.display import ratio
+
 
 def deploy_figures(out_dir: Path) -> dict[str, Any] | None:
     """deploy.json of a study folder, or None when bench-model has not run (or it is not a
@@ -30,14 +32,14 @@ def deploy_text(out_dir: Path) -> str:
     s, a, z, m = d["speedup"], d["accuracy"], d["size"], d["machine"]
     theory = ""
     if d.get("bitops_cr") is not None and d.get("cr") is not None:
-        theory = (f"BitOpsCR {float(d['bitops_cr']):.1f}× and CR {float(d['cr']):.1f}× are "
+        theory = (f"BitOpsCR {ratio(d['bitops_cr'])} and CR {ratio(d['cr'])} are "
                   "theoretical: BitOps and parameter bits at the chosen bits. ")
     text = (
         f"{theory}Measured (model.onnx vs the fp32 baseline's ONNX, onnxruntime "
         f"{m['onnxruntime']}, this CPU: {m['cpu']}, {m['cores']} cores, best of threads "
         f"{m['threads']}): speedup {float(s['batch1']):.2f}× at batch 1 (latency), "
         f"{float(s['batch64']):.2f}× at batch 64 (images/s); file {float(z['ratio']):.2f}× smaller "
-        f"({z['model_bytes']} bytes); test accuracy {100 * a['onnx']:.2f} % in ONNX vs "
+        f"({int(z['model_bytes']):,} bytes); test accuracy {100 * a['onnx']:.2f} % in ONNX vs "
         f"{100 * a['fake_quant']:.2f} % fake-quant, {100 * a['identical_predictions']:.2f} % "
         "identical predictions. Below 8 bits no x86 kernel runs the layer faster: sub-8-bit "
         "weights are a size result (carried in int8), BitOps the theoretical one.")

@@ -20,23 +20,14 @@ import pandas as pd
 
 from seqsearch import atomic
 from seqsearch.errors import SeqsearchError
+from seqsearch.report import display as D
 from seqsearch.report.tables import brute_sentence
 
 BEGIN = "<!-- overview:begin (python -m seqsearch.report.overview) -->"
 END = "<!-- overview:end -->"
 
 
-def _fmt(v: Any, spec: str = ".3g") -> str:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
-        return "–"
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
-
-
-def _cr(v: Any) -> str:
-    return "–" if v is None or pd.isna(v) else f"{float(v):,.0f}×" if v >= 10 \
-        else f"{float(v):.2f}×"
+_cr = D.ratio
 
 
 def _load(folder: Path) -> dict[str, Any]:
@@ -169,15 +160,9 @@ def _seed_mean_lines(means: pd.DataFrame) -> list[str]:
 
 
 def cost_section(s: dict[str, Any]) -> list[str]:
-    c = s["cost"]
-    lines = ["| search | stage trainings | training s | wall s | share of brute trainings "
-             "| share of brute training s |", "|---|---|---|---|---|---|"]
-    for _, r in c.iterrows():
-        lines.append(f"| {r['search']} | {int(r['stage_trainings']):,} | "
-                     f"{_fmt(r['train_seconds'], '.0f')} | {_fmt(r['wall_seconds'], '.0f')} | "
-                     f"{_fmt(100 * r['share_of_brute_trainings'], '.1f')} % | "
-                     + ("–" if pd.isna(r["share_of_brute_seconds"])
-                        else f"{100 * r['share_of_brute_seconds']:.1f} %") + " |")
+    shown = D.cost(s["cost"])
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(r) + " |" for r in shown.itertuples(index=False)]
     b = s["brute"]
     if b:
         lines += ["", brute_sentence(b)]

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from seqsearch import atomic
+from seqsearch.report import display as D
 from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.report.deploy_section import deploy_html
@@ -35,44 +36,43 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
+def _table(df: pd.DataFrame) -> str:
+    """A frame of display strings (seqsearch.report.display) as an HTML table."""
     if df.empty:
         return "<p><em>(none)</em></p>"
-    return str(df.to_html(index=False, border=0, na_rep="",
-                          float_format=lambda v: floatfmt.format(v)))
+    return str(df.to_html(index=False, border=0, na_rep=D.MISSING))
 
 
 def _verdicts(r: Results) -> str:
-    from seqsearch.report.verdicts import counts, outcome, power_text, rule_text, verdict_word
+    from seqsearch.report.verdicts import counts, outcome, power_text, rule_text
 
+    shown = D.verdicts(r.order)
+    head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns) + "<th>power line</th>"
     rows = []
-    for p in r.order["pairs"]:
+    for p, (_, cells) in zip(r.order["pairs"], shown.iterrows(), strict=True):
         cls = {"order": "decided", "equivalent": "equivalent"}.get(outcome(p), "undecided")
-        conf = p.get("confidence")
         power = power_text(p) if "power" in p else ""
-        rows.append(f"<tr class='{cls}'><td>{_e(p['pair'])}</td><td>{_e(verdict_word(p))}</td>"
-                    f"<td>{p.get('effect', p['margin']):+.2f}</td>"
-                    f"<td>{p['p_value']:.3g}</td><td>{p['alpha']:.3g}</td><td>{p['units']}</td>"
-                    f"<td>{len(p['seeds'])}</td>"
-                    f"<td>{'' if conf is None else f'{conf:.2f}'}</td>"
-                    f"<td>{_e(power)}</td></tr>")
+        rows.append(f"<tr class='{cls}'>" + "".join(f"<td>{_e(v)}</td>" for v in cells)
+                    + f"<td>{_e(power)}</td></tr>")
     return (f"<p><b>Pairs:</b> {_e(counts(r.order))}.</p>"
-            "<table><tr><th>pair</th><th>verdict</th><th>effect (pts)</th><th>p-value</th>"
-            "<th>level</th><th>units</th><th>seeds</th><th>confidence</th>"
-            "<th>power line</th></tr>" + "".join(rows) + "</table>"
-            + f"<p>{_e(rule_text(r.order['criteria']))} Undecided pairs leave both orders as "
-              "candidates.</p>")
+            f"<table><tr>{head}</tr>" + "".join(rows) + "</table>"
+            + f"<p>{_e(rule_text(r.order['criteria']))} Effect: the mean over units of the "
+              "first order's accuracy minus the second's, in points (positive: the pair as "
+              "written is better). Holm level: the level this pair was tested at. "
+              "Detectable: the smallest effect its units find with 80 % power. Undecided "
+              "pairs leave both orders as candidates.</p>")
 
 
 def _noise(r: Results) -> str:
     n = r.order.get("noise") or {}
     parts = []
     if n.get("val_standard_error_points") is not None:
-        parts.append(f"validation split of {n['val_images']} images: standard error "
+        parts.append(f"validation split of {n['val_images']:,} images: standard error "
                      f"{n['val_standard_error_points']:.2f} points")
     gap = seed_gap_text(n)
     if gap is not None:
-        parts.append(f"two seeds of the same chain land {gap} apart on average")
+        parts.append(f"seed to seed, the same chain's validation accuracy differs by a mean "
+                     f"of {gap}")
     null = r.order.get("null_check") or {}
     if null.get("draws"):
         parts.append(f"label-swap null on these units: a false edge in "
@@ -97,10 +97,10 @@ def exported_text(r: Results) -> tuple[str, str] | None:
     details = (
         f"from {e['from']} {e['id']}; {status}. On the study seed: test accuracy "
         f"{100 * first['test_accuracy']:.2f} % (drop {test_drop:+.2f} points), BitOpsCR "
-        f"{first['bitops_cr']:.1f}×, CR {first['cr']:.1f}×. Mean of {n} seeds: validation "
+        f"{D.ratio(first['bitops_cr'])}, CR {D.ratio(first['cr'])}. Mean of {n} seeds: validation "
         f"drop {100 * (base_val - mean['val_accuracy']):+.2f} points, test drop "
         f"{100 * (base_test - mean['test_accuracy']):+.2f} points, test BitOpsCR "
-        f"{mean['bitops_cr']:.1f}×. {_judged(ex['candidates'])} (confirm.json).")
+        f"{D.ratio(mean['bitops_cr'])}. {_judged(ex['candidates'])} (confirm.json).")
     return f"Exported chain: {e['chain']}", details
 
 
@@ -128,8 +128,8 @@ def _exported(r: Results) -> str:
     return (f"<p><b>Exported chain: {_e(run['chain'])}</b> (tuning trial {run['number']} of "
             f"{r.best.get('trials')}, picked on validation within {r.best.get('budget')} "
             f"points{_e(tau)}): test accuracy {100 * run['test_accuracy']:.2f} % (drop "
-            f"{run['test_drop']:+.2f} points), BitOpsCR {run['bitops_cr']:.1f}×, CR "
-            f"{run['cr']:.1f}×. Files: <a href='chain.yaml'>chain.yaml</a>, "
+            f"{run['test_drop']:+.2f} points), BitOpsCR {D.ratio(run['bitops_cr'])}, CR "
+            f"{D.ratio(run['cr'])}. Files: <a href='chain.yaml'>chain.yaml</a>, "
             "<code>model.pt</code>.</p>")
 
 
@@ -138,7 +138,11 @@ def _cost(r: Results, t: Tables) -> str:
     text = ""
     if r.brute:
         text = f"<p>{_e(T.brute_sentence(r.brute, bold=''))}</p>"
-    return "<h3>What the search cost</h3>" + _table(cost) + text
+    return ("<h3>What the search cost</h3>" + _table(D.cost(cost))
+            + "<p>Stage trainings with the prefix cache; training time summed over the "
+              "trainings (evaluation excluded); wall time of the steps as they ran; shares "
+              "against a brute force over every full order on the same samples and seeds.</p>"
+            + text)
 
 
 def write_index(r: Results, t: Tables, figures: Sequence[Figure], js: Path,
@@ -153,12 +157,13 @@ def write_index(r: Results, t: Tables, figures: Sequence[Figure], js: Path,
         f"<figure id='fig-{_e(f.name)}'><h3>{_e(f.title)}</h3>{F.inline_html(f.fig, f.name)}"
         f"<figcaption>{_e(f.caption)} <a href='figures/{_e(f.name)}.html'>page</a> · "
         f"<a href='figures/{_e(f.name)}.png'>PNG</a></figcaption></figure>" for f in figures)
-    budget_cols = [c for c in t.budget.columns if c.startswith("bitops_cr@")]
     tables = ("<h3>Best test BitOpsCR within a validation-drop budget</h3>"
-              + _table(t.budget[["order", "kind", "points"] + budget_cols]
-                       if not t.budget.empty else t.budget, "{:.4g}")
-              + "<h3>The paper's claims</h3>" + _table(t.claims)
-              + "<h3>Goal budgets</h3>" + _table(t.goals, "{:.4g}")
+              "<p>Per order, the point with the best validation BitOpsCR whose validation "
+              "drop is within the budget (in accuracy points); its test BitOpsCR.</p>"
+              + _table(D.budgets(t.budget))
+              + "<h3>The paper's claims</h3>" + _table(D.claims(t.claims))
+              + "<h3>Goal budgets</h3><p>Test BitOpsCR within each validation-drop budget; "
+                "the order picked in brackets.</p>" + _table(D.goals(t.goals))
               + "<p>Every table is also a CSV in <code>tables/</code>; the full text is in "
                 "<a href='summary.md'>summary.md</a>.</p>")
     note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)

@@ -61,21 +61,6 @@ def rule_text(c: dict[str, Any]) -> str:
             f"points at {c.get('equivalence_level', 0):.3g}; undecided otherwise.")
 
 
-def verdict_rows(order: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per pair for a table: verdict, effect, p and level, units, seeds, power."""
-    rows = []
-    for p in order["pairs"]:
-        pw = p.get("power") or {}
-        rows.append({"pair": p["pair"], "verdict": verdict_word(p), "outcome": outcome(p),
-                     "effect_pts": effect(p), "p_value": p["p_value"],
-                     "level": p.get("alpha"), "equivalence_p": p.get("equivalence_p"),
-                     "units": p["units"], "seeds": len(p["seeds"]),
-                     "detectable_pts": pw.get("detectable"),
-                     "units_needed": pw.get("units_needed"),
-                     "confidence": p.get("confidence")})
-    return rows
-
-
 def counts(order: dict[str, Any]) -> str:
     """'2 ordered, 1 equivalent, 3 undecided'."""
     got = [outcome(p) for p in order["pairs"]]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from seqsearch.config import StudyConfig
+from seqsearch.data import check_available
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
 from seqsearch.search.stats import look_alpha, min_units_for
@@ -42,14 +43,18 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     from seqsearch.stages import behaviour, get_stage
 
     d = study.data
+    # a plan for data that is not there would only fail later
+    check_available(d.name, d.root, d.download)
     c, side, classes, n_images = KNOWN[d.name]
     if d.name == "imagefolder":
         n_images = _imagefolder_size(d.root) or n_images
     side = d.image_size or side
-    used = min(n_images, d.limit) if d.limit else n_images
-    # digits and mnist5k have no official test split: test_fraction of them is held out
-    held_out = d.test_fraction if d.name in ("digits", "mnist5k") else 0.0
-    train_images = int(used * (1 - d.val_fraction) * (1 - held_out))
+    pool = n_images if d.limit is None else min(n_images, d.limit)
+    if d.name in ("digits", "mnist5k"):  # no official test split: the test is held out
+        pool -= d.test_limit if d.test_limit is not None else int(pool * d.test_fraction)
+    elif d.limit is not None and d.test_limit is not None:
+        pool = min(n_images, d.limit - d.test_limit)
+    train_images = int(pool * (1 - d.val_fraction))
     model = build_model(study.model.name, input_shape=(c, side, side), num_classes=classes,
                         kwargs=study.model.kwargs)
     macs = count_macs(model, (c, side, side))
