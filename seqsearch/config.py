@@ -147,7 +147,9 @@ class TuneSection(_Strict):
     prune_slack: float = Field(default=1.0, ge=0.0, le=100.0)
     startup_trials: int = Field(default=5, ge=1, le=10_000)
     warm_start: int = Field(default=8, ge=0, le=10_000)  # measured points queued on top
-    confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on a fresh seed
+    confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on fresh seeds
+    # the chance the exported chain's mean test drop is within the budget (search.bound)
+    confidence: float = Field(default=0.9, ge=0.5, lt=1.0)
 
 
 class RunSection(_Strict):

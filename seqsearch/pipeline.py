@@ -457,7 +457,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     from seqsearch.chain import runner_for, save_model
     from seqsearch.deploy.command import write_model_onnx
     from seqsearch.report.export import chain_document, pinned_policy, write_chain
-    from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm
+    from seqsearch.search.confirm import FRESH_SEED_OFFSET, FRESH_SEEDS, confirm
     from seqsearch.search.tune import slot_trials
 
     base = get_baseline(study, out_dir=out_dir)
@@ -466,10 +466,17 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                                                storage=open_storage(storage, out_dir)))
     except KeyError:  # tuning has not run: probe points only
         trials = []
+    # the study seed's runner (the selection run of a tuning trial, the model to export) and
+    # FRESH_SEEDS fresh ones: a re-run candidate is judged on runs it was not picked on
     runners = [runner_for(study, base, out_dir / "cache"),
-               runner_for(study, base, out_dir / "cache", seed=study.seed + FRESH_SEED_OFFSET)]
+               *(runner_for(study, base, out_dir / "cache",
+                            seed=study.seed + k * FRESH_SEED_OFFSET)
+                 for k in range(1, FRESH_SEEDS + 1))]
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
-                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners)
+                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners,
+                  confidence=study.tune.confidence,
+                  images=(len(base.data.val), len(base.data.test)),
+                  base_test=float(base.metrics["test_accuracy"]))
     if got is None:
         note("[export] nothing to export: no probe point and no completed tuning trial")
         return None
@@ -480,7 +487,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     # where the judging runs came from: a probe point measured on two seeds needs no re-run
     evidence = {"seeds": c.seeds, "confirmed_by": c.confirmed_by()}
     confirmation = {
-        "budget": opts.budget, "runs": c.runs,
+        "budget": opts.budget, "runs": c.runs, **got.judgement(c),
         **{f"mean_{m}": c.mean(m) for m in ("val_accuracy", "val_bitops_cr", "test_accuracy",
                                             "bitops_cr")},
         "baseline_val_accuracy": float(base.metrics["val_accuracy"]),
@@ -495,8 +502,14 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     write_chain(chain_path, doc)
     save_model(model_path, got.model, {"chain": c.chain, "final": metrics})
     onnx_path = write_model_onnx(out_dir, got.model, base.data.train.x[:256])
+    rule = got.rule
     atomic.write_json(out_dir / "confirm.json", {
         "budget": opts.budget,
+        "rule": {"confidence": rule.confidence, "z": rule.z, "sigma_run": rule.sigma_run,
+                 "sigma_run_from": rule.sigma_from, "val_images": rule.n_val,
+                 "test_images": rule.n_test,
+                 "formula": "mean val drop (judging runs, winner's curse priced in) + z * "
+                            "sigma_run * sqrt((1 + val_images / test_images) / judging runs)"},
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
                      "candidate": got.considered.index(c),
                      "feasible": got.feasible, "note": got.why, **evidence},
@@ -504,7 +517,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
                         "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,
                         "runs": x.runs, "steps": x.steps, "seeds": x.seeds,
-                        "confirmed_by": x.confirmed_by()} for x in got.considered]})
+                        "confirmed_by": x.confirmed_by(), **got.judgement(x)}
+                       for x in got.considered]})
     if not got.feasible:
         note(f"[export] {c.chain} exported, but {got.why}")
     return {"chain": str(chain_path), "model": str(model_path),

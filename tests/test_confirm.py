@@ -19,6 +19,7 @@ SAMPLES = {"P": [{"ratio": 0.3, "importance": "magnitude", "global_pruning": Fal
                  {"ratio": 0.6, "importance": "taylor", "global_pruning": True}],
            "Q": [{"weight_bits": 4, "act_bits": 8}, {"weight_bits": 2, "act_bits": 4}]}
 BASE = 0.98  # baseline validation accuracy; the budget is 1 point
+RULE = {"confidence": 0.9, "images": (1800, 1000)}  # the bound's inputs
 CR = {"QP": 300.0, "PQ": 100.0, "P": 5.0, "Q": 20.0}  # BitOpsCR of each chain, every seed
 
 
@@ -84,7 +85,7 @@ def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_
     study = _Runner(0, {"QP": 0.975, "PQ": 0.978}, cached={"QP"})
     fresh = _fresh({"PQ": 0.977})
     got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh], **RULE)
     assert got is not None and got.feasible
     c = got.candidate
     assert (c.chain, c.source, c.ident) == ("QP", "probe", "sample 1 seeds 0, 1")
@@ -95,7 +96,7 @@ def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_
     assert [r["from"] for r in c.runs] == ["probe", "probe"]
     assert c.mean("val_accuracy") == pytest.approx(0.9745)
     assert c.mean("test_accuracy") == pytest.approx(0.9645)  # the test figures come along
-    assert "2 seeds (probe seeds 0, 1)" in got.why
+    assert "2 judging runs (probe seeds 0, 1)" in got.why
     assert [x.chain for x in got.considered] == ["PQ", "QP"]  # the confirmed trial beside it
     assert got.measured == {"points": 1, "within_budget": 1}
 
@@ -109,7 +110,7 @@ def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
     assert [c.chain for c in measured_candidates(pd.read_csv(runs_csv), SAMPLES)] == ["P"]
     study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
     fresh = _fresh({"QP": 0.95})
-    got = confirm(runs_csv, samples_json, [], BASE, 1.0, 2, [study, fresh])
+    got = confirm(runs_csv, samples_json, [], BASE, 1.0, 2, [study, fresh], **RULE)
     assert got is not None and got.feasible
     assert got.candidate.chain == "P" and got.candidate.source == "probe"
     assert fresh.calls == ["QP"]  # the one-seed point re-run; the two-seed one not
@@ -119,17 +120,21 @@ def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
 
 def test_a_two_seed_point_whose_mean_is_over_the_budget_is_not_taken(tmp_path):
     """QP is within the budget on seed 0 but 2 points down on seed 1: a mean drop of 1.25
-    points, over the 1-point budget. It is neither exported nor re-run; the tune trial is."""
+    points, over the 1-point budget. It is neither exported nor re-run; the tune trial is
+    (two fresh seeds judge it; P's repeats put the noise of a run at 0.1 point)."""
     runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
-                                               ("pair", "QP", 1, 1, 0.96)])
+                                               ("pair", "QP", 1, 1, 0.96)]
+                                    + [("single", "P", 0, s, 0.979 - 0.001 * (s % 2))
+                                       for s in range(2, 40)])
     study = _Runner(0, {"QP": 0.975, "PQ": 0.978}, cached={"QP"})
     fresh = _fresh({"PQ": 0.977})
+    fresh2 = _Runner(2 * FRESH_SEED_OFFSET, {"PQ": 0.977})
     got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh, fresh2], **RULE)
     assert got is not None and got.feasible
     assert (got.candidate.chain, got.candidate.source) == ("PQ", "tune")
     assert "QP" not in fresh.calls + study.calls
-    assert got.measured == {"points": 1, "within_budget": 0}
+    assert got.measured == {"points": 2, "within_budget": 1}
 
 
 def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
@@ -143,7 +148,7 @@ def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
     study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
     fresh = _fresh({"QP": 0.955})
     got = confirm(runs_csv, samples_json, [_trial(0, "QP", 1, 0.975)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh], **RULE)
     assert got is not None and got.feasible and got.candidate.chain == "P"
     qp = next(c for c in got.considered if c.chain == "QP")
     assert qp.source == "tune" and qp.seeds == [0, FRESH_SEED_OFFSET, 1]
@@ -163,7 +168,7 @@ def test_a_point_the_probe_ran_without_the_study_seed_is_trained_for_export(
     study = _Runner(0, {"QP": study_acc, "PQ": 0.978})
     fresh = _fresh({"PQ": 0.977})
     got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh], **RULE)
     assert got is not None and got.feasible and got.candidate.chain == exported
     assert fresh.calls == ["PQ"] and study.calls == ["PQ", "QP"]
     qp = next(c for c in got.considered if c.chain == "QP")
@@ -204,7 +209,7 @@ def test_a_real_two_seed_probe_point_exports_the_study_seeds_model_from_the_cach
 
     study = runner_for(cfg, base, tmp_path / "cache", progress=False)
     got = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", [], ref.val_accuracy,
-                  100.0, 2, [study, Refuse()])
+                  100.0, 2, [study, Refuse()], **RULE)
     assert got is not None and got.feasible and got.candidate.seeds == [0, 1]
     run = got.candidate.runs[0]
     assert run["trained"] == 0 and study.trained == 0 and run["from"] == "probe"
