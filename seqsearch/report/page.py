@@ -100,8 +100,25 @@ def exported_text(r: Results) -> tuple[str, str] | None:
         f"{first['bitops_cr']:.1f}×, CR {first['cr']:.1f}×. Mean of {n} seeds: validation "
         f"drop {100 * (base_val - mean['val_accuracy']):+.2f} points, test drop "
         f"{100 * (base_test - mean['test_accuracy']):+.2f} points, test BitOpsCR "
-        f"{mean['bitops_cr']:.1f}×. {_judged(ex['candidates'])} (confirm.json).")
+        f"{mean['bitops_cr']:.1f}×. {bound_text(c, ex.get('budget'))} "
+        f"{_judged(ex['candidates'])} (confirm.json).")
     return f"Exported chain: {e['chain']}", details
+
+
+def bound_text(c: dict[str, Any], budget: float | None) -> str:
+    """The export rule's judgement of a candidate (confirm.json), in one sentence."""
+    if c.get("bound") is None:
+        return ("No predictive bound: this confirm.json predates `tune.confidence` (the old "
+                "rule: mean validation drop within the budget).")
+    adj = c["adjusted_val_drop"] - c["mean_val_drop"]
+    curse = f" + {adj:.2f} winner's curse" if adj > 1e-9 else ""
+    test = (f"; the judging runs' mean test drop {c['mean_test_drop']:+.2f} points"
+            if c.get("mean_test_drop") is not None else "")
+    return (f"Predictive bound at confidence {c['confidence']:g}: mean validation drop "
+            f"{c['mean_val_drop']:+.2f} over {c['judging_runs']} judging runs{curse} + "
+            f"{c['noise_margin']:.2f} (z {c['z']:.2f} × σ_run {c['sigma_run']:.2f} points, "
+            f"σ_run from {c['sigma_run_from']}) = {c['bound']:.2f} against the budget "
+            f"{budget if budget is not None else '?'}: margin {c['margin']:+.2f}{test}.")
 
 
 def _judged(candidates: list[dict[str, Any]]) -> str:
