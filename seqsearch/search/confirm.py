@@ -1,46 +1,48 @@
-"""Confirm before export: every candidate is judged on the mean of two or more independent
-seeds of its chain and params, so the exported chain is one whose figure is not one seed's luck.
+"""Confirm before export: a candidate is exported only when a predictive bound on its mean
+test drop is within the budget at `tune.confidence` (`search.bound`), judged on runs it was not
+picked on.
 
 Two kinds of candidate:
 
 * Measured: a probe or brute-force point — the same chain, sample params and operating point
   (order, sample, τ) — that `runs.csv` already holds on two or more seeds is a candidate already
   run. Its runs are those rows, one per seed (validation and test accuracy, BitOpsCR, CR, as a
-  confirmation run records them); it is judged by the rule below with no re-run and takes no
-  confirmation slot.
+  confirmation run records them); they all judge it (it is picked on the mean that judges it:
+  the bound's winner's-curse step prices that in), with no re-run and no confirmation slot.
 * Re-run: the best points within the budget on validation that are measured on one seed only,
   from the probe and the brute force (`runs.csv`, their params from `samples.json`), and the
   feasible tuning trials — half from each source (the rest filled from the other), best
   validation BitOpsCR first, deduplicated by chain and params. Each is run at the study's seed
-  (through the prefix cache: free where the probe or tune already trained it) and at a fresh
-  seed (the study's + FRESH_SEED_OFFSET).
+  (through the prefix cache: free where the probe or tune already trained it) and at the fresh
+  seeds (the study's + k · FRESH_SEED_OFFSET, k = 1 … FRESH_SEEDS). The run it was picked on
+  (`selected_seed`: a tuning trial's study-seed run, a one-seed point's own seed) is its
+  selection run: shown, never judging (its validation figure is the lucky draw that made it a
+  candidate).
 
 Every run of one chain and params counts: a tuning trial whose steps are a measured point (a
-warm start is a probe point queued again) keeps the probe's other seeds beside its two
-confirmation runs and is judged on the mean of all of them, never on the luckier two.
+warm start is a probe point queued again) keeps the probe's other seeds beside its
+confirmation runs and is judged on all of them, never on the luckier ones. (This pooling needs
+the tuning trial's params to be the probe point's: it happens where `tune.fixed` and
+`probe.fixed` agree on the stages of the chain.)
 
-The rule: a candidate is confirmed when its mean validation drop over its seeds is within the
-budget; the exported chain is the confirmed one with the best mean validation BitOpsCR. A
-two-seed probe point and a confirmed tuning trial are compared on exactly that: both are means
-over two independent trainings of the same chain and params from the same baseline. The seeds
-differ — the probe's are the study's `probe.seeds`, the confirmation's the study seed and a
-fresh one — and so does when the second seed was seen: a tuning trial is picked on its
-study-seed run and meets the fresh seed afterwards, while a measured point is picked on the
-mean that judges it, so at the budget's edge its mean is the more optimistic (its test drop,
-never used to pick, shows by how much).
+The rule: a candidate is accepted when its bound — mean validation drop over its judging runs,
+raised for the winner's curse, plus z · σ_run · sqrt((1 + n_val / n_test) / n) — is within the
+budget; the exported chain is the accepted one with the best mean validation BitOpsCR over its
+judging runs. σ_run is pooled from the measured points (each model once), else from the
+confirmation runs, else the validation split's binomial noise.
 
-When none of a round of re-run candidates is confirmed (the picks sat at the budget's edge and
-regressed), up to ROUNDS - 1 more rounds take the next best one-seed candidates whose
-validation accuracy, lowered by the mean regression seen so far (the optimism), is still within
-the budget and whose BitOpsCR could beat the best confirmed measured point. When none is
-confirmed, or nothing was within the budget at all, the most accurate candidate (by the mean)
-is exported, marked infeasible — never nothing.
+When no re-run candidate of a round is accepted (the picks sat at the budget's edge), up to
+ROUNDS - 1 more rounds take the next best one-seed candidates whose validation drop, raised by
+the mean regression seen so far (the optimism), would pass the bound on the fresh runs, and
+whose BitOpsCR could beat the best accepted measured point: confirm more before falling back.
+When none is accepted, or nothing was within the budget at all, the most accurate candidate
+(by the mean) is exported, marked infeasible — never nothing.
 
 The exported model is the study-seed run, first in the candidate's runs, so `seqsearch apply`
 on the exported chain rebuilds it. A measured candidate gets it from the prefix cache when the
-probe's seeds include the study seed (probe seed s trains with stage seeds s, s + 1, …, as the
-study seed does); otherwise it is trained now, joins the candidate's runs, and the candidate is
-judged again on the mean of all its seeds — the next best is taken if it no longer holds.
+probe's seeds include the study seed (probe seed s trains its stages with the seeds the study
+seed s would: `chain.stage_seed`); otherwise it is trained now, joins the candidate's runs, and
+the candidate is judged again — the next best is taken if it no longer holds.
 """
 
 from __future__ import annotations
