@@ -533,8 +533,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("export", help="re-run the best candidates on a fresh seed and export "
-                       "the best confirmed chain (chain.yaml, model.pt, model.onnx)")
+    p = sub.add_parser("export", help="re-run the best candidates on fresh seeds and export "
+                       "the best chain whose predictive bound holds (chain.yaml, model.pt, "
+                       "model.onnx)")
     p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.add_argument("--storage", help="Optuna storage of the tuning study (default: the journal "
