@@ -91,6 +91,7 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
     p = study.probe
     k, seeds = p.samples, p.seeds
     looks: list[dict[str, Any]] = []
+    kept: dict[str, dict[str, Any]] = {}  # edges decided at an interim look: they stand
     if not p.adaptive:
         prober.run(pair_units(letters, k, seeds))
         looks.append({"look": 1, "seeds": list(seeds), "samples": k, "pairs": "all"})
@@ -98,7 +99,8 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
         prober.run(pair_units(letters, k, seeds[:1]))
         looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": "all"})
         for i, seed in enumerate(seeds[1:], start=1):
-            open_pairs = open_at_look(prober.table(), letters, crit, k, seeds[:i])
+            open_pairs = open_at_look(prober.table(), letters, crit, k, seeds[:i],
+                                      kept=kept, look=looks[-1])
             if not open_pairs:
                 break
             note(f"[probe] seed {seed} (look {len(looks) + 1}/{crit.looks}) for the undecided "
@@ -111,8 +113,9 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
         for upto in (min(n, held) for n in p.sample_looks()):
             if upto <= done:
                 break
-            verdicts = [v for v in decide(_upto(prober.table(), done), letters, crit)["pairs"]
-                        if v["outcome"] == "undecided"]
+            at_look = decide(_upto(prober.table(), done), letters, crit, kept)["pairs"]
+            keep_decided(at_look, kept, looks[-1])
+            verdicts = [v for v in at_look if v["outcome"] == "undecided"]
             if not verdicts:
                 break
             note(f"[probe] samples {done + 1}-{upto} (look {len(looks) + 1}/{crit.looks}) "
@@ -127,8 +130,9 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
             done = upto
     units = [u for u in prober.load_units() if u["unit"]["kind"] in ("single", "pair")]
     n = len(letters)
-    final = decide(prober.table(), letters, crit)["pairs"]
+    final = decide(prober.table(), letters, crit, kept)["pairs"]
     return {"adaptive": p.adaptive, "looks": looks, "planned_looks": crit.looks,
+            "kept": kept,
             "stage_trainings": sum(u["trained"] for u in units),
             "fixed_allocation_stage_trainings": n * n * p.most_samples() * len(seeds),
             "seeds_per_pair": {v["pair"]: v["seeds"] for v in final},
@@ -145,13 +149,39 @@ def _upto(table: Any, samples: int, seeds: Sequence[int] | None = None) -> Any:
 
 
 def open_at_look(table: Any, letters: Sequence[str], crit: Criteria, samples: int,
-                 seeds: Sequence[int] | None = None) -> list[str]:
+                 seeds: Sequence[int] | None = None, *,
+                 kept: dict[str, dict[str, Any]] | None = None,
+                 look: dict[str, Any] | None = None) -> list[str]:
     """The pairs still undecided on what the looks so far ran: samples below `samples`, on
     `seeds` (all when None). A resumed probe may already hold units of a later look (the run
     was killed inside it); deciding on those would let a pair stop on part of a look, which
-    the level spent per look does not allow, and would not redo the run it resumes."""
-    return [v["pair"] for v in decide(_upto(table, samples, seeds), letters, crit)["pairs"]
-            if v["outcome"] == "undecided"]
+    the level spent per look does not allow, and would not redo the run it resumes. The
+    edges this look decides join `kept` (recorded in `look`)."""
+    verdicts = decide(_upto(table, samples, seeds), letters, crit, kept)["pairs"]
+    if kept is not None and look is not None:
+        keep_decided(verdicts, kept, look)
+    return [v["pair"] for v in verdicts if v["outcome"] == "undecided"]
+
+
+def keep_decided(verdicts: Sequence[dict[str, Any]], kept: dict[str, dict[str, Any]],
+                 look: dict[str, Any]) -> None:
+    """The edges decided at `look`: they stop getting data, so their rejection stands at the
+    level it met there (`search.order.family`); probe.json records them under the look."""
+    new = {v["pair"]: {"look": int(look["look"]), "winner": v["winner"],
+                       "p_value": v["p_value"], "alpha": v["alpha"]}
+           for v in verdicts if v["outcome"] == "order" and v["pair"] not in kept}
+    kept.update(new)
+    if new:
+        look["decided"] = sorted(new)
+
+
+def interim_edges(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The edges the probe's interim looks decided (probe.json), for `seqsearch order`."""
+    path = out_dir / "probe.json"
+    if not path.is_file():
+        return {}
+    seeds = json.loads(path.read_text()).get("seeds") or {}
+    return dict(seeds.get("kept") or {})
 
 
 def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
@@ -180,7 +210,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     crit = criteria(study, base.metrics, len(base.data.val))
     summary: dict[str, Any] = {"seeds": run_pairs(study, prober, crit)}
     if insert:
-        order = decide(prober.table(), letters, crit)
+        order = decide(prober.table(), letters, crit, summary["seeds"]["kept"])
         winners = [p["winner"] for p in order["pairs"] if p["winner"]]
         prober.run(insert_units(winners, letters, k, seeds))
         summary["insertions"] = check_insertions(prober.table(), winners, letters, crit)
@@ -192,7 +222,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     if brute:
         prober.run(brute_units(letters, k, seeds))
         ranking = rank_orders(prober.table(), crit)
-        pairwise = decide(prober.table(), letters, crit)["orders"]
+        pairwise = decide(prober.table(), letters, crit, summary["seeds"]["kept"])["orders"]
         summary["brute_force"] = brute_summary(ranking, pairwise, crit)
         atomic.write_json(out_dir / "brute.json", summary["brute_force"])
     summary["totals"] = prober.totals()
@@ -230,7 +260,7 @@ def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
     metrics = baseline_metrics(study, out_dir)
     table = pd.read_csv(runs)
     crit = criteria(study, metrics, val_split_size(study, metrics))
-    result = decide(table, study_letters(study), crit)
+    result = decide(table, study_letters(study), crit, interim_edges(out_dir))
     atomic.write_json(out_dir / "order.json", result)
     kinds = set(table["kind"]) if "kind" in table else set()
     if "insert" in kinds:  # the same checks the probe ran, on the pairs it inserted into

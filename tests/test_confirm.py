@@ -98,7 +98,7 @@ def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_
     assert c.mean("test_accuracy") == pytest.approx(0.9645)  # the test figures come along
     assert "2 judging runs (probe seeds 0, 1)" in got.why
     assert [x.chain for x in got.considered] == ["PQ", "QP"]  # the confirmed trial beside it
-    assert got.measured == {"points": 1, "within_budget": 1}
+    assert got.measured == {"points": 1, "runs_csv_points": 1, "within_budget": 1}
 
 
 def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
@@ -134,7 +134,7 @@ def test_a_two_seed_point_whose_mean_is_over_the_budget_is_not_taken(tmp_path):
     assert got is not None and got.feasible
     assert (got.candidate.chain, got.candidate.source) == ("PQ", "tune")
     assert "QP" not in fresh.calls + study.calls
-    assert got.measured == {"points": 2, "within_budget": 1}
+    assert got.measured == {"points": 2, "runs_csv_points": 2, "within_budget": 1}
 
 
 def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
@@ -253,3 +253,21 @@ def test_the_page_states_the_bound(tmp_path):
     for part in ("confidence 0.9", "σ_run 0.34", "= 0.93", "margin +0.07", "0.05 winner's curse"):
         assert part in text
     assert "old rule" in bound_text({"runs": []}, 1.0)
+
+
+def test_samples_that_drew_the_same_params_are_one_candidate_and_counted_as_such(tmp_path):
+    """Q's samples 0 and 2 drew the same params (a small discrete space repeats): the same
+    chain and params, one model per seed through the prefix cache. The old code kept both as
+    candidates of one key and the dict over them silently dropped one, so confirm.json counted
+    fewer points than runs.csv without saying why; now they are one candidate naming both
+    samples, and confirm.json gives both counts."""
+    samples = {**SAMPLES, "Q": [SAMPLES["Q"][0], SAMPLES["Q"][1], SAMPLES["Q"][0]]}
+    rows = [("single", "Q", k, s, 0.978) for k in (0, 2) for s in (0, 1)]
+    _runs(rows).to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "samples.json").write_text(json.dumps(samples))
+    got = measured_candidates(pd.read_csv(tmp_path / "runs.csv"), samples)
+    assert len(got) == 1 and got[0].ident == "samples 0, 2 seeds 0, 1" and got[0].seeds == [0, 1]
+    from seqsearch.search.confirm import measured_counts
+
+    assert measured_counts(pd.read_csv(tmp_path / "runs.csv"), got) == {
+        "points": 1, "runs_csv_points": 2}

@@ -155,3 +155,55 @@ def test_adaptive_seeds_go_only_to_undecided_pairs(tmp_path):
     seeds_run = {(u["unit"]["order"], u["unit"]["seed"]) for u in prober.load_units()}
     assert ("DP", 1) not in seeds_run and ("PD", 1) not in seeds_run
     assert ("PQ", 1) in seeds_run and ("Q", 1) in seeds_run
+
+
+def test_noise_counts_models_not_tau_rows():
+    """An E model's eight τ rows are one model: its seed gap is their mean. The old count took
+    every τ row as a run (8 of 9 'runs' here, half the models) and so reported 0.2 points
+    over 9 runs where the two models say 0.55 over 2."""
+    from seqsearch.search.order import noise
+
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.001)):
+        for tau in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01):
+            rows.append({"kind": "pair", "order": "PE", "sample": 0, "seed": seed, "tau": tau,
+                         "val_accuracy": 0.97 + shift})
+    for seed, shift in ((0, 0.0), (1, 0.01)):
+        rows.append({"kind": "pair", "order": "DP", "sample": 0, "seed": seed, "tau": None,
+                     "val_accuracy": 0.96 + shift})
+    n = noise(pd.DataFrame(rows), CRIT)
+    assert n["seed_gap_runs"] == 2 and n["seed_gap_unit"] == "model"
+    assert n["seed_gap_points"] == pytest.approx(0.55)
+    # the student split comes from the stage registry (distill says it trains a new network)
+    assert n["students"] == ["D"]
+    assert n["seed_gap_points_with_student"] == pytest.approx(1.0)
+    assert n["seed_gap_points_without_student"] == pytest.approx(0.1)
+
+
+def _verdict(pair: str, p: float, effect: float) -> dict:
+    units = {str(i): {"value": effect + (0.1 if i % 2 else -0.1)} for i in range(16)}
+    return {"pair": pair, "orders": [pair, pair[::-1]], "p_value": p, "effect": effect,
+            "equivalence_p": 1.0, "units": 16, "informative_units": 16,
+            "unit_statistic": units}
+
+
+def test_an_edge_decided_at_an_interim_look_stands():
+    """At look 1, EF is significant but too small to be an edge (0.2 < 0.5 points), so it
+    gets more data; AB (p 0.0045) is rejected at Holm's second step and stops. At the final
+    look EF's p has risen to 0.3: recomputing Holm over all pairs puts AB first, at the
+    stricter first step, and un-decides it. Kept, AB's interim rejection stands and the final
+    Holm runs over the rest."""
+    from seqsearch.search.order import family
+
+    crit = Criteria(baseline_accuracy=BASE, bootstrap=0, alpha=0.01)
+    look1 = family([_verdict("EF", 0.002, 0.2), _verdict("AB", 0.0045, 1.0),
+                    _verdict("CD", 0.5, 0.1)], crit)
+    ab = next(v for v in look1 if v["pair"] == "AB")
+    assert ab["outcome"] == "order" and ab["alpha"] == pytest.approx(0.005)
+    final = [_verdict("EF", 0.3, 0.2), _verdict("AB", 0.0045, 1.0), _verdict("CD", 0.5, 0.1)]
+    recomputed = family([dict(v) for v in final], crit)
+    assert next(v for v in recomputed if v["pair"] == "AB")["outcome"] == "undecided"
+    kept = {"AB": {"look": 1, "winner": "AB", "p_value": 0.0045, "alpha": ab["alpha"]}}
+    stood = next(v for v in family(final, crit, kept) if v["pair"] == "AB")
+    assert stood["outcome"] == "order" and stood["winner"] == "AB"
+    assert stood["alpha"] == pytest.approx(0.005) and stood["family"]["decided_at_look"] == 1

@@ -93,4 +93,5 @@ def seed_gap_text(n: dict[str, Any]) -> str | None:
                                  ("with_student", "with one"))
              if n.get(f"seed_gap_points_{side}") is not None]
     split = f" ({', '.join(parts)})" if parts else ""
-    return f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} pair runs{split}"
+    unit = "pair models" if n.get("seed_gap_unit") == "model" else "pair runs"
+    return f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} {unit}{split}"

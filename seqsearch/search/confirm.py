@@ -60,6 +60,7 @@ from seqsearch.chain import ChainRunner, plan, with_policy_value
 from seqsearch.progress import note
 from seqsearch.search.bound import EdgePrior, ExportRule, binomial_drop_sd, pooled_sd
 from seqsearch.search.pareto import within_budget
+from seqsearch.search.points import point_rows, tau_value
 from seqsearch.search.tune import MEASURED_KINDS, measured_points
 from seqsearch.stages import get_stage
 
@@ -169,37 +170,55 @@ def _row_run(r: Any) -> dict[str, Any]:
 
 def measured_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, Any]]]
                         ) -> list[Candidate]:
-    """Every probe and brute-force point (order, sample, τ) that `runs` holds on two or more
-    seeds, as a candidate already run on them (one run per seed, seeds ascending), whatever
-    its drop; best mean validation BitOpsCR first."""
+    """Every probe and brute-force chain and params (with τ) that `runs` holds on two or more
+    seeds, as a candidate already run on them (one run per seed, seeds ascending), whatever its
+    drop; best mean validation BitOpsCR first. Two samples that drew the same params (a small
+    discrete space: E's samples repeat) are one chain and params, trained once per seed
+    through the prefix cache: one candidate, its ident naming both samples."""
     if not len(runs):
         return []
-    rows = runs[runs["kind"].isin(MEASURED_KINDS)].sort_values("seed", kind="stable")
-    points: dict[tuple[str, int, float | None], Candidate] = {}
-    for _, r in rows.iterrows():
-        point = (str(r["order"]), int(r["sample"]), _tau(r))
-        c = points.get(point)
+    rows = point_rows(runs[runs["kind"].isin(MEASURED_KINDS)])
+    by_key: dict[str, Candidate] = {}
+    named: dict[str, list[int]] = {}
+    taus: dict[str, float | None] = {}
+    for point, g in rows.groupby("_point", sort=False):
+        first = g.iloc[0]
+        chosen = _point_steps(first, samples)
+        if chosen is None:
+            continue
+        key = json.dumps(chosen, sort_keys=True, default=str)
+        c = by_key.get(key)
         if c is None:
-            chosen = _point_steps(r, samples)
-            if chosen is None:
-                continue
-            c = points[point] = Candidate(_source(r["kind"]), "", point[0], chosen, 0.0, 0.0,
-                                          model=f"{point[0]}/{point[1]}")
-        # a seed seen twice is one run listed twice (a pair is a full order of a two-stage
-        # study, an insertion one of a three-stage study): the prefix cache ran it once
-        if int(r["seed"]) not in c.seeds:
-            c.runs.append(_row_run(r))
-        if r["kind"] != "brute":
-            c.source = "probe"
+            c = by_key[key] = Candidate(_source(first["kind"]), "", str(point[0]), chosen, 0.0,
+                                        0.0, model=f"{point[0]}/{int(point[1])}")
+            taus[key] = tau_value(point[2])
+        named.setdefault(key, []).append(int(point[1]))
+        for _, r in g.iterrows():
+            if int(r["seed"]) not in c.seeds:
+                c.runs.append(_row_run(r))
+            if r["kind"] != "brute":
+                c.source = "probe"
     out = []
-    for (_, k, tau), c in points.items():
+    for key, c in by_key.items():
         if len(c.runs) < 2:
             continue
-        c.ident = (f"sample {k} seeds " + ", ".join(map(str, c.seeds))
-                   + (f" tau {tau:g}" if tau is not None else ""))
+        c.runs.sort(key=lambda r: int(r["seed"]))
+        ks = named[key]
+        tau = taus[key]
+        c.ident = (f"sample{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))} seeds "
+                   + ", ".join(map(str, c.seeds)) + (f" tau {tau:g}" if tau is not None else ""))
         c.val_accuracy, c.val_bitops_cr = c.mean("val_accuracy"), c.mean("val_bitops_cr")
         out.append(c)
     return sorted(out, key=lambda c: (-c.val_bitops_cr, -c.val_accuracy))
+
+
+def measured_counts(runs: pd.DataFrame, measured: Sequence[Candidate]) -> dict[str, int]:
+    """How the measured points count: distinct chains and params on two or more seeds
+    (`points`) beside runs.csv's (order, sample, τ) points on two or more seeds
+    (`runs_csv_points`): more where samples drew the same params."""
+    rows = point_rows(runs[runs["kind"].isin(MEASURED_KINDS)]) if len(runs) else runs
+    seeds = rows.groupby("_point")["seed"].nunique() if len(rows) else pd.Series(dtype=int)
+    return {"points": len(measured), "runs_csv_points": int((seeds >= 2).sum())}
 
 
 def tune_candidates(trials: Sequence[Any], budget: float | None, seed: int | None = None
@@ -359,8 +378,8 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
         where = f"binomial image noise of {images[0]} validation images (no repeated point)"
     xs, ys, vs = [], [], []
     if len(runs):
-        rows = runs[runs["kind"].isin(MEASURED_KINDS)]
-        for _, g in rows.groupby(point_keys(rows), dropna=False):
+        rows = point_rows(runs[runs["kind"].isin(MEASURED_KINDS)])
+        for _, g in rows.groupby("_point", sort=False):
             cr = float(g["val_bitops_cr"].mean())
             xs.append(math.log(cr) if cr > 0 else -math.inf)
             ys.append(100 * (base_val - float(g["val_accuracy"].mean())))
@@ -371,14 +390,6 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
         vs.append(sd ** 2)
     return ExportRule(budget, confidence, sd, where, images[0], images[1],
                       EdgePrior.fit(xs, ys, vs))
-
-
-def point_keys(rows: pd.DataFrame) -> list[Any]:
-    """The columns (as series) that name one measured point: order, sample and τ, a chain
-    without E (no τ) counted as one point, not dropped from the groups."""
-    tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
-        if "tau" in rows else pd.Series("none", index=rows.index)
-    return [rows["order"], rows["sample"], tau.rename("tau")]
 
 
 def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val: float,
@@ -407,7 +418,8 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
             100 * (base_val - c.judged_mean("val_accuracy")), n_judging, _log_cr(c))
 
     # on their own seeds, before any confirmation run joins them
-    counts = {"points": len(measured), "within_budget": sum(map(passes, measured.values()))}
+    counts = {**measured_counts(runs, list(measured.values())),
+              "within_budget": sum(map(passes, measured.values()))}
 
     def one_seed(b: float | None) -> list[Candidate]:
         return ([c for c in probe_candidates(runs, samples, base_val, b) if c.key not in measured]

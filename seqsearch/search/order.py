@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +50,7 @@ from seqsearch.search.pareto import (
     pareto_front,
     within_budget,
 )
+from seqsearch.search.points import model_of, point_rows
 from seqsearch.search.stats import (
     bootstrap_sign,
     equivalence_p,
@@ -60,6 +61,7 @@ from seqsearch.search.stats import (
     sign_flip_p,
     smallest_p,
 )
+from seqsearch.stages import get_stage
 
 MAX_ORDERS = 120
 NULL_DRAWS = 20_000  # drawn studies of the label-swap null: its rate to about ±0.002
@@ -295,8 +297,10 @@ def _mean(values: Any) -> float:
 
 
 def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
-                  kind: str = "pair") -> list[dict[str, Any]]:
-    """Every pair's verdict, the pairs corrected together (`family`)."""
+                  kind: str = "pair", kept: Mapping[str, Mapping[str, Any]] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Every pair's verdict, the pairs corrected together (`family`); `kept`: the edges an
+    interim look decided."""
     rows = table[table["kind"] == kind] if "kind" in table else table
     out = []
     for a, b in itertools.combinations(letters, 2):
@@ -304,22 +308,37 @@ def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
         if ab.empty or ba.empty:
             continue
         out.append({"pair": a + b, **compare(ab, ba, crit, first=a + b, second=b + a)})
-    return family(out, crit)
+    return family(out, crit, kept)
 
 
-def family(verdicts: list[dict[str, Any]], crit: Criteria) -> list[dict[str, Any]]:
+def family(verdicts: list[dict[str, Any]], crit: Criteria,
+           kept: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The pairs that build one DAG as one family: Holm's step-down over their p-values at
     alpha / looks, so the chance of any false edge is at most alpha; equivalence at the
-    Bonferroni level alpha / (looks × pairs). Each verdict gets the level it met or missed."""
+    Bonferroni level alpha / (looks × pairs). Each verdict gets the level it met or missed.
+
+    `kept`: pairs an interim look decided ({pair: {"look", "alpha", ...}}). They stopped
+    getting data there; their rejection stands at the level it met, and the later Holm runs
+    over the other pairs only (a rejected hypothesis leaves the family, as in Holm's own step
+    down). Recomputing them with the rest could un-decide an edge: a pair ranked before it
+    that was significant but too small to be an edge gets more data, its p rises, and the
+    kept pair's Holm level falls."""
+    kept = kept or {}
     m = len(verdicts)
     eq_level = crit.level / max(1, m)
-    for v, (level, rejected) in zip(verdicts, holm([v["p_value"] for v in verdicts],
-                                                   crit.level), strict=True):
+    rest = [v for v in verdicts if v["pair"] not in kept]
+    levels = dict(zip((id(v) for v in rest),
+                      holm([v["p_value"] for v in rest], crit.level), strict=True))
+    for v in verdicts:
+        k = kept.get(v["pair"])
+        level, rejected = (float(k["alpha"]), True) if k else levels[id(v)]
         v["rejected"] = rejected
         settle(v, level, eq_level, crit)
         del v["rejected"]
         v["family"] = {"pairs": m, "looks": crit.looks, "alpha": crit.alpha,
                        "method": "Holm over pairs at alpha / looks"}
+        if k:
+            v["family"]["decided_at_look"] = int(k["look"])
     return verdicts
 
 
@@ -360,45 +379,55 @@ def topological_orders(g: nx.DiGraph) -> list[str]:
     return ["".join(o) for o in itertools.islice(nx.all_topological_sorts(g), MAX_ORDERS)]
 
 
-def noise(table: pd.DataFrame, crit: Criteria, student: str = "D") -> dict[str, Any]:
+def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
     """What a verdict sits in: the validation split's binomial standard error at the baseline
     accuracy, and how far two seeds of the same chain and sample land apart: over all pair
-    chains, per order, and split into chains with a student (`student`, D's letter: a student
-    trained from scratch adds its own seed noise) and chains without one."""
+    models (an E model's τ rows are one model: its gap is their mean), per order, and split
+    into chains with a student (a stage whose registry entry says it trains a new network,
+    adding its own seed noise) and chains without one."""
     p = crit.baseline_accuracy
     se = None if not crit.val_images else 100 * math.sqrt(p * (1 - p) / crit.val_images)
     rows = table[table["kind"] == "pair"] if "kind" in table else table
-    gaps: dict[str, list[float]] = {}
+    per_model: dict[tuple[Any, ...], list[float]] = {}
     if not rows.empty and rows["seed"].nunique() > 1:
-        # a chain without E has no τ (NaN): one run, not left out of the groups
-        tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
-            if "tau" in rows else "none"
-        for (order, _, _), g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"],
-                                                              dropna=False):
-            by_seed = g.groupby("seed")["val_accuracy"].mean().tolist()
+        for point, g in point_rows(rows).groupby("_point", sort=False):
+            by_seed = g["val_accuracy"].tolist()  # one row per seed, seeds ascending
             if len(by_seed) >= 2:
-                gaps.setdefault(str(order), []).append(100 * abs(by_seed[0] - by_seed[1]))
+                per_model.setdefault(model_of(point), []).append(
+                    100 * abs(by_seed[0] - by_seed[1]))
+    gaps: dict[str, list[float]] = {}
+    for (order, _), values in per_model.items():
+        gaps.setdefault(str(order), []).append(sum(values) / len(values))
 
     def mean(orders: Sequence[str]) -> tuple[float | None, int]:
         values = [g for o in orders for g in gaps[o]]
         return (sum(values) / len(values) if values else None), len(values)
 
+    letters = {c for o in gaps for c in o}
+    students = sorted(c for c in letters if get_stage(c).info.student)
+
+    def taught(order: str) -> bool:
+        return any(c in order for c in students)
+
     every, n = mean(list(gaps))
-    plain, n_plain = mean([o for o in gaps if student not in o])
-    taught, n_taught = mean([o for o in gaps if student in o])
+    plain, n_plain = mean([o for o in gaps if not taught(o)])
+    with_student, n_taught = mean([o for o in gaps if taught(o)])
     return {"val_images": crit.val_images,
             "val_standard_error_points": se,
             "seed_gap_points": every,
-            "seed_gap_runs": n,
+            "seed_gap_runs": n,  # models: one per chain and sample, whatever its τ rows
+            "seed_gap_unit": "model",
             "seed_gap_points_without_student": plain,
             "seed_gap_runs_without_student": n_plain,
-            "seed_gap_points_with_student": taught,
+            "seed_gap_points_with_student": with_student,
             "seed_gap_runs_with_student": n_taught,
+            "students": students,
             "seed_gap_by_order": {o: {"points": sum(v) / len(v), "runs": len(v)}
                                   for o, v in sorted(gaps.items())},
             "about": "standard error: binomial, at the baseline's validation accuracy; seed "
-                     "gap: mean |seed a - seed b| of validation accuracy over the pair chains "
-                     f"(and τ) run with two seeds; 'with student': chains holding {student}"}
+                     "gap: mean |seed a - seed b| of validation accuracy over the pair models "
+                     "run with two seeds (an E model's τ rows averaged into one); 'with "
+                     f"student': chains holding {', '.join(students) or 'no'} student stage"}
 
 
 def _trainings(rows: pd.DataFrame) -> int:
@@ -439,9 +468,10 @@ def adaptive_replay(table: pd.DataFrame, letters: Sequence[str], crit: Criteria
             "winners": {p["pair"]: p["winner"] for p in final}}
 
 
-def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[str, Any]:
-    """The content of order.json."""
-    verdicts = pair_verdicts(table, letters, crit)
+def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
+           kept: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The content of order.json; `kept`: the edges interim looks decided (`family`)."""
+    verdicts = pair_verdicts(table, letters, crit, kept=kept)
     g = build_graph(letters, verdicts)
     cycles, broken = break_cycles(g)
     return {
