@@ -207,3 +207,20 @@ def test_an_edge_decided_at_an_interim_look_stands():
     stood = next(v for v in family(final, crit, kept) if v["pair"] == "AB")
     assert stood["outcome"] == "order" and stood["winner"] == "AB"
     assert stood["alpha"] == pytest.approx(0.005) and stood["family"]["decided_at_look"] == 1
+
+
+def test_adaptive_replay_claims_no_saving_for_a_design_that_did_not_run():
+    """An adaptive probe gave seed 1 to one of two pairs: the fixed allocation (both pairs on
+    both seeds) never ran, so the replay neither measures its cost nor claims a saving; a
+    probe that ran every seed on every pair is replayed."""
+    from seqsearch.search.order import adaptive_replay
+
+    rng = random.Random(3)
+    ab = planted_rows(rng, 0.0, seeds=(0, 1))
+    cd = planted_rows(rng, 0.0, seeds=(0,), orders=("AC", "CA"))
+    table = pd.concat([ab, cd]).assign(trained=1)
+    got = adaptive_replay(table, ["A", "B", "C"], CRIT)
+    assert got is not None and got["replayed"] is False and "stage_trainings" not in got
+    full = pd.concat([ab, planted_rows(rng, 0.0, seeds=(0, 1), orders=("AC", "CA"))])
+    again = adaptive_replay(full.assign(trained=1), ["A", "B", "C"], CRIT)
+    assert again is not None and again["replayed"] is True and "stage_trainings" in again

@@ -442,11 +442,22 @@ def adaptive_replay(table: pd.DataFrame, letters: Sequence[str], crit: Criteria
     """Replays the adaptive-seed rule on a probe that ran every seed on every pair: which
     pairs would have got each further seed, the verdicts it would have reached and the stage
     trainings it would have used against those the fixed allocation used (None when the pairs
-    ran one seed)."""
+    ran one seed; `replayed: False` with the reason when the fixed allocation did not run)."""
     rows = table[table["kind"].isin(["single", "pair"])] if "kind" in table else table
     seeds = sorted(rows["seed"].unique().tolist()) if not rows.empty else []
     if len(seeds) < 2:
         return None
+    pairs = rows[rows["kind"] == "pair"] if "kind" in rows else rows
+    ran = {(str(o), int(k), int(s)) for o, k, s in zip(pairs["order"], pairs["sample"],
+                                                       pairs["seed"], strict=True)}
+    design = {(o, k, s) for o, k, _ in ran for s in seeds}
+    if ran != design:
+        # An adaptive probe (or one stopped part-way): the fixed allocation never ran, so
+        # neither its cost nor what the rule would have saved on it is measured.
+        return {"replayed": False,
+                "why": f"the probe did not run every seed on every pair ({len(ran)} of "
+                       f"{len(design)} pair runs): the fixed allocation never ran, so there "
+                       "is nothing to replay and no saving to claim"}
     keep = rows[rows["seed"] == seeds[0]]
     looks = [{"seed": int(seeds[0]), "pairs": [a + b for a, b in
                                                itertools.combinations(letters, 2)]}]
@@ -463,7 +474,7 @@ def adaptive_replay(table: pd.DataFrame, letters: Sequence[str], crit: Criteria
         keep = pd.concat([keep, add])
         looks.append({"seed": int(seed), "pairs": still})
     final = pair_verdicts(keep, letters, crit)
-    return {"looks": looks, "stage_trainings": _trainings(keep),
+    return {"replayed": True, "looks": looks, "stage_trainings": _trainings(keep),
             "fixed_allocation_stage_trainings": _trainings(rows),
             "winners": {p["pair"]: p["winner"] for p in final}}
 
