@@ -41,6 +41,7 @@ import networkx as nx
 import pandas as pd
 
 from seqsearch.config import DEFAULT_BUDGETS, DEFAULT_MIN_EFFECT
+from seqsearch.errors import SeqsearchError
 from seqsearch.search.gap import matched_gap, normalised_hypervolume_gap
 from seqsearch.search.null import label_swap_null
 from seqsearch.search.pareto import (
@@ -53,6 +54,7 @@ from seqsearch.search.pareto import (
 from seqsearch.search.points import model_of, point_rows
 from seqsearch.search.stats import (
     bootstrap_sign,
+    detectable_effect,
     equivalence_p,
     holm,
     look_alpha,
@@ -239,10 +241,13 @@ def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = 
     return settle(verdict, crit.level, crit.level, crit)
 
 
-def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria) -> dict[str, Any]:
+def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria,
+           power_level: float | None = None) -> dict[str, Any]:
     """The verdict's outcome at a level: `order` (a winner), `equivalent` or `undecided`, with
     its reason and power line. `level` is the pair's test level (Holm's, in a study),
-    `eq_level` its equivalence level."""
+    `eq_level` its equivalence level, `power_level` the level its power line is stated at
+    (default `level`; in a study Holm's first step, the level a pair must meet when no other
+    pair is decided: its own Holm level assumes the pairs before it were)."""
     first, second = v["orders"]
     significant = v.get("rejected", v["p_value"] <= level)
     big = abs(v["effect"]) >= crit.min_effect and v["effect"] != 0
@@ -259,13 +264,15 @@ def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria) -> 
     else:
         reason = f"p = {v['p_value']:.3g} > {level:.3g}"
     diffs = [u["value"] for u in v["unit_statistic"].values()]
-    power = power_line(diffs, level)
-    power["min_effect_units_needed"] = power_line(diffs, level, crit.min_effect)["units_needed"]
+    at = level if power_level is None else power_level
+    power = power_line(diffs, at)
+    power["level"] = at
+    power["min_effect_units_needed"] = power_line(diffs, at, crit.min_effect)["units_needed"]
     if crit.max_samples and power["detectable"] is not None and v["units"]:
         # what the design's largest K could detect at this noise
         power["max_samples"] = crit.max_samples
-        power["detectable_at_max_samples"] = \
-            float(power["detectable"]) * math.sqrt(v["units"] / crit.max_samples)
+        power["detectable_at_max_samples"] = detectable_effect(
+            crit.max_samples, float(power["sd"] or 0.0), at)
     v.update({
         "winner": (first if v["effect"] > 0 else second) if decided else None,
         "decided": decided,
@@ -333,7 +340,7 @@ def family(verdicts: list[dict[str, Any]], crit: Criteria,
         k = kept.get(v["pair"])
         level, rejected = (float(k["alpha"]), True) if k else levels[id(v)]
         v["rejected"] = rejected
-        settle(v, level, eq_level, crit)
+        settle(v, level, eq_level, crit, power_level=crit.level / max(1, m))
         del v["rejected"]
         v["family"] = {"pairs": m, "looks": crit.looks, "alpha": crit.alpha,
                        "method": "Holm over pairs at alpha / looks"}
@@ -404,7 +411,7 @@ def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
         return (sum(values) / len(values) if values else None), len(values)
 
     letters = {c for o in gaps for c in o}
-    students = sorted(c for c in letters if get_stage(c).info.student)
+    students = sorted(c for c in letters if _is_student(c))
 
     def taught(order: str) -> bool:
         return any(c in order for c in students)
@@ -428,6 +435,15 @@ def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
                      "gap: mean |seed a - seed b| of validation accuracy over the pair models "
                      "run with two seeds (an E model's τ rows averaged into one); 'with "
                      f"student': chains holding {', '.join(students) or 'no'} student stage"}
+
+
+def _is_student(letter: str) -> bool:
+    """Whether the registry says the stage trains a new network (False for a letter it does
+    not hold: planted tables use A, B, ...)."""
+    try:
+        return get_stage(letter).info.student
+    except SeqsearchError:
+        return False
 
 
 def _trainings(rows: pd.DataFrame) -> int:
