@@ -39,7 +39,8 @@ def power_text(p: dict[str, Any]) -> str:
               if pw.get("detectable_at_max_samples") is not None
               and pw["max_samples"] > p["units"] else "")
     return (f"{p['units']} units (sd {pw['sd']:.2f} pts) detect {pw['detectable']:.2f} pts "
-            f"({first} − {p['orders'][1]}) with 80 % power at {p['alpha']:.3g}; {seen}{at_max}")
+            f"({first} − {p['orders'][1]}) with 80 % power at {pw.get('level', p['alpha']):.3g}; "
+            f"{seen}{at_max}")
 
 
 def rule_text(c: dict[str, Any]) -> str:
