@@ -179,8 +179,10 @@ def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
     print(f"verdicts: {q['planned_looks']} planned look(s) "
           + (f"(seeds, then samples at {', '.join(map(str, q['sample_looks']))}) "
              if q["sample_looks"] else "")
-          + f"from {q['samples']} to at most {q['max_samples']} samples per pair; the first "
-          f"pair of Holm's family tests at {q['first_pair_level']:.3g}; at most "
+          + f"from {q['samples']} to at most {q['max_samples']} samples per pair; "
+          + (f"{q['looks_with_edge_alpha']} of them can decide an edge and share alpha; "
+             if q["looks_with_edge_alpha"] < q["planned_looks"] else "")
+          + f"the first pair of Holm's family tests at {q['first_pair_level']:.3g}; at most "
           f"{q['stage_trainings_at_most']} pair-probe stage trainings")
     pilot = plan.get("pilot_power")
     if pilot is None:

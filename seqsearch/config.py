@@ -125,6 +125,13 @@ class ProbeSection(_Strict):
             counts.append(k)
         return counts
 
+    def look_units(self) -> list[int]:
+        """The units (parameter samples) a pair has at each planned look: `samples` at every
+        seed look, then each added-sample look's count."""
+        if not self.adaptive:
+            return [self.samples]
+        return [self.samples] * len(self.seeds) + self.sample_looks()
+
     def planned_looks(self) -> int:
         """Looks the sequential design may take (1 for a fixed design): every seed, then
         every batch of added samples. Each tests at alpha / planned looks."""

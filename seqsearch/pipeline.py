@@ -53,14 +53,20 @@ def check_fixed(study: StudyConfig) -> None:
 
 def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None = None
              ) -> Criteria:
+    from seqsearch.search.stats import edge_looks
+
     p = study.probe
     test = metrics.get("test_accuracy")
+    n = len(study.stages)
+    plan = edge_looks(p.alpha, p.look_units(), n * (n - 1) // 2)
     return Criteria(float(metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
                     tuple(p.budgets), p.bootstrap, p.sampler_seed, alpha=p.alpha,
                     looks=p.planned_looks(), val_images=val_images or metrics.get("val_images"),
                     statistic=p.statistic, min_effect=p.min_effect,
                     test_baseline_accuracy=None if test is None else float(test),
-                    max_samples=p.most_samples())
+                    max_samples=p.most_samples(),
+                    edge_looks=None if plan is None else plan[0],
+                    edge_units=0 if plan is None else plan[1])
 
 
 def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:

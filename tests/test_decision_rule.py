@@ -258,3 +258,29 @@ def test_the_power_line_states_the_exact_tests_power(units, level):
     line = power_line(diffs, level)
     assert line["power"] == 0.8
     assert _sign_flip_power(units, float(line["detectable"]), level) >= 0.785
+
+
+def test_looks_that_cannot_reject_get_no_alpha_for_edges():
+    """The committed studies' design (8 samples on seeds 0 and 1, then 16; six pairs at alpha
+    0.1): looks 1 and 2 have 8 units, whose smallest p (2/2^8 = 0.0078) is above Holm's first
+    step of the even split (0.1 / 3 / 6 = 0.0056), so the even split spent two thirds of alpha
+    on looks that could not reject. Now look 3 gets it all: a 16-unit pair at p 0.01 is an
+    edge (it was not), and an 8-unit pair has level 0 for edges."""
+    from seqsearch.config import load_study
+    from seqsearch.pipeline import criteria
+    from seqsearch.search.order import family
+    from seqsearch.search.plan import dry_run
+
+    study = load_study("seqsearch/studies/vgg11-mnist5k.yaml")
+    crit = criteria(study, {"val_accuracy": BASE}, 1800)
+    assert (crit.looks, crit.edge_looks, crit.edge_units) == (3, 1, 16)
+    assert crit.edge_level == pytest.approx(0.1)
+    pairs = [_verdict("DP", 0.01, 1.0), _verdict("DQ", 0.5, 0.1), _verdict("DE", 0.5, 0.1),
+             _verdict("PQ", 0.5, 0.1), _verdict("PE", 0.5, 0.1),
+             dict(_verdict("QE", 0.0078, 1.0), units=8, informative_units=8)]
+    got = {v["pair"]: v for v in family(pairs, crit)}
+    assert got["DP"]["outcome"] == "order" and got["DP"]["alpha"] == pytest.approx(0.1 / 6)
+    assert got["QE"]["outcome"] == "undecided" and got["QE"]["alpha"] == 0.0
+    plan = dry_run(study)
+    assert plan["min_samples_to_decide"] == 16
+    assert plan["sequential"]["looks_with_edge_alpha"] == 1

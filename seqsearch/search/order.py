@@ -84,6 +84,10 @@ class Criteria:
     min_effect: float = DEFAULT_MIN_EFFECT  # points: the practical size of an order effect
     test_baseline_accuracy: float | None = None  # the test split's reference (None: validation)
     max_samples: int | None = None  # the most units the design lets a pair reach
+    # looks that get alpha for edges (`stats.edge_looks`): None, every look (alpha / looks);
+    # else alpha / edge_looks at looks where a pair has at least `edge_units` units, none below
+    edge_looks: int | None = None
+    edge_units: int = 0
 
     @property
     def drop(self) -> float:
@@ -102,6 +106,11 @@ class Criteria:
     @property
     def level(self) -> float:
         return look_alpha(self.alpha, self.looks)
+
+    @property
+    def edge_level(self) -> float:
+        """The level a look with alpha for edges tests at (Holm over the pairs below it)."""
+        return self.level if self.edge_looks is None else look_alpha(self.alpha, self.edge_looks)
 
 
 def _points(df: pd.DataFrame, split: str = "val") -> list[tuple[float, float]]:
@@ -334,16 +343,24 @@ def family(verdicts: list[dict[str, Any]], crit: Criteria,
     m = len(verdicts)
     eq_level = crit.level / max(1, m)
     rest = [v for v in verdicts if v["pair"] not in kept]
+
+    def spent(v: dict[str, Any]) -> bool:  # is the pair at a look with alpha for edges?
+        return int(v["units"]) >= crit.edge_units
+
     levels = dict(zip((id(v) for v in rest),
-                      holm([v["p_value"] for v in rest], crit.level), strict=True))
+                      holm([v["p_value"] if spent(v) else 1.0 for v in rest],
+                           crit.edge_level), strict=True))
     for v in verdicts:
         k = kept.get(v["pair"])
         level, rejected = (float(k["alpha"]), True) if k else levels[id(v)]
+        if not k and not spent(v):
+            level = 0.0  # its look has no alpha for edges: it cannot reject there
         v["rejected"] = rejected
-        settle(v, level, eq_level, crit, power_level=crit.level / max(1, m))
+        settle(v, level, eq_level, crit, power_level=crit.edge_level / max(1, m))
         del v["rejected"]
         v["family"] = {"pairs": m, "looks": crit.looks, "alpha": crit.alpha,
-                       "method": "Holm over pairs at alpha / looks"}
+                       "edge_looks": crit.edge_looks or crit.looks,
+                       "method": "Holm over pairs at alpha / looks with alpha for edges"}
         if k:
             v["family"]["decided_at_look"] = int(k["look"])
     return verdicts
@@ -507,6 +524,8 @@ def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
                      "tie_threshold": crit.tie_threshold, "budgets": list(crit.budgets),
                      "reference_point": list(crit.reference), "bootstrap": crit.bootstrap,
                      "alpha": crit.alpha, "looks": crit.looks, "level_per_look": crit.level,
+                     "edge_looks": crit.edge_looks or crit.looks,
+                     "edge_level_per_look": crit.edge_level, "edge_units": crit.edge_units,
                      "statistic": crit.statistic, "min_effect": crit.min_effect,
                      "pairs": len(verdicts),
                      "family_levels": {p["pair"]: p["alpha"] for p in verdicts},
@@ -518,7 +537,7 @@ def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
                      "decided_on": "validation split"},
         "noise": noise(table, crit),
         "adaptive_replay": adaptive_replay(table, letters, crit),
-        "null_check": label_swap_null(verdicts, crit.level, crit.min_effect,
+        "null_check": label_swap_null(verdicts, crit.edge_level, crit.min_effect,
                                       draws=NULL_DRAWS, seed=crit.seed),
         "pairs": [{k: v for k, v in p.items() if k != "front"} for p in verdicts],
         "decided": [p["pair"] for p in verdicts if p["outcome"] == "order"],
@@ -540,7 +559,7 @@ def one_look(crit: Criteria) -> Criteria:
     """The criteria of a check that runs once on the probe's first samples and seeds (§4's
     insertions, §6's repetitions): its own family at the full alpha, not split over the pair
     probe's looks (with six checks at alpha / 3 looks, 8 units could never decide one)."""
-    return replace(crit, looks=1, max_samples=None)
+    return replace(crit, looks=1, max_samples=None, edge_looks=None, edge_units=0)
 
 
 def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Sequence[str],

@@ -17,7 +17,7 @@ from typing import Any
 from seqsearch.config import StudyConfig
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
-from seqsearch.search.stats import look_alpha, min_units_for
+from seqsearch.search.stats import edge_looks, look_alpha, min_units_for
 
 # channels, side, classes, training images (official train split) of the known datasets
 KNOWN = {
@@ -55,6 +55,10 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     macs = count_macs(model, (c, side, side))
     letters = [get_stage(s).info.letter for s in study.stages]
     n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)
+    pairs = max(1, n * (n - 1) // 2)
+    plan = edge_looks(study.probe.alpha, study.probe.look_units(), pairs)
+    edge_level = look_alpha(study.probe.alpha,
+                            study.probe.planned_looks() if plan is None else plan[0])
     t = study.train
 
     def epochs_of(letter: str) -> int:
@@ -85,14 +89,17 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
         "tune_trials": study.tune.trials, "tune_stage_trainings_at_most": tune_trainings,
         "epochs": {"baseline": t.epochs, "probe": probe_epochs, "tune_at_most": tune_epochs},
         "estimated_tflops": flops / 1e12,
-        "min_samples_to_decide": min_units(study.probe.alpha, study.probe.planned_looks(),
-                                           n * (n - 1) // 2),
+        "min_samples_to_decide": max(min_units_for(edge_level / pairs),
+                                     0 if plan is None else plan[1]),
         "sequential": {"adaptive": study.probe.adaptive,
                        "planned_looks": study.probe.planned_looks(),
                        "samples": k, "max_samples": study.probe.most_samples(),
                        "sample_looks": study.probe.sample_looks(),
-                       "first_pair_level": study.probe.alpha / study.probe.planned_looks()
-                       / max(1, n * (n - 1) // 2),
+                       "first_pair_level": edge_level / pairs,
+                       # looks whose units cannot reject get no alpha for edges
+                       "looks_with_edge_alpha": len(study.probe.look_units())
+                       if plan is None else plan[0],
+                       "look_units": study.probe.look_units(),
                        "stage_trainings_at_most": n * n * study.probe.most_samples() * s},
         "brute_force": {"orders": orders, "stage_trainings": brute_trainings,
                         "epochs": brute_epochs,

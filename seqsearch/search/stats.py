@@ -188,6 +188,19 @@ def smallest_p(units: int) -> float:
     return 1.0 if units == 0 else min(1.0, 2.0 / 2 ** units)
 
 
+def edge_looks(alpha: float, look_units: Sequence[int], pairs: int
+               ) -> tuple[int, int] | None:
+    """Which looks get alpha for edges: those whose units can reject at Holm's first step of
+    the even split (alpha / looks / pairs); a look that cannot reject spends nothing, and the
+    others share alpha. Returns (looks with alpha, the fewest units among them), or None where
+    every look can reject (or none can): the even split stands."""
+    looks = max(1, len(look_units))
+    can = [u for u in look_units if smallest_p(u) <= alpha / looks / max(1, pairs)]
+    if not can or len(can) == len(look_units):
+        return None
+    return len(can), min(can)
+
+
 def look_alpha(alpha: float, looks: int) -> float:
     """The level each sequential look tests at (Bonferroni over the looks allowed)."""
     return alpha / max(1, looks)
