@@ -210,6 +210,18 @@ class StudyConfig(RunSection):
             raise ValueError("each stage may be listed once")
         return v
 
+    def probe_fixed(self) -> dict[str, Any]:
+        """The params the probe fixes: tuning's (`tune.fixed`), so the verdicts are about the
+        methods the export uses, with `probe.fixed` on top where the study says otherwise (a
+        paper replication). Keys of stages the study does not enable are left out."""
+        enabled = set(self.stages)
+        own = {k: v for k, v in self.tune.fixed.items() if k.split(".", 1)[0] in enabled}
+        return {**own, **self.probe.fixed}
+
+    def tune_fixed(self) -> dict[str, Any]:
+        """The params tuning fixes: `probe.fixed`, with `tune.fixed` on top."""
+        return {**self.probe.fixed, **self.tune.fixed}
+
 
 class StepSection(_Strict):
     stage: str = Field(min_length=1)

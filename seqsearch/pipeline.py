@@ -38,10 +38,11 @@ def study_letters(study: StudyConfig) -> list[str]:
 
 
 def check_fixed(study: StudyConfig) -> None:
-    """probe.fixed holds prefixed params of enabled stages; check them like chain params."""
+    """probe.fixed holds prefixed params of enabled stages; check them (and the tuning params
+    the probe takes over) like chain params."""
     names = {get_stage(n).info.name for n in study.stages}
     by_stage: dict[str, dict[str, Any]] = {}
-    for key, value in study.probe.fixed.items():
+    for key, value in study.probe_fixed().items():
         stage = key.split(".", 1)[0]
         if stage not in names or "." not in key:
             raise SeqsearchError(f"probe.fixed: {key!r} is not 'stage.param' of an enabled "
@@ -49,6 +50,28 @@ def check_fixed(study: StudyConfig) -> None:
         by_stage.setdefault(stage, {})[key] = value
     for stage, params in by_stage.items():
         resolve_params(get_stage(stage).info, params)
+
+
+def methods(study: StudyConfig, fixed: dict[str, Any]) -> dict[str, Any]:
+    """The methods a step runs with: each enabled stage's named choices (quantize.method,
+    distill.init, distill.method, ...) as `fixed` sets them, else "sampled" where the search
+    space draws them, else the stage's default."""
+    from optuna.distributions import CategoricalDistribution
+
+    out: dict[str, Any] = {}
+    for name in study.stages:
+        info = get_stage(name).info
+        for key, default in info.defaults.items():
+            dist = info.space.get(key)
+            named = (isinstance(dist, CategoricalDistribution)
+                     and all(isinstance(c, str) for c in dist.choices))
+            if key in fixed:
+                out[key] = fixed[key]
+            elif named:
+                out[key] = "sampled"
+            elif dist is None and isinstance(default, str):
+                out[key] = default
+    return out
 
 
 def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None = None
@@ -195,7 +218,7 @@ def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
     # every sample a contested pair may reach: Sobol points are a sequence, so the first K
     # are the same whatever the total
     samples = make_samples(study.stages, study.probe.most_samples(), study.probe.sampler_seed,
-                           study.probe.fixed)
+                           study.probe_fixed())
     atomic.write_json(out_dir / "samples.json", samples)
     executor = ChainExecutor(study, base, out_dir / "cache", study.probe.thresholds)
     return Prober(out_dir, open_storage(storage, out_dir), f"{study.name}-probe", executor,
@@ -232,6 +255,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
         summary["brute_force"] = brute_summary(ranking, pairwise, crit)
         atomic.write_json(out_dir / "brute.json", summary["brute_force"])
     summary["totals"] = prober.totals()
+    summary["methods"] = methods(study, study.probe_fixed())
     atomic.write_json(out_dir / "probe.json", summary)
     return summary
 
@@ -320,7 +344,7 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
     from seqsearch.search.tune import TuneOptions, subchains, warm_start
 
     t = study.tune
-    fixed = {**study.probe.fixed, **t.fixed}
+    fixed = study.tune_fixed()
     b = t.budget if budget is None else budget
     if not 0 <= b <= 100:
         raise SeqsearchError(f"--budget {b}: must lie in [0, 100] (accuracy-drop points)")

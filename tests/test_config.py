@@ -62,3 +62,50 @@ def test_baseline_key_changes_with_settings(tmp_path):
     b = load_study(write(tmp_path, BASE + "train: {epochs: 3}\n"))
     assert a.baseline_key() != b.baseline_key()
     assert a.baseline_key() == load_study(write(tmp_path, BASE)).baseline_key()
+
+
+def test_the_probe_takes_tunings_methods_unless_the_study_says_otherwise():
+    """tune.fixed reaches the probe (its verdicts are then about the exported methods);
+    probe.fixed still wins (a paper replication), and keys of stages not enabled stay out."""
+    from seqsearch.config import parse_study
+
+    raw = {"version": 1, "name": "x", "model": {"name": "resnet8"},
+           "stages": ["distill", "quantize"],
+           "tune": {"fixed": {"quantize.method": "lsq", "distill.init": "teacher",
+                              "prune.importance": "taylor"}}}
+    study = parse_study(raw)
+    assert study.probe_fixed() == {"quantize.method": "lsq", "distill.init": "teacher"}
+    paper = parse_study({**raw, "probe": {"fixed": {"quantize.method": "dorefa"}}})
+    assert paper.probe_fixed() == {"quantize.method": "dorefa", "distill.init": "teacher"}
+    assert paper.tune_fixed()["quantize.method"] == "lsq"
+
+
+def test_committed_studies_keep_the_methods_they_ran_with():
+    """The committed CPU studies' probes ran DoReFa and a student from scratch, the paper
+    studies DoReFa with heads-only exits: set in their files, so the new default (the probe
+    takes tuning's methods) does not change what they replay."""
+    from pathlib import Path
+
+    from seqsearch.config import load_study
+    from seqsearch.pipeline import methods
+
+    root = Path(__file__).parent.parent / "seqsearch" / "studies"
+    for name in ("vgg11-mnist5k", "resnet20-mnist5k"):
+        s = load_study(root / f"{name}.yaml")
+        got = methods(s, s.probe_fixed())
+        assert got["quantize.method"] == "dorefa" and got["distill.init"] == "scratch"
+        assert methods(s, s.tune_fixed())["quantize.method"] == "lsq"
+    for path in sorted((root / "paper").glob("*.yaml")):
+        got = methods(load_study(path), load_study(path).probe_fixed())
+        assert got["quantize.method"] == "dorefa" and got["early_exit.training"] == "heads"
+
+
+def test_the_page_says_which_methods_the_verdicts_saw():
+    from seqsearch.report.verdicts import methods_text
+
+    text = methods_text({"quantize.method": "dorefa", "distill.init": "scratch"},
+                        {"quantize.method": "lsq", "distill.init": "scratch"})
+    assert "quantize.method dorefa" in text and "tunes with quantize.method lsq" in text
+    assert "does not use" in text
+    same = methods_text({"quantize.method": "lsq"}, {"quantize.method": "lsq"})
+    assert same.startswith("Verdicts measured with the methods the export uses")

@@ -271,3 +271,32 @@ def test_samples_that_drew_the_same_params_are_one_candidate_and_counted_as_such
 
     assert measured_counts(pd.read_csv(tmp_path / "runs.csv"), got) == {
         "points": 1, "runs_csv_points": 2}
+
+
+@pytest.mark.parametrize("probe_fixed, pooled", [(None, True), ({"quantize.method": "dorefa"},
+                                                                False)])
+def test_a_warm_start_is_the_probe_point_when_probe_and_tune_fix_the_same(probe_fixed, pooled):
+    """The seed pooling the docstring promises: with the probe taking tuning's fixed params (the
+    default), a warm-start trial's steps are its probe point's, so the two share a key and the
+    trial's confirmation runs join the probe's seeds. A study whose probe fixes other methods
+    (a paper replication) has trials of other chains: nothing to pool, as it says."""
+    import optuna
+
+    from seqsearch.config import parse_study
+    from seqsearch.search.confirm import _point_steps
+    from seqsearch.search.probe import make_samples
+    from seqsearch.search.tune import Objective, TuneOptions, warm_start
+
+    study = parse_study({"version": 1, "name": "x", "model": {"name": "resnet8"},
+                         "stages": ["prune", "quantize"],
+                         "probe": {"fixed": probe_fixed or {}},
+                         "tune": {"fixed": {"quantize.method": "lsq"}}})
+    samples = make_samples(study.stages, 2, 0, study.probe_fixed())
+    runs = pd.DataFrame([{"kind": "pair", "order": "PQ", "sample": 1, "seed": s, "tau": None,
+                          "val_accuracy": 0.979, "val_bitops_cr": 50.0} for s in (0, 1)])
+    (params,) = warm_start(runs, samples, study.tune_fixed(), BASE, 1.0, 1)
+    opts = TuneOptions(chains=("PQ", "P", "Q"), trials=1, budget=1.0,
+                       fixed=tuple(sorted(study.tune_fixed().items())))
+    _, steps = Objective(None, opts).steps_for(optuna.trial.FixedTrial(params))
+    trial = [[s.stage, dict(s.params)] for s in plan(steps)]
+    assert (trial == _point_steps(runs.iloc[0], samples)) is pooled

@@ -61,7 +61,17 @@ def _verdicts(r: Results) -> str:
             "<th>level</th><th>units</th><th>seeds</th><th>confidence</th>"
             "<th>power line</th></tr>" + "".join(rows) + "</table>"
             + f"<p>{_e(rule_text(r.order['criteria']))} Undecided pairs leave both orders as "
-              "candidates.</p>")
+              f"candidates.</p><p><b>Methods:</b> {_e(_methods(r))}</p>")
+
+
+def _methods(r: Results) -> str:
+    """The methods the verdicts saw (probe.json's, else the study's probe params) against the
+    export's."""
+    from seqsearch.pipeline import methods
+    from seqsearch.report.verdicts import methods_text
+
+    probe = r.probe.get("methods") or methods(r.study, r.study.probe_fixed())
+    return methods_text(probe, methods(r.study, r.study.tune_fixed()))
 
 
 def _noise(r: Results) -> str:
