@@ -109,6 +109,9 @@ class ProbeSection(_Strict):
         default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01], min_length=1)
     bootstrap: int = Field(default=200, ge=0, le=100_000)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    # the pairs to probe, as two stage letters each (e.g. [DE, PE, QE]); None: every pair.
+    # The letters are checked against the enabled stages when the probe starts
+    pairs: list[str] | None = Field(default=None, min_length=1)
 
     def most_samples(self) -> int:
         """The samples a pair may reach: `max_samples` with adaptive sampling, else `samples`."""
@@ -136,6 +139,23 @@ class ProbeSection(_Strict):
         """Looks the sequential design may take (1 for a fixed design): every seed, then
         every batch of added samples. Each tests at alpha / planned looks."""
         return len(self.seeds) + len(self.sample_looks()) if self.adaptive else 1
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        seen: set[frozenset[str]] = set()
+        for pair in v:
+            if not isinstance(pair, str) or len(pair) != 2 or pair[0] == pair[1] \
+                    or not pair.isalpha():
+                raise ValueError(f"{pair!r} is not a pair of two different stage letters "
+                                 "(e.g. DE)")
+            key = frozenset(pair.upper())
+            if key in seen:
+                raise ValueError(f"{pair!r}: the pair is listed twice (in either order)")
+            seen.add(key)
+        return [p.upper() for p in v]
 
     @field_validator("seeds")
     @classmethod

@@ -37,6 +37,23 @@ def study_letters(study: StudyConfig) -> list[str]:
     return [get_stage(name).info.letter for name in study.stages]
 
 
+def study_pairs(study: StudyConfig) -> list[str]:
+    """The pairs the probe runs, each in the enabled stages' order (`probe.pairs`, else
+    every pair); a letter that is not an enabled stage is an error naming the key."""
+    letters = study_letters(study)
+    every = [a + b for i, a in enumerate(letters) for b in letters[i + 1:]]
+    if study.probe.pairs is None:
+        return every
+    out = []
+    for pair in study.probe.pairs:
+        missing = [c for c in pair if c not in letters]
+        if missing:
+            raise SeqsearchError(f"probe.pairs: {pair!r} names {', '.join(missing)}, not an "
+                                 f"enabled stage (enabled: {''.join(letters)})")
+        out.append(pair if pair in every else pair[::-1])
+    return [p for p in every if p in out]
+
+
 def check_fixed(study: StudyConfig) -> None:
     """probe.fixed holds prefixed params of enabled stages; check them (and the tuning params
     the probe takes over) like chain params."""
@@ -80,8 +97,8 @@ def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None
 
     p = study.probe
     test = metrics.get("test_accuracy")
-    n = len(study.stages)
-    plan = edge_looks(p.alpha, p.look_units(), n * (n - 1) // 2)
+    pairs = study_pairs(study)
+    plan = edge_looks(p.alpha, p.look_units(), len(pairs))
     return Criteria(float(metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
                     tuple(p.budgets), p.bootstrap, p.sampler_seed, alpha=p.alpha,
                     looks=p.planned_looks(), val_images=val_images or metrics.get("val_images"),
@@ -89,7 +106,8 @@ def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None
                     test_baseline_accuracy=None if test is None else float(test),
                     max_samples=p.most_samples(),
                     edge_looks=None if plan is None else plan[0],
-                    edge_units=0 if plan is None else plan[1])
+                    edge_units=0 if plan is None else plan[1],
+                    pairs=None if p.pairs is None else tuple(pairs))
 
 
 def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:
@@ -119,14 +137,16 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
     letters = study_letters(study)
     p = study.probe
     k, seeds = p.samples, p.seeds
+    chosen = None if p.pairs is None else study_pairs(study)
     looks: list[dict[str, Any]] = []
     kept: dict[str, dict[str, Any]] = {}  # edges decided at an interim look: they stand
+    first = "all" if chosen is None else chosen
     if not p.adaptive:
-        prober.run(pair_units(letters, k, seeds))
-        looks.append({"look": 1, "seeds": list(seeds), "samples": k, "pairs": "all"})
+        prober.run(pair_units(letters, k, seeds, pairs=chosen))
+        looks.append({"look": 1, "seeds": list(seeds), "samples": k, "pairs": first})
     else:
-        prober.run(pair_units(letters, k, seeds[:1]))
-        looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": "all"})
+        prober.run(pair_units(letters, k, seeds[:1], pairs=chosen))
+        looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": first})
         for i, seed in enumerate(seeds[1:], start=1):
             open_pairs = open_at_look(prober.table(), letters, crit, k, seeds[:i],
                                       kept=kept, look=looks[-1])
@@ -163,7 +183,8 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
     return {"adaptive": p.adaptive, "looks": looks, "planned_looks": crit.looks,
             "kept": kept,
             "stage_trainings": sum(u["trained"] for u in units),
-            "fixed_allocation_stage_trainings": n * n * p.most_samples() * len(seeds),
+            "fixed_allocation_stage_trainings":
+                (len(study_pairs(study)) * 2 + n) * p.most_samples() * len(seeds),
             "seeds_per_pair": {v["pair"]: v["seeds"] for v in final},
             "samples_per_pair": {v["pair"]: v["units"] for v in final}}
 
@@ -232,6 +253,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     check_fixed(study)
     if len(letters) < 2:
         raise SeqsearchError("stages: a probe needs at least two enabled stages")
+    study_pairs(study)  # probe.pairs names enabled stages only
     base = get_baseline(study, out_dir=out_dir)
     record_environment(out_dir, "probe", base.data.train.x.device, study.train)
     prober = make_prober(study, out_dir, storage, base)

@@ -109,3 +109,43 @@ def test_the_page_says_which_methods_the_verdicts_saw():
     assert "does not use" in text
     same = methods_text({"quantize.method": "lsq"}, {"quantize.method": "lsq"})
     assert same.startswith("Verdicts measured with the methods the export uses")
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["DEE"], "not a pair of two different stage letters"),
+    (["DD"], "not a pair of two different stage letters"),
+    (["D1"], "not a pair of two different stage letters"),
+    (["DE", "ED"], "listed twice"),
+    ([], "at least 1"),
+])
+def test_probe_pairs_are_checked_strictly(pairs, message):
+    from seqsearch.config import parse_study
+    from seqsearch.errors import SeqsearchError
+
+    with pytest.raises(SeqsearchError, match=message) as err:
+        parse_study({"version": 1, "name": "x", "model": {"name": "resnet8"},
+                     "probe": {"pairs": pairs}}, "s.yaml")
+    assert "probe.pairs" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_probe_pairs_name_enabled_stages_and_narrow_the_probe():
+    """[ed, PE, QE] is the E control's subset: normalised to the stages' order; a letter of a
+    stage the study does not enable is an error naming the key; the dry run and the family
+    count only those pairs."""
+    from seqsearch.config import parse_study
+    from seqsearch.errors import SeqsearchError
+    from seqsearch.pipeline import criteria, study_pairs
+    from seqsearch.search.plan import dry_run
+    from seqsearch.search.probe import pair_units
+
+    raw = {"version": 1, "name": "x", "model": {"name": "resnet8"},
+           "probe": {"pairs": ["ed", "PE", "QE"]}}
+    study = parse_study(raw)
+    assert study_pairs(study) == ["DE", "PE", "QE"]
+    units = pair_units("DPQE", 1, [0], pairs=study_pairs(study))
+    assert {u.order for u in units if u.kind == "pair"} == {"DE", "ED", "PE", "EP", "QE", "EQ"}
+    assert dry_run(study)["pairs"] == ["DE", "PE", "QE"]
+    assert criteria(study, {"val_accuracy": 0.98}, 100).pairs == ("DE", "PE", "QE")
+    bad = parse_study({**raw, "stages": ["distill", "prune", "quantize"]})
+    with pytest.raises(SeqsearchError, match="probe.pairs: 'ED' names E, not an enabled"):
+        study_pairs(bad)

@@ -284,3 +284,17 @@ def test_looks_that_cannot_reject_get_no_alpha_for_edges():
     plan = dry_run(study)
     assert plan["min_samples_to_decide"] == 16
     assert plan["sequential"]["looks_with_edge_alpha"] == 1
+
+
+def test_decide_judges_only_the_pairs_probed():
+    """A re-probe of a subset (probe.pairs) in a folder that holds other pairs' rows: the
+    family is the subset, so the others neither appear nor dilute its Holm levels."""
+    from dataclasses import replace
+
+    rng = random.Random(4)
+    table = pd.concat([planted_rows(rng, 0.02), planted_rows(rng, 0.0, orders=("AC", "CA"))])
+    every = decide(table, ["A", "B", "C"], CRIT)
+    subset = decide(table, ["A", "B", "C"], replace(CRIT, pairs=("AB",)))
+    assert [p["pair"] for p in every["pairs"]] == ["AB", "AC"]
+    assert [p["pair"] for p in subset["pairs"]] == ["AB"]
+    assert subset["pairs"][0]["family"]["pairs"] == 1

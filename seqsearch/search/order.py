@@ -88,6 +88,7 @@ class Criteria:
     # else alpha / edge_looks at looks where a pair has at least `edge_units` units, none below
     edge_looks: int | None = None
     edge_units: int = 0
+    pairs: tuple[str, ...] | None = None  # the pairs probed (`probe.pairs`); None: every pair
 
     @property
     def drop(self) -> float:
@@ -320,6 +321,8 @@ def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
     rows = table[table["kind"] == kind] if "kind" in table else table
     out = []
     for a, b in itertools.combinations(letters, 2):
+        if crit.pairs is not None and a + b not in crit.pairs:
+            continue  # not probed by this study (rows from another probe may be there)
         ab, ba = rows[rows["order"] == a + b], rows[rows["order"] == b + a]
         if ab.empty or ba.empty:
             continue

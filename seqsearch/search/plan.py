@@ -55,7 +55,9 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     macs = count_macs(model, (c, side, side))
     letters = [get_stage(s).info.letter for s in study.stages]
     n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)
-    pairs = max(1, n * (n - 1) // 2)
+    from seqsearch.pipeline import study_pairs
+
+    pairs = max(1, len(study_pairs(study)))  # `probe.pairs`, else every pair
     plan = edge_looks(study.probe.alpha, study.probe.look_units(), pairs)
     edge_level = look_alpha(study.probe.alpha,
                             study.probe.planned_looks() if plan is None else plan[0])
@@ -64,10 +66,12 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     def epochs_of(letter: str) -> int:
         return behaviour.epochs(letter, t)
 
-    first = n * k * s
-    second = n * (n - 1) * k * s
-    probe_epochs = k * s * (sum(epochs_of(a) for a in letters)
-                            + sum(epochs_of(b) for a in letters for b in letters if a != b))
+    chosen = study_pairs(study)
+    used = [a for a in letters if any(a in p for p in chosen)]
+    first = len(used) * k * s
+    second = 2 * pairs * k * s
+    probe_epochs = k * s * (sum(epochs_of(a) for a in used)
+                            + sum(epochs_of(p[0]) + epochs_of(p[1]) for p in chosen))
     tune_trainings = study.tune.trials * n
     tune_epochs = study.tune.trials * sum(epochs_of(a) for a in letters)
     total_epochs = t.epochs + probe_epochs + tune_epochs
@@ -83,9 +87,10 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
         "study": study.name, "model": study.model.name, "data": d.name,
         "input": [c, side, side], "classes": classes, "train_images": train_images,
         "baseline_macs": macs, "stages": "".join(letters),
-        "probe_runs": first + n * (n - 1) * k * s,
+        "probe_runs": first + second,
+        "pairs": study_pairs(study),
         "probe_stage_trainings": first + second,
-        "probe_stage_trainings_without_cache": 2 * n * (n - 1) * k * s + first,
+        "probe_stage_trainings_without_cache": 2 * second + first,
         "tune_trials": study.tune.trials, "tune_stage_trainings_at_most": tune_trainings,
         "epochs": {"baseline": t.epochs, "probe": probe_epochs, "tune_at_most": tune_epochs},
         "estimated_tflops": flops / 1e12,
