@@ -67,6 +67,8 @@ from seqsearch.stages import get_stage
 FRESH_SEED_OFFSET = 7919  # the k-th fresh confirmation seed is the study's + k times this
 FRESH_SEEDS = 2  # fresh seeds a re-run candidate gets: its judging runs
 ROUNDS = 3  # confirmation rounds at most: the first n candidates, then n more per round
+EDGE_WINDOW = 3.0  # σ_run from points whose mean drop is within this many budgets
+MIN_DOF = 10  # fewer repeats than this near the edge: σ_run from every measured point
 RUN_FIGURES = ("val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr", "cr")
 
 
@@ -360,16 +362,24 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
     (each model counted once: an E model's τ rows share its weight), else over the re-run
     candidates' judging runs, else the binomial image noise of the validation split; the
     winner's-curse prior from every probe point and tuning trial."""
-    per_model: dict[str, int] = {}
-    for c in measured:
-        per_model[c.model] = per_model.get(c.model, 0) + 1
-
     def drops(c: Candidate) -> list[float]:
         return [100 * (base_val - float(r["val_accuracy"])) for r in c.judging]
 
-    sd, dof = pooled_sd([drops(c) for c in measured],
-                        [1 / per_model[c.model] for c in measured])
-    where = f"{len(per_model)} models measured on two or more seeds ({dof:.0f} dof)"
+    # Noise grows with the drop (a broken chain's seeds land points apart), and the bound is
+    # about chains at the budget's edge: σ_run from the points whose mean drop is within
+    # EDGE_WINDOW budgets (under normal noise a pair's mean and its difference are
+    # independent, so choosing points by their mean does not bias the spread), all of them
+    # where too few are.
+    edge = max(1.0, EDGE_WINDOW * budget)
+    near = [c for c in measured if sum(drops(c)) / max(1, len(drops(c))) <= edge]
+    pool_of = near if sum(len(c.judging) - 1 for c in near) >= MIN_DOF else list(measured)
+    per_model: dict[str, int] = {}
+    for c in pool_of:
+        per_model[c.model] = per_model.get(c.model, 0) + 1
+    sd, dof = pooled_sd([drops(c) for c in pool_of],
+                        [1 / per_model[c.model] for c in pool_of])
+    where = (f"{len(per_model)} models measured on two or more seeds ({dof:.0f} dof"
+             + (f", mean drop within {edge:g} points)" if pool_of is near else ")"))
     if sd is None:
         sd, dof = pooled_sd([drops(c) for c in confirmed])
         where = f"the confirmation runs of {len(confirmed)} candidates ({dof:.0f} dof)"

@@ -67,10 +67,10 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
         return behaviour.epochs(letter, t)
 
     chosen = study_pairs(study)
-    used = [a for a in letters if any(a in p for p in chosen)]
-    first = len(used) * k * s
+    probed = [a for a in letters if any(a in p for p in chosen)]
+    first = len(probed) * k * s
     second = 2 * pairs * k * s
-    probe_epochs = k * s * (sum(epochs_of(a) for a in used)
+    probe_epochs = k * s * (sum(epochs_of(a) for a in probed)
                             + sum(epochs_of(p[0]) + epochs_of(p[1]) for p in chosen))
     tune_trainings = study.tune.trials * n
     tune_epochs = study.tune.trials * sum(epochs_of(a) for a in letters)
