@@ -73,7 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{d.name}: budget {budget:g}, confidence {args.confidence:g}; sigma_run "
           f"{rule.sigma_run:.3f} from {rule.sigma_from}")
     print(f"  old rule exported {ex['chain']} ({ex['from']} {ex['id']}): mean test drop "
-          f"{old_test:+.2f} over {n} runs, test BitOpsCR {old_cr:.0f}x")
+          f"{old_test:+.2f} over {n} runs, test BitOpsCR {old_cr:.0f}x (geometric mean)")
+    was = next((c for c in measured + rerun if c.chain == ex["chain"] and c.ident == ex["id"]),
+               None)
+    if was is not None and was.judging:
+        w = judged(was)
+        print(f"    under the bound: {w['judging_runs']} judging run(s) (seeds "
+              f"{w['judging_seeds']}), mean val drop {w['mean_val_drop']:+.2f}, bound "
+              f"{w['bound']:.2f}, margin {w['margin']:+.2f}")
     if best is None:
         print("  the bound passes no candidate the committed export ran: infeasible")
         return 0
