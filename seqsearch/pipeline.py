@@ -528,12 +528,13 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
 
 def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                  storage: str | None = None) -> dict[str, Any] | None:
-    """Confirm the best candidates of probe, brute force and tune on a fresh seed, judge the
+    """Confirm the best candidates of probe, brute force and tune on fresh seeds, judge the
     probe and brute-force points already measured on two or more seeds as they are, and export
-    the winner as chain.yaml (apply format: `metrics` of the exported model, plus `source`,
-    `feasible` and `confirmation`, each saying which seeds judged it) and model.pt; every
-    candidate's figures go to confirm.json. Never exports nothing while anything was
-    measured."""
+    the most compressed one whose predictive bound holds at `tune.confidence` as chain.yaml
+    (apply format: `metrics` of the exported model, plus `source`, `feasible` and
+    `confirmation` with the bound, σ_run and margin, each saying which seeds judged it) and
+    model.pt; every candidate's figures go to confirm.json. Never exports nothing while
+    anything was measured."""
     import optuna
 
     from seqsearch.chain import runner_for, save_model

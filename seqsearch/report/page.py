@@ -132,11 +132,11 @@ def bound_text(c: dict[str, Any], budget: float | None) -> str:
 
 
 def _judged(candidates: list[dict[str, Any]]) -> str:
-    """How many candidates were re-run on a fresh seed, and how many judged on the seeds the
+    """How many candidates were re-run on fresh seeds, and how many judged on the seeds the
     probe or brute force had already run (no `from` in a run: an older confirm.json)."""
     rerun = sum(any(x.get("from", "confirm") == "confirm" for x in c["runs"])
                 for c in candidates)
-    text = f"{rerun} candidates were re-run on a fresh seed"
+    text = f"{rerun} candidates were re-run on fresh seeds"
     taken = len(candidates) - rerun
     return text + (f", {taken} judged on seeds already measured" if taken else "")
 
