@@ -1,8 +1,9 @@
 """Apply a list of (stage, params) to a baseline, with a prefix cache and per-stage metrics.
 
 The prefix cache: the model after stages 1..k is saved (atomically) under a hash of the
-baseline, those k stages with their training params, and the training settings and seed, so a
-second chain that shares a prefix trains only its new stages. Policy params that cost no
+baseline, those k stages with their training params, and the training settings and seed (and,
+for k ≥ 2, the stage-seed derivation's version), so a second chain that shares a prefix trains
+only its new stages. Policy params that cost no
 training (E's τ and criterion) are left out of the key and set after loading.
 """
 
@@ -28,6 +29,17 @@ from seqsearch.stages import StageContext, behaviour, get_stage, resolve_params
 from seqsearch.train import predict, seed_everything, torch_threads
 
 MODEL_FORMAT = 1
+# Stage j of a run with seed s trains with seed s + j * STAGE_SEED_STRIDE: distinct for every
+# run seed below the stride (probe seeds, the study seed, the fresh confirmation seeds), where
+# s + j let probe seed 0's second stage share seed 1's first stage's RNG.
+STAGE_SEED_STRIDE = 1_000_003
+STAGE_SEEDS = 2  # the derivation's version, in the prefix key of chains of two or more stages
+
+
+def stage_seed(run_seed: int, index: int) -> int:
+    """The RNG seed stage `index` (0-based) of a run with `run_seed` trains with. The first
+    stage keeps the run seed, so one-stage prefix-cache entries stay valid."""
+    return run_seed + index * STAGE_SEED_STRIDE
 
 
 @dataclass(frozen=True)
@@ -206,10 +218,11 @@ class ChainRunner:
              "seed": self.ctx.seed}, sort_keys=True, default=str)
 
     def prefix_key(self, steps: Sequence[Step]) -> str:
-        payload = json.dumps(
-            {"base": self.base_key, "settings": self._settings_key,
-             "steps": [[s.stage, s.training_params()] for s in steps]},
-            sort_keys=True, default=str)
+        body: dict[str, Any] = {"base": self.base_key, "settings": self._settings_key,
+                                "steps": [[s.stage, s.training_params()] for s in steps]}
+        if len(steps) > 1:  # trained with `stage_seed`'s seeds: not the entries of s + j
+            body["stage_seeds"] = STAGE_SEEDS
+        payload = json.dumps(body, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
     def _paths(self, steps: Sequence[Step]) -> tuple[Path, Path] | None:
@@ -252,7 +265,7 @@ class ChainRunner:
             step = steps[j]
             stage = get_stage(step.stage)
             ctx = copy.copy(self.ctx)
-            ctx.seed = self.ctx.seed + j
+            ctx.seed = stage_seed(self.ctx.seed, j)
             ctx.label = f"{letters(steps[: j + 1])}: "
             t0 = time.perf_counter()
             pinned = self.stage_threads[j] if self.stage_threads is not None else None

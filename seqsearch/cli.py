@@ -184,8 +184,10 @@ def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
     print(f"verdicts: {q['planned_looks']} planned look(s) "
           + (f"(seeds, then samples at {', '.join(map(str, q['sample_looks']))}) "
              if q["sample_looks"] else "")
-          + f"from {q['samples']} to at most {q['max_samples']} samples per pair; the first "
-          f"pair of Holm's family tests at {q['first_pair_level']:.3g}; at most "
+          + f"from {q['samples']} to at most {q['max_samples']} samples per pair; "
+          + (f"{q['looks_with_edge_alpha']} of them can decide an edge and share alpha; "
+             if q["looks_with_edge_alpha"] < q["planned_looks"] else "")
+          + f"the first pair of Holm's family tests at {q['first_pair_level']:.3g}; at most "
           f"{q['stage_trainings_at_most']} pair-probe stage trainings")
     pilot = plan.get("pilot_power")
     if pilot is None:
@@ -541,8 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("export", help="re-run the best candidates on a fresh seed and export "
-                       "the best confirmed chain (chain.yaml, model.pt, model.onnx)")
+    p = sub.add_parser("export", help="re-run the best candidates on fresh seeds and export "
+                       "the best chain whose predictive bound holds (chain.yaml, model.pt, "
+                       "model.onnx)")
     p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
     p.add_argument("--out", help="study folder (default: the study's output setting)")
     p.add_argument("--storage", help="Optuna storage of the tuning study (default: the journal "

@@ -129,6 +129,9 @@ class ProbeSection(_Strict):
         default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01], min_length=1)
     bootstrap: int = Field(default=200, ge=0, le=100_000)
     fixed: dict[str, Any] = Field(default_factory=dict)
+    # the pairs to probe, as two stage letters each (e.g. [DE, PE, QE]); None: every pair.
+    # The letters are checked against the enabled stages when the probe starts
+    pairs: list[str] | None = Field(default=None, min_length=1)
 
     def most_samples(self) -> int:
         """The samples a pair may reach: `max_samples` with adaptive sampling, else `samples`."""
@@ -145,10 +148,34 @@ class ProbeSection(_Strict):
             counts.append(k)
         return counts
 
+    def look_units(self) -> list[int]:
+        """The units (parameter samples) a pair has at each planned look: `samples` at every
+        seed look, then each added-sample look's count."""
+        if not self.adaptive:
+            return [self.samples]
+        return [self.samples] * len(self.seeds) + self.sample_looks()
+
     def planned_looks(self) -> int:
         """Looks the sequential design may take (1 for a fixed design): every seed, then
         every batch of added samples. Each tests at alpha / planned looks."""
         return len(self.seeds) + len(self.sample_looks()) if self.adaptive else 1
+
+    @field_validator("pairs")
+    @classmethod
+    def _pairs(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        seen: set[frozenset[str]] = set()
+        for pair in v:
+            if not isinstance(pair, str) or len(pair) != 2 or pair[0] == pair[1] \
+                    or not pair.isalpha():
+                raise ValueError(f"{pair!r} is not a pair of two different stage letters "
+                                 "(e.g. DE)")
+            key = frozenset(pair.upper())
+            if key in seen:
+                raise ValueError(f"{pair!r}: the pair is listed twice (in either order)")
+            seen.add(key)
+        return [p.upper() for p in v]
 
     @field_validator("seeds")
     @classmethod
@@ -167,7 +194,9 @@ class TuneSection(_Strict):
     prune_slack: float = Field(default=1.0, ge=0.0, le=100.0)
     startup_trials: int = Field(default=5, ge=1, le=10_000)
     warm_start: int = Field(default=8, ge=0, le=10_000)  # measured points queued on top
-    confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on a fresh seed
+    confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on fresh seeds
+    # the chance the exported chain's mean test drop is within the budget (search.bound)
+    confidence: float = Field(default=0.9, ge=0.5, lt=1.0)
 
 
 class RunSection(_Strict):
@@ -232,6 +261,18 @@ class StudyConfig(RunSection):
         if len(set(v)) != len(v):
             raise ValueError("each stage may be listed once")
         return v
+
+    def probe_fixed(self) -> dict[str, Any]:
+        """The params the probe fixes: tuning's (`tune.fixed`), so the verdicts are about the
+        methods the export uses, with `probe.fixed` on top where the study says otherwise (a
+        paper replication). Keys of stages the study does not enable are left out."""
+        enabled = set(self.stages)
+        own = {k: v for k, v in self.tune.fixed.items() if k.split(".", 1)[0] in enabled}
+        return {**own, **self.probe.fixed}
+
+    def tune_fixed(self) -> dict[str, Any]:
+        """The params tuning fixes: `probe.fixed`, with `tune.fixed` on top."""
+        return {**self.probe.fixed, **self.tune.fixed}
 
 
 class StepSection(_Strict):

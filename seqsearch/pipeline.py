@@ -37,11 +37,29 @@ def study_letters(study: StudyConfig) -> list[str]:
     return [get_stage(name).info.letter for name in study.stages]
 
 
+def study_pairs(study: StudyConfig) -> list[str]:
+    """The pairs the probe runs, each in the enabled stages' order (`probe.pairs`, else
+    every pair); a letter that is not an enabled stage is an error naming the key."""
+    letters = study_letters(study)
+    every = [a + b for i, a in enumerate(letters) for b in letters[i + 1:]]
+    if study.probe.pairs is None:
+        return every
+    out = []
+    for pair in study.probe.pairs:
+        missing = [c for c in pair if c not in letters]
+        if missing:
+            raise SeqsearchError(f"probe.pairs: {pair!r} names {', '.join(missing)}, not an "
+                                 f"enabled stage (enabled: {''.join(letters)})")
+        out.append(pair if pair in every else pair[::-1])
+    return [p for p in every if p in out]
+
+
 def check_fixed(study: StudyConfig) -> None:
-    """probe.fixed holds prefixed params of enabled stages; check them like chain params."""
+    """probe.fixed holds prefixed params of enabled stages; check them (and the tuning params
+    the probe takes over) like chain params."""
     names = {get_stage(n).info.name for n in study.stages}
     by_stage: dict[str, dict[str, Any]] = {}
-    for key, value in study.probe.fixed.items():
+    for key, value in study.probe_fixed().items():
         stage = key.split(".", 1)[0]
         if stage not in names or "." not in key:
             raise SeqsearchError(f"probe.fixed: {key!r} is not 'stage.param' of an enabled "
@@ -51,16 +69,45 @@ def check_fixed(study: StudyConfig) -> None:
         resolve_params(get_stage(stage).info, params)
 
 
+def methods(study: StudyConfig, fixed: dict[str, Any]) -> dict[str, Any]:
+    """The methods a step runs with: each enabled stage's named choices (quantize.method,
+    distill.init, distill.method, ...) as `fixed` sets them, else "sampled" where the search
+    space draws them, else the stage's default."""
+    from optuna.distributions import CategoricalDistribution
+
+    out: dict[str, Any] = {}
+    for name in study.stages:
+        info = get_stage(name).info
+        for key, default in info.defaults.items():
+            dist = info.space.get(key)
+            named = (isinstance(dist, CategoricalDistribution)
+                     and all(isinstance(c, str) for c in dist.choices))
+            if key in fixed:
+                out[key] = fixed[key]
+            elif named:
+                out[key] = "sampled"
+            elif dist is None and isinstance(default, str):
+                out[key] = default
+    return out
+
+
 def criteria(study: StudyConfig, metrics: dict[str, Any], val_images: int | None = None
              ) -> Criteria:
+    from seqsearch.search.stats import edge_looks
+
     p = study.probe
     test = metrics.get("test_accuracy")
+    pairs = study_pairs(study)
+    plan = edge_looks(p.alpha, p.look_units(), len(pairs))
     return Criteria(float(metrics["val_accuracy"]), p.max_drop, p.tie_threshold,
                     tuple(p.budgets), p.bootstrap, p.sampler_seed, alpha=p.alpha,
                     looks=p.planned_looks(), val_images=val_images or metrics.get("val_images"),
                     statistic=p.statistic, min_effect=p.min_effect,
                     test_baseline_accuracy=None if test is None else float(test),
-                    max_samples=p.most_samples())
+                    max_samples=p.most_samples(),
+                    edge_looks=None if plan is None else plan[0],
+                    edge_units=0 if plan is None else plan[1],
+                    pairs=None if p.pairs is None else tuple(pairs))
 
 
 def val_split_size(study: StudyConfig, metrics: dict[str, Any]) -> int | None:
@@ -90,15 +137,19 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
     letters = study_letters(study)
     p = study.probe
     k, seeds = p.samples, p.seeds
+    chosen = None if p.pairs is None else study_pairs(study)
     looks: list[dict[str, Any]] = []
+    kept: dict[str, dict[str, Any]] = {}  # edges decided at an interim look: they stand
+    first = "all" if chosen is None else chosen
     if not p.adaptive:
-        prober.run(pair_units(letters, k, seeds))
-        looks.append({"look": 1, "seeds": list(seeds), "samples": k, "pairs": "all"})
+        prober.run(pair_units(letters, k, seeds, pairs=chosen))
+        looks.append({"look": 1, "seeds": list(seeds), "samples": k, "pairs": first})
     else:
-        prober.run(pair_units(letters, k, seeds[:1]))
-        looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": "all"})
+        prober.run(pair_units(letters, k, seeds[:1], pairs=chosen))
+        looks.append({"look": 1, "seeds": seeds[:1], "samples": k, "pairs": first})
         for i, seed in enumerate(seeds[1:], start=1):
-            open_pairs = open_at_look(prober.table(), letters, crit, k, seeds[:i])
+            open_pairs = open_at_look(prober.table(), letters, crit, k, seeds[:i],
+                                      kept=kept, look=looks[-1])
             if not open_pairs:
                 break
             note(f"[probe] seed {seed} (look {len(looks) + 1}/{crit.looks}) for the undecided "
@@ -111,8 +162,9 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
         for upto in (min(n, held) for n in p.sample_looks()):
             if upto <= done:
                 break
-            verdicts = [v for v in decide(_upto(prober.table(), done), letters, crit)["pairs"]
-                        if v["outcome"] == "undecided"]
+            at_look = decide(_upto(prober.table(), done), letters, crit, kept)["pairs"]
+            keep_decided(at_look, kept, looks[-1])
+            verdicts = [v for v in at_look if v["outcome"] == "undecided"]
             if not verdicts:
                 break
             note(f"[probe] samples {done + 1}-{upto} (look {len(looks) + 1}/{crit.looks}) "
@@ -127,10 +179,12 @@ def run_pairs(study: StudyConfig, prober: Prober, crit: Criteria) -> dict[str, A
             done = upto
     units = [u for u in prober.load_units() if u["unit"]["kind"] in ("single", "pair")]
     n = len(letters)
-    final = decide(prober.table(), letters, crit)["pairs"]
+    final = decide(prober.table(), letters, crit, kept)["pairs"]
     return {"adaptive": p.adaptive, "looks": looks, "planned_looks": crit.looks,
+            "kept": kept,
             "stage_trainings": sum(u["trained"] for u in units),
-            "fixed_allocation_stage_trainings": n * n * p.most_samples() * len(seeds),
+            "fixed_allocation_stage_trainings":
+                (len(study_pairs(study)) * 2 + n) * p.most_samples() * len(seeds),
             "seeds_per_pair": {v["pair"]: v["seeds"] for v in final},
             "samples_per_pair": {v["pair"]: v["units"] for v in final}}
 
@@ -145,13 +199,39 @@ def _upto(table: Any, samples: int, seeds: Sequence[int] | None = None) -> Any:
 
 
 def open_at_look(table: Any, letters: Sequence[str], crit: Criteria, samples: int,
-                 seeds: Sequence[int] | None = None) -> list[str]:
+                 seeds: Sequence[int] | None = None, *,
+                 kept: dict[str, dict[str, Any]] | None = None,
+                 look: dict[str, Any] | None = None) -> list[str]:
     """The pairs still undecided on what the looks so far ran: samples below `samples`, on
     `seeds` (all when None). A resumed probe may already hold units of a later look (the run
     was killed inside it); deciding on those would let a pair stop on part of a look, which
-    the level spent per look does not allow, and would not redo the run it resumes."""
-    return [v["pair"] for v in decide(_upto(table, samples, seeds), letters, crit)["pairs"]
-            if v["outcome"] == "undecided"]
+    the level spent per look does not allow, and would not redo the run it resumes. The
+    edges this look decides join `kept` (recorded in `look`)."""
+    verdicts = decide(_upto(table, samples, seeds), letters, crit, kept)["pairs"]
+    if kept is not None and look is not None:
+        keep_decided(verdicts, kept, look)
+    return [v["pair"] for v in verdicts if v["outcome"] == "undecided"]
+
+
+def keep_decided(verdicts: Sequence[dict[str, Any]], kept: dict[str, dict[str, Any]],
+                 look: dict[str, Any]) -> None:
+    """The edges decided at `look`: they stop getting data, so their rejection stands at the
+    level it met there (`search.order.family`); probe.json records them under the look."""
+    new = {v["pair"]: {"look": int(look["look"]), "winner": v["winner"],
+                       "p_value": v["p_value"], "alpha": v["alpha"]}
+           for v in verdicts if v["outcome"] == "order" and v["pair"] not in kept}
+    kept.update(new)
+    if new:
+        look["decided"] = sorted(new)
+
+
+def interim_edges(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The edges the probe's interim looks decided (probe.json), for `seqsearch order`."""
+    path = out_dir / "probe.json"
+    if not path.is_file():
+        return {}
+    seeds = json.loads(path.read_text()).get("seeds") or {}
+    return dict(seeds.get("kept") or {})
 
 
 def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
@@ -159,7 +239,7 @@ def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
     # every sample a contested pair may reach: Sobol points are a sequence, so the first K
     # are the same whatever the total
     samples = make_samples(study.stages, study.probe.most_samples(), study.probe.sampler_seed,
-                           study.probe.fixed)
+                           study.probe_fixed())
     atomic.write_json(out_dir / "samples.json", samples)
     executor = ChainExecutor(study, base, out_dir / "cache", study.probe.thresholds)
     return Prober(out_dir, open_storage(storage, out_dir), f"{study.name}-probe", executor,
@@ -173,6 +253,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     check_fixed(study)
     if len(letters) < 2:
         raise SeqsearchError("stages: a probe needs at least two enabled stages")
+    study_pairs(study)  # probe.pairs names enabled stages only
     base = get_baseline(study, out_dir=out_dir)
     record_environment(out_dir, "probe", base.data.train.x.device, study.train)
     prober = make_prober(study, out_dir, storage, base)
@@ -180,7 +261,7 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     crit = criteria(study, base.metrics, len(base.data.val))
     summary: dict[str, Any] = {"seeds": run_pairs(study, prober, crit)}
     if insert:
-        order = decide(prober.table(), letters, crit)
+        order = decide(prober.table(), letters, crit, summary["seeds"]["kept"])
         winners = [p["winner"] for p in order["pairs"] if p["winner"]]
         prober.run(insert_units(winners, letters, k, seeds))
         summary["insertions"] = check_insertions(prober.table(), winners, letters, crit)
@@ -192,10 +273,11 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     if brute:
         prober.run(brute_units(letters, k, seeds))
         ranking = rank_orders(prober.table(), crit)
-        pairwise = decide(prober.table(), letters, crit)["orders"]
+        pairwise = decide(prober.table(), letters, crit, summary["seeds"]["kept"])["orders"]
         summary["brute_force"] = brute_summary(ranking, pairwise, crit)
         atomic.write_json(out_dir / "brute.json", summary["brute_force"])
     summary["totals"] = prober.totals()
+    summary["methods"] = methods(study, study.probe_fixed())
     atomic.write_json(out_dir / "probe.json", summary)
     return summary
 
@@ -230,7 +312,7 @@ def run_order(study: StudyConfig, out_dir: Path) -> dict[str, Any]:
     metrics = baseline_metrics(study, out_dir)
     table = pd.read_csv(runs)
     crit = criteria(study, metrics, val_split_size(study, metrics))
-    result = decide(table, study_letters(study), crit)
+    result = decide(table, study_letters(study), crit, interim_edges(out_dir))
     atomic.write_json(out_dir / "order.json", result)
     kinds = set(table["kind"]) if "kind" in table else set()
     if "insert" in kinds:  # the same checks the probe ran, on the pairs it inserted into
@@ -284,7 +366,7 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
     from seqsearch.search.tune import TuneOptions, subchains, warm_start
 
     t = study.tune
-    fixed = {**study.probe.fixed, **t.fixed}
+    fixed = study.tune_fixed()
     b = t.budget if budget is None else budget
     if not 0 <= b <= 100:
         raise SeqsearchError(f"--budget {b}: must lie in [0, 100] (accuracy-drop points)")
@@ -448,18 +530,19 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
 
 def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                  storage: str | None = None) -> dict[str, Any] | None:
-    """Confirm the best candidates of probe, brute force and tune on a fresh seed, judge the
+    """Confirm the best candidates of probe, brute force and tune on fresh seeds, judge the
     probe and brute-force points already measured on two or more seeds as they are, and export
-    the winner as chain.yaml (apply format: `metrics` of the exported model, plus `source`,
-    `feasible` and `confirmation`, each saying which seeds judged it) and model.pt; every
-    candidate's figures go to confirm.json. Never exports nothing while anything was
-    measured."""
+    the most compressed one whose predictive bound holds at `tune.confidence` as chain.yaml
+    (apply format: `metrics` of the exported model, plus `source`, `feasible` and
+    `confirmation` with the bound, σ_run and margin, each saying which seeds judged it) and
+    model.pt; every candidate's figures go to confirm.json. Never exports nothing while
+    anything was measured."""
     import optuna
 
     from seqsearch.chain import plan, runner_for, save_model
     from seqsearch.deploy.command import write_model_onnx
     from seqsearch.report.export import chain_document, pinned_policy, write_chain
-    from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm
+    from seqsearch.search.confirm import FRESH_SEED_OFFSET, FRESH_SEEDS, confirm
     from seqsearch.search.tune import slot_trials
 
     base = get_baseline(study, out_dir=out_dir)
@@ -468,10 +551,17 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                                                storage=open_storage(storage, out_dir)))
     except KeyError:  # tuning has not run: probe points only
         trials = []
+    # the study seed's runner (the selection run of a tuning trial, the model to export) and
+    # FRESH_SEEDS fresh ones: a re-run candidate is judged on runs it was not picked on
     runners = [runner_for(study, base, out_dir / "cache"),
-               runner_for(study, base, out_dir / "cache", seed=study.seed + FRESH_SEED_OFFSET)]
+               *(runner_for(study, base, out_dir / "cache",
+                            seed=study.seed + k * FRESH_SEED_OFFSET)
+                 for k in range(1, FRESH_SEEDS + 1))]
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
-                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners)
+                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners,
+                  confidence=study.tune.confidence,
+                  images=(len(base.data.val), len(base.data.test)),
+                  base_test=float(base.metrics["test_accuracy"]))
     if got is None:
         note("[export] nothing to export: no probe point and no completed tuning trial")
         return None
@@ -482,7 +572,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     # where the judging runs came from: a probe point measured on two seeds needs no re-run
     evidence = {"seeds": c.seeds, "confirmed_by": c.confirmed_by()}
     confirmation = {
-        "budget": opts.budget, "runs": c.runs,
+        "budget": opts.budget, "runs": c.runs, **got.judgement(c),
         **{f"mean_{m}": c.mean(m) for m in ("val_accuracy", "val_bitops_cr", "test_accuracy",
                                             "bitops_cr")},
         "baseline_val_accuracy": float(base.metrics["val_accuracy"]),
@@ -499,8 +589,14 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     write_chain(chain_path, doc)
     save_model(model_path, got.model, {"chain": c.chain, "final": metrics})
     onnx_path = write_model_onnx(out_dir, got.model, base.data.train.x[:256])
+    rule = got.rule
     atomic.write_json(out_dir / "confirm.json", {
         "budget": opts.budget,
+        "rule": {"confidence": rule.confidence, "z": rule.z, "sigma_run": rule.sigma_run,
+                 "sigma_run_from": rule.sigma_from, "val_images": rule.n_val,
+                 "test_images": rule.n_test,
+                 "formula": "mean val drop (judging runs, winner's curse priced in) + z * "
+                            "sigma_run * sqrt((1 + val_images / test_images) / judging runs)"},
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
                      "candidate": got.considered.index(c),
                      "feasible": got.feasible, "note": got.why, **evidence},
@@ -508,7 +604,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
                         "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,
                         "runs": x.runs, "steps": x.steps, "seeds": x.seeds,
-                        "confirmed_by": x.confirmed_by()} for x in got.considered]})
+                        "confirmed_by": x.confirmed_by(), **got.judgement(x)}
+                       for x in got.considered]})
     if not got.feasible:
         note(f"[export] {c.chain} exported, but {got.why}")
     return {"chain": str(chain_path), "model": str(model_path),

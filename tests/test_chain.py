@@ -188,3 +188,38 @@ def test_cached_records_follow_an_earlier_stages_policy(stage_setup, tmp_path):
     fresh = ChainRunner(model, data, ctx, ref, None, "k").run(plan(steps))
     assert again.records[-1]["bitops"] == fresh.records[-1]["bitops"]
     assert again.records[-1]["bitops"] < first.records[-1]["bitops"]
+
+
+def test_stage_seeds_of_different_runs_never_collide():
+    """Probe seed 0's second stage and seed 1's first stage used to share RNG seed 1 (run seed
+    + stage index); every (run seed, stage) of a study now trains with its own seed, the first
+    stage keeping the run seed (one-stage cache entries stay valid)."""
+    from seqsearch.chain import stage_seed
+    from seqsearch.search.confirm import FRESH_SEED_OFFSET, FRESH_SEEDS
+
+    runs = [*range(8), *(k * FRESH_SEED_OFFSET for k in range(1, FRESH_SEEDS + 1))]
+    seeds = [stage_seed(s, j) for s in runs for j in range(6)]
+    assert len(set(seeds)) == len(seeds)
+    assert stage_seed(5, 0) == 5
+
+
+def test_multi_stage_prefix_keys_name_the_seed_derivation(stage_setup):
+    """A two-stage cache entry trained with the old seeds (s + j) is not reused; a one-stage
+    entry (same seed either way) keeps its key."""
+    import hashlib
+    import json
+
+    from seqsearch.chain import ChainRunner, plan
+
+    model, data, ctx, ref = stage_setup
+    runner = ChainRunner(model, data, ctx, ref, None, "base")
+    steps = plan([("prune", {"ratio": 0.3}), ("quantize", {"weight_bits": 4})])
+
+    def old_key(k):
+        payload = json.dumps({"base": "base", "settings": runner._settings_key,
+                              "steps": [[s.stage, s.training_params()] for s in steps[:k]]},
+                             sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    assert runner.prefix_key(steps[:1]) == old_key(1)
+    assert runner.prefix_key(steps) != old_key(2)

@@ -118,3 +118,90 @@ def test_test_limit_enters_the_baseline_key_only_when_set(tmp_path):
     b = load_study(write(tmp_path, BASE + "data: {name: fashionmnist, limit: 600, "
                                           "test_limit: 200}\n"))
     assert a.baseline_key() != b.baseline_key()
+
+
+def test_the_probe_takes_tunings_methods_unless_the_study_says_otherwise():
+    """tune.fixed reaches the probe (its verdicts are then about the exported methods);
+    probe.fixed still wins (a paper replication), and keys of stages not enabled stay out."""
+    from seqsearch.config import parse_study
+
+    raw = {"version": 1, "name": "x", "model": {"name": "resnet8"},
+           "stages": ["distill", "quantize"],
+           "tune": {"fixed": {"quantize.method": "lsq", "distill.init": "teacher",
+                              "prune.importance": "taylor"}}}
+    study = parse_study(raw)
+    assert study.probe_fixed() == {"quantize.method": "lsq", "distill.init": "teacher"}
+    paper = parse_study({**raw, "probe": {"fixed": {"quantize.method": "dorefa"}}})
+    assert paper.probe_fixed() == {"quantize.method": "dorefa", "distill.init": "teacher"}
+    assert paper.tune_fixed()["quantize.method"] == "lsq"
+
+
+def test_committed_studies_keep_the_methods_they_ran_with():
+    """The committed CPU studies' probes ran DoReFa and a student from scratch, the paper
+    studies DoReFa with heads-only exits: set in their files, so the new default (the probe
+    takes tuning's methods) does not change what they replay."""
+    from pathlib import Path
+
+    from seqsearch.config import load_study
+    from seqsearch.pipeline import methods
+
+    root = Path(__file__).parent.parent / "seqsearch" / "studies"
+    for name in ("vgg11-mnist5k", "resnet20-mnist5k"):
+        s = load_study(root / f"{name}.yaml")
+        got = methods(s, s.probe_fixed())
+        assert got["quantize.method"] == "dorefa" and got["distill.init"] == "scratch"
+        assert methods(s, s.tune_fixed())["quantize.method"] == "lsq"
+    for path in sorted((root / "paper").glob("*.yaml")):
+        got = methods(load_study(path), load_study(path).probe_fixed())
+        assert got["quantize.method"] == "dorefa" and got["early_exit.training"] == "heads"
+
+
+def test_the_page_says_which_methods_the_verdicts_saw():
+    from seqsearch.report.verdicts import methods_text
+
+    text = methods_text({"quantize.method": "dorefa", "distill.init": "scratch"},
+                        {"quantize.method": "lsq", "distill.init": "scratch"})
+    assert "quantize.method dorefa" in text and "tunes with quantize.method lsq" in text
+    assert "does not use" in text
+    same = methods_text({"quantize.method": "lsq"}, {"quantize.method": "lsq"})
+    assert same.startswith("Verdicts measured with the methods the export uses")
+
+
+@pytest.mark.parametrize("pairs, message", [
+    (["DEE"], "not a pair of two different stage letters"),
+    (["DD"], "not a pair of two different stage letters"),
+    (["D1"], "not a pair of two different stage letters"),
+    (["DE", "ED"], "listed twice"),
+    ([], "at least 1"),
+])
+def test_probe_pairs_are_checked_strictly(pairs, message):
+    from seqsearch.config import parse_study
+    from seqsearch.errors import SeqsearchError
+
+    with pytest.raises(SeqsearchError, match=message) as err:
+        parse_study({"version": 1, "name": "x", "model": {"name": "resnet8"},
+                     "probe": {"pairs": pairs}}, "s.yaml")
+    assert "probe.pairs" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_probe_pairs_name_enabled_stages_and_narrow_the_probe():
+    """[ed, PE, QE] is the E control's subset: normalised to the stages' order; a letter of a
+    stage the study does not enable is an error naming the key; the dry run and the family
+    count only those pairs."""
+    from seqsearch.config import parse_study
+    from seqsearch.errors import SeqsearchError
+    from seqsearch.pipeline import criteria, study_pairs
+    from seqsearch.search.plan import dry_run
+    from seqsearch.search.probe import pair_units
+
+    raw = {"version": 1, "name": "x", "model": {"name": "resnet8"},
+           "probe": {"pairs": ["ed", "PE", "QE"]}}
+    study = parse_study(raw)
+    assert study_pairs(study) == ["DE", "PE", "QE"]
+    units = pair_units("DPQE", 1, [0], pairs=study_pairs(study))
+    assert {u.order for u in units if u.kind == "pair"} == {"DE", "ED", "PE", "EP", "QE", "EQ"}
+    assert dry_run(study)["pairs"] == ["DE", "PE", "QE"]
+    assert criteria(study, {"val_accuracy": 0.98}, 100).pairs == ("DE", "PE", "QE")
+    bad = parse_study({**raw, "stages": ["distill", "prune", "quantize"]})
+    with pytest.raises(SeqsearchError, match="probe.pairs: 'ED' names E, not an enabled"):
+        study_pairs(bad)

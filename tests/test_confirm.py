@@ -19,6 +19,7 @@ SAMPLES = {"P": [{"ratio": 0.3, "importance": "magnitude", "global_pruning": Fal
                  {"ratio": 0.6, "importance": "taylor", "global_pruning": True}],
            "Q": [{"weight_bits": 4, "act_bits": 8}, {"weight_bits": 2, "act_bits": 4}]}
 BASE = 0.98  # baseline validation accuracy; the budget is 1 point
+RULE = {"confidence": 0.9, "images": (1800, 1000)}  # the bound's inputs
 CR = {"QP": 300.0, "PQ": 100.0, "P": 5.0, "Q": 20.0}  # BitOpsCR of each chain, every seed
 
 
@@ -84,7 +85,7 @@ def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_
     study = _Runner(0, {"QP": 0.975, "PQ": 0.978}, cached={"QP"})
     fresh = _fresh({"PQ": 0.977})
     got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh], **RULE)
     assert got is not None and got.feasible
     c = got.candidate
     assert (c.chain, c.source, c.ident) == ("QP", "probe", "sample 1 seeds 0, 1")
@@ -95,9 +96,9 @@ def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_
     assert [r["from"] for r in c.runs] == ["probe", "probe"]
     assert c.mean("val_accuracy") == pytest.approx(0.9745)
     assert c.mean("test_accuracy") == pytest.approx(0.9645)  # the test figures come along
-    assert "2 seeds (probe seeds 0, 1)" in got.why
+    assert "2 judging runs (probe seeds 0, 1)" in got.why
     assert [x.chain for x in got.considered] == ["PQ", "QP"]  # the confirmed trial beside it
-    assert got.measured == {"points": 1, "within_budget": 1}
+    assert got.measured == {"points": 1, "runs_csv_points": 1, "within_budget": 1}
 
 
 def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
@@ -109,7 +110,7 @@ def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
     assert [c.chain for c in measured_candidates(pd.read_csv(runs_csv), SAMPLES)] == ["P"]
     study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
     fresh = _fresh({"QP": 0.95})
-    got = confirm(runs_csv, samples_json, [], BASE, 1.0, 2, [study, fresh])
+    got = confirm(runs_csv, samples_json, [], BASE, 1.0, 2, [study, fresh], **RULE)
     assert got is not None and got.feasible
     assert got.candidate.chain == "P" and got.candidate.source == "probe"
     assert fresh.calls == ["QP"]  # the one-seed point re-run; the two-seed one not
@@ -119,17 +120,21 @@ def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
 
 def test_a_two_seed_point_whose_mean_is_over_the_budget_is_not_taken(tmp_path):
     """QP is within the budget on seed 0 but 2 points down on seed 1: a mean drop of 1.25
-    points, over the 1-point budget. It is neither exported nor re-run; the tune trial is."""
+    points, over the 1-point budget. It is neither exported nor re-run; the tune trial is
+    (two fresh seeds judge it; P's repeats put the noise of a run at 0.1 point)."""
     runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
-                                               ("pair", "QP", 1, 1, 0.96)])
+                                               ("pair", "QP", 1, 1, 0.96)]
+                                    + [("single", "P", 0, s, 0.979 - 0.001 * (s % 2))
+                                       for s in range(2, 40)])
     study = _Runner(0, {"QP": 0.975, "PQ": 0.978}, cached={"QP"})
     fresh = _fresh({"PQ": 0.977})
+    fresh2 = _Runner(2 * FRESH_SEED_OFFSET, {"PQ": 0.977})
     got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh, fresh2], **RULE)
     assert got is not None and got.feasible
     assert (got.candidate.chain, got.candidate.source) == ("PQ", "tune")
     assert "QP" not in fresh.calls + study.calls
-    assert got.measured == {"points": 1, "within_budget": 0}
+    assert got.measured == {"points": 2, "runs_csv_points": 2, "within_budget": 1}
 
 
 def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
@@ -143,7 +148,7 @@ def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
     study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
     fresh = _fresh({"QP": 0.955})
     got = confirm(runs_csv, samples_json, [_trial(0, "QP", 1, 0.975)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh], **RULE)
     assert got is not None and got.feasible and got.candidate.chain == "P"
     qp = next(c for c in got.considered if c.chain == "QP")
     assert qp.source == "tune" and qp.seeds == [0, FRESH_SEED_OFFSET, 1]
@@ -163,7 +168,7 @@ def test_a_point_the_probe_ran_without_the_study_seed_is_trained_for_export(
     study = _Runner(0, {"QP": study_acc, "PQ": 0.978})
     fresh = _fresh({"PQ": 0.977})
     got = confirm(runs_csv, samples_json, [_trial(4, "PQ", 0, 0.978)], BASE, 1.0, 2,
-                  [study, fresh])
+                  [study, fresh], **RULE)
     assert got is not None and got.feasible and got.candidate.chain == exported
     assert fresh.calls == ["PQ"] and study.calls == ["PQ", "QP"]
     qp = next(c for c in got.considered if c.chain == "QP")
@@ -204,10 +209,94 @@ def test_a_real_two_seed_probe_point_exports_the_study_seeds_model_from_the_cach
 
     study = runner_for(cfg, base, tmp_path / "cache", progress=False)
     got = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", [], ref.val_accuracy,
-                  100.0, 2, [study, Refuse()])
+                  100.0, 2, [study, Refuse()], **RULE)
     assert got is not None and got.feasible and got.candidate.seeds == [0, 1]
     run = got.candidate.runs[0]
     assert run["trained"] == 0 and study.trained == 0 and run["from"] == "probe"
     for key in ("val_accuracy", "test_accuracy", "bitops_cr", "cr"):
         assert run[key] == pytest.approx(rows[0][key], rel=1e-9)
     assert run["val_bitops_cr"] == pytest.approx(rows[0]["val_bitops_cr"], rel=1e-9)
+
+
+def test_the_bound_rejects_what_the_old_rule_took_and_more_candidates_are_confirmed(tmp_path):
+    """QP (300×) was picked on its study-seed run (drop 0.5); its two fresh seeds land at 0.8.
+    The old rule took it (mean of the three, 0.7, within 1 point); the bound judges it on the
+    fresh runs alone (the selection run is shown, not counted) with σ_run 0.2 from P's
+    repeats: 0.8 + 0.30 > 1. Before settling for P (5×) a second round confirms PQ (100×),
+    which holds."""
+    runs_csv, samples_json = _write(tmp_path, [("single", "P", 0, s, 0.979 - 0.004 * (s % 2))
+                                               for s in range(2, 40)])
+    study = _Runner(0, {"QP": 0.975, "PQ": 0.978, "P": 0.979})
+    fresh = [_Runner(k * FRESH_SEED_OFFSET, {"QP": 0.972, "PQ": 0.977}) for k in (1, 2)]
+    got = confirm(runs_csv, samples_json, [_trial(3, "QP", 1, 0.975), _trial(4, "PQ", 0, 0.978)],
+                  BASE, 1.0, 1, [study, *fresh], confidence=0.9, images=(1800, 1000),
+                  base_test=BASE)
+    assert got is not None and got.feasible and got.candidate.chain == "PQ"
+    qp = next(c for c in got.considered if c.chain == "QP")
+    assert 100 * (BASE - qp.mean("val_accuracy")) == pytest.approx(0.7)  # the old rule: in
+    j = got.judgement(qp)
+    assert j["judging_seeds"] == [FRESH_SEED_OFFSET, 2 * FRESH_SEED_OFFSET]
+    assert j["selection_seed"] == 0 and j["mean_val_drop"] == pytest.approx(0.8)
+    assert j["sigma_run"] == pytest.approx(0.2, abs=0.01) and j["bound"] > 1.0 and j["margin"] < 0
+    ok = got.judgement(got.candidate)
+    assert ok["margin"] >= 0 and ok["mean_test_drop"] == pytest.approx(1.3)  # test: 1 pt lower
+    assert fresh[0].calls == ["QP", "PQ"]  # round 2 ran PQ before falling back to P
+
+
+def test_the_page_states_the_bound(tmp_path):
+    from seqsearch.report.page import bound_text
+
+    c = {"bound": 0.93, "margin": 0.07, "confidence": 0.9, "z": 1.28, "sigma_run": 0.34,
+         "sigma_run_from": "40 models", "judging_runs": 2, "mean_val_drop": 0.4,
+         "adjusted_val_drop": 0.45, "noise_margin": 0.48, "mean_test_drop": 0.5}
+    text = bound_text(c, 1.0)
+    for part in ("confidence 0.9", "σ_run 0.34", "= 0.93", "margin +0.07", "0.05 winner's curse"):
+        assert part in text
+    assert "old rule" in bound_text({"runs": []}, 1.0)
+
+
+def test_samples_that_drew_the_same_params_are_one_candidate_and_counted_as_such(tmp_path):
+    """Q's samples 0 and 2 drew the same params (a small discrete space repeats): the same
+    chain and params, one model per seed through the prefix cache. The old code kept both as
+    candidates of one key and the dict over them silently dropped one, so confirm.json counted
+    fewer points than runs.csv without saying why; now they are one candidate naming both
+    samples, and confirm.json gives both counts."""
+    samples = {**SAMPLES, "Q": [SAMPLES["Q"][0], SAMPLES["Q"][1], SAMPLES["Q"][0]]}
+    rows = [("single", "Q", k, s, 0.978) for k in (0, 2) for s in (0, 1)]
+    _runs(rows).to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "samples.json").write_text(json.dumps(samples))
+    got = measured_candidates(pd.read_csv(tmp_path / "runs.csv"), samples)
+    assert len(got) == 1 and got[0].ident == "samples 0, 2 seeds 0, 1" and got[0].seeds == [0, 1]
+    from seqsearch.search.confirm import measured_counts
+
+    assert measured_counts(pd.read_csv(tmp_path / "runs.csv"), got) == {
+        "points": 1, "runs_csv_points": 2}
+
+
+@pytest.mark.parametrize("probe_fixed, pooled", [(None, True), ({"quantize.method": "dorefa"},
+                                                                False)])
+def test_a_warm_start_is_the_probe_point_when_probe_and_tune_fix_the_same(probe_fixed, pooled):
+    """The seed pooling the docstring promises: with the probe taking tuning's fixed params (the
+    default), a warm-start trial's steps are its probe point's, so the two share a key and the
+    trial's confirmation runs join the probe's seeds. A study whose probe fixes other methods
+    (a paper replication) has trials of other chains: nothing to pool, as it says."""
+    import optuna
+
+    from seqsearch.config import parse_study
+    from seqsearch.search.confirm import _point_steps
+    from seqsearch.search.probe import make_samples
+    from seqsearch.search.tune import Objective, TuneOptions, warm_start
+
+    study = parse_study({"version": 1, "name": "x", "model": {"name": "resnet8"},
+                         "stages": ["prune", "quantize"],
+                         "probe": {"fixed": probe_fixed or {}},
+                         "tune": {"fixed": {"quantize.method": "lsq"}}})
+    samples = make_samples(study.stages, 2, 0, study.probe_fixed())
+    runs = pd.DataFrame([{"kind": "pair", "order": "PQ", "sample": 1, "seed": s, "tau": None,
+                          "val_accuracy": 0.979, "val_bitops_cr": 50.0} for s in (0, 1)])
+    (params,) = warm_start(runs, samples, study.tune_fixed(), BASE, 1.0, 1)
+    opts = TuneOptions(chains=("PQ", "P", "Q"), trials=1, budget=1.0,
+                       fixed=tuple(sorted(study.tune_fixed().items())))
+    _, steps = Objective(None, opts).steps_for(optuna.trial.FixedTrial(params))
+    trial = [[s.stage, dict(s.params)] for s in plan(steps)]
+    assert (trial == _point_steps(runs.iloc[0], samples)) is pooled

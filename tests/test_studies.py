@@ -89,5 +89,12 @@ def test_order_on_a_committed_folder_never_trains(tmp_path):
                           env={**os.environ, "SEQSEARCH_QUIET": "1"})
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "baseline").exists()  # nothing trained, no checkpoint written
-    assert json.loads(proc.stdout) == committed
+    got = json.loads(proc.stdout)
+    # the verdicts reproduce; levels, power lines, noise and the null check are those of the
+    # current rule (issue 31: edge alpha only at looks that can reject, the exact test's
+    # power, seed gaps per model), which the committed order.json predates
+    keys = ("pair", "outcome", "winner", "p_value", "effect", "units", "equivalence_p")
+    assert [{k: v[k] for k in keys} for v in got["pairs"]] == \
+        [{k: v[k] for k in keys} for v in committed["pairs"]]
+    assert got["orders"] == committed["orders"] and got["edges"] != []
     assert not (tmp_path / "timings.json").exists()  # rebuilding verdicts is not the study's cost

@@ -112,13 +112,13 @@ def choose_samples(study: StudyConfig, stages: Sequence[str], sample: int | None
         if sample < 0:
             raise SeqsearchError(f"--sample {sample}: must be 0 or more (a probe sample index)")
         drawn = make_samples(stages, max(study.probe.samples, sample + 1),
-                             study.probe.sampler_seed, dict(study.probe.fixed))
+                             study.probe.sampler_seed, study.probe_fixed())
     for name in stages:
         info = get_stage(name).info
         if sample is not None:
             params: dict[str, Any] = dict(drawn[info.letter][sample])
         else:
-            fixed = {info.short(k): v for k, v in study.probe.fixed.items()
+            fixed = {info.short(k): v for k, v in study.probe_fixed().items()
                      if k.startswith(f"{name}.")}
             params = {**DEMANDING.get(name, {}), **fixed}
         params.update(overrides.get(name, {}))

@@ -122,7 +122,10 @@ def export_section(s: dict[str, Any], budget: float) -> list[str]:
              f"{ex['chain']} (from {ex['from']} {ex['id']}) | {_cr(run['bitops_cr'])} | "
              f"{drop:+.2f} | mean of {len(cand['runs'])} seeds: test "
              f"{_cr(mean_cr)}, test drop {100 * (base['test_accuracy'] - mean_test):+.2f}, "
-             f"val drop {100 * (base['val_accuracy'] - mean_val):+.2f} |"]
+             f"val drop {100 * (base['val_accuracy'] - mean_val):+.2f}"
+             + (f"; bound {cand['bound']:.2f}, σ_run {cand['sigma_run']:.2f}, margin "
+                f"{cand['margin']:+.2f} at confidence {cand['confidence']:g}"
+                if cand.get("bound") is not None else "; no bound (old rule)") + " |"]
     means = s.get("seed_means")
     if means is not None and "order" in means and means["order"].notna().any():
         return lines + _seed_mean_lines(means)

@@ -59,8 +59,19 @@ def _verdicts(r: Results) -> str:
             + f"<p>{_e(rule_text(r.order['criteria']))} Effect: the mean over units of the "
               "first order's accuracy minus the second's, in points (positive: the pair as "
               "written is better). Holm level: the level this pair was tested at. "
-              "Detectable: the smallest effect its units find with 80 % power. Undecided "
-              "pairs leave both orders as candidates.</p>")
+              "Detectable: the smallest effect its units find with 80 % power (the exact "
+              "sign-flip test's). Undecided pairs leave both orders as candidates.</p>"
+              f"<p><b>Methods:</b> {_e(_methods(r))}</p>")
+
+
+def _methods(r: Results) -> str:
+    """The methods the verdicts saw (probe.json's, else the study's probe params) against the
+    export's."""
+    from seqsearch.pipeline import methods
+    from seqsearch.report.verdicts import methods_text
+
+    probe = r.probe.get("methods") or methods(r.study, r.study.probe_fixed())
+    return methods_text(probe, methods(r.study, r.study.tune_fixed()))
 
 
 def _noise(r: Results) -> str:
@@ -100,16 +111,33 @@ def exported_text(r: Results) -> tuple[str, str] | None:
         f"{D.ratio(first['bitops_cr'])}, CR {D.ratio(first['cr'])}. Mean of {n} seeds: validation "
         f"drop {100 * (base_val - mean['val_accuracy']):+.2f} points, test drop "
         f"{100 * (base_test - mean['test_accuracy']):+.2f} points, test BitOpsCR "
-        f"{D.ratio(mean['bitops_cr'])}. {_judged(ex['candidates'])} (confirm.json).")
+        f"{D.ratio(mean['bitops_cr'])}. {bound_text(c, ex.get('budget'))} "
+        f"{_judged(ex['candidates'])} (confirm.json).")
     return f"Exported chain: {e['chain']}", details
 
 
+def bound_text(c: dict[str, Any], budget: float | None) -> str:
+    """The export rule's judgement of a candidate (confirm.json), in one sentence."""
+    if c.get("bound") is None:
+        return ("No predictive bound: this confirm.json predates `tune.confidence` (the old "
+                "rule: mean validation drop within the budget).")
+    adj = c["adjusted_val_drop"] - c["mean_val_drop"]
+    curse = f" + {adj:.2f} winner's curse" if adj > 1e-9 else ""
+    test = (f"; the judging runs' mean test drop {c['mean_test_drop']:+.2f} points"
+            if c.get("mean_test_drop") is not None else "")
+    return (f"Predictive bound at confidence {c['confidence']:g}: mean validation drop "
+            f"{c['mean_val_drop']:+.2f} over {c['judging_runs']} judging runs{curse} + "
+            f"{c['noise_margin']:.2f} (z {c['z']:.2f} × σ_run {c['sigma_run']:.2f} points, "
+            f"σ_run from {c['sigma_run_from']}) = {c['bound']:.2f} against the budget "
+            f"{budget if budget is not None else '?'}: margin {c['margin']:+.2f}{test}.")
+
+
 def _judged(candidates: list[dict[str, Any]]) -> str:
-    """How many candidates were re-run on a fresh seed, and how many judged on the seeds the
+    """How many candidates were re-run on fresh seeds, and how many judged on the seeds the
     probe or brute force had already run (no `from` in a run: an older confirm.json)."""
     rerun = sum(any(x.get("from", "confirm") == "confirm" for x in c["runs"])
                 for c in candidates)
-    text = f"{rerun} candidates were re-run on a fresh seed"
+    text = f"{rerun} candidates were re-run on fresh seeds"
     taken = len(candidates) - rerun
     return text + (f", {taken} judged on seeds already measured" if taken else "")
 

@@ -13,6 +13,7 @@ import pandas as pd
 from seqsearch.config import DEFAULT_BUDGETS
 from seqsearch.search.order import pick_within_budget
 from seqsearch.search.pareto import pareto_front, within_budget
+from seqsearch.search.points import point_rows, tau_value
 
 BUDGETS = DEFAULT_BUDGETS
 
@@ -123,17 +124,15 @@ def seed_mean_points(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr"]
     if runs.empty or not set(cols) <= set(runs.columns):
         return pd.DataFrame()
-    rows = runs[runs["kind"].isin([k for k, _ in SEED_MEAN_KINDS])]
-    tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
-        if "tau" in rows else "none"
-    rows = rows.assign(_tau=tau).drop_duplicates(["kind", "order", "sample", "_tau", "seed"])
-    keys = ["kind", "order", "sample", "_tau"]
-    means = rows.groupby(keys, sort=False)[cols].mean()
-    seeds = rows.groupby(keys, sort=False)["seed"].nunique().rename("seeds")
-    out = means.join(seeds).reset_index()
-    out = out[out["seeds"] >= 2].rename(columns={"_tau": "tau"})
-    out["tau"] = [None if t == "none" else float(t) for t in out["tau"]]
-    return out.reset_index(drop=True)
+    rows = point_rows(runs[runs["kind"].isin([k for k, _ in SEED_MEAN_KINDS])],
+                      ("kind", "order", "sample"))
+    means = rows.groupby("_point", sort=False)[cols].mean()
+    seeds = rows.groupby("_point", sort=False)["seed"].nunique().rename("seeds")
+    out = means.join(seeds)
+    out = out[out["seeds"] >= 2]
+    keys = pd.DataFrame([{"kind": k, "order": o, "sample": n, "tau": tau_value(t)}
+                         for k, o, n, t in out.index], columns=["kind", "order", "sample", "tau"])
+    return pd.concat([keys, out.reset_index(drop=True)], axis=1)
 
 
 def best_seed_means(runs: pd.DataFrame, base_val: float, base_test: float, budget: float

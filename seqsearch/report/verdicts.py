@@ -39,7 +39,8 @@ def power_text(p: dict[str, Any]) -> str:
               if pw.get("detectable_at_max_samples") is not None
               and pw["max_samples"] > p["units"] else "")
     return (f"{p['units']} units (sd {pw['sd']:.2f} pts) detect {pw['detectable']:.2f} pts "
-            f"({first} − {p['orders'][1]}) with 80 % power at {p['alpha']:.3g}; {seen}{at_max}")
+            f"({first} − {p['orders'][1]}) with 80 % power at {pw.get('level', p['alpha']):.3g}; "
+            f"{seen}{at_max}")
 
 
 def rule_text(c: dict[str, Any]) -> str:
@@ -78,4 +79,22 @@ def seed_gap_text(n: dict[str, Any]) -> str | None:
                                  ("with_student", "with one"))
              if n.get(f"seed_gap_points_{side}") is not None]
     split = f" ({', '.join(parts)})" if parts else ""
-    return f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} pair runs{split}"
+    unit = "pair models" if n.get("seed_gap_unit") == "model" else "pair runs"
+    return f"{n['seed_gap_points']:.2f} points over {n['seed_gap_runs']} {unit}{split}"
+
+
+def methods_text(probe: dict[str, Any], tune: dict[str, Any]) -> str:
+    """Which methods the verdicts were measured with against those the export tunes with:
+    'Verdicts measured with quantize.method dorefa, distill.init scratch; the export uses
+    quantize.method lsq, distill.init teacher: the verdicts are about other methods.'"""
+    shown = [k for k in probe if probe[k] != "sampled" or tune.get(k) != "sampled"]
+    differ = [k for k in shown if tune.get(k) != probe[k]]
+
+    def listed(m: dict[str, Any], keys: list[str]) -> str:
+        return ", ".join(f"{k} {m.get(k)}" for k in keys) or "the stages' defaults"
+
+    if not differ:
+        return f"Verdicts measured with the methods the export uses: {listed(probe, shown)}."
+    return (f"Verdicts measured with {listed(probe, shown)}; the export tunes with "
+            f"{listed(tune, differ)}: where these differ, the verdicts are about methods the "
+            "exported chain does not use (the study's probe.fixed says so).")

@@ -1,46 +1,48 @@
-"""Confirm before export: every candidate is judged on the mean of two or more independent
-seeds of its chain and params, so the exported chain is one whose figure is not one seed's luck.
+"""Confirm before export: a candidate is exported only when a predictive bound on its mean
+test drop is within the budget at `tune.confidence` (`search.bound`), judged on runs it was not
+picked on.
 
 Two kinds of candidate:
 
 * Measured: a probe or brute-force point — the same chain, sample params and operating point
   (order, sample, τ) — that `runs.csv` already holds on two or more seeds is a candidate already
   run. Its runs are those rows, one per seed (validation and test accuracy, BitOpsCR, CR, as a
-  confirmation run records them); it is judged by the rule below with no re-run and takes no
-  confirmation slot.
+  confirmation run records them); they all judge it (it is picked on the mean that judges it:
+  the bound's winner's-curse step prices that in), with no re-run and no confirmation slot.
 * Re-run: the best points within the budget on validation that are measured on one seed only,
   from the probe and the brute force (`runs.csv`, their params from `samples.json`), and the
   feasible tuning trials — half from each source (the rest filled from the other), best
   validation BitOpsCR first, deduplicated by chain and params. Each is run at the study's seed
-  (through the prefix cache: free where the probe or tune already trained it) and at a fresh
-  seed (the study's + FRESH_SEED_OFFSET).
+  (through the prefix cache: free where the probe or tune already trained it) and at the fresh
+  seeds (the study's + k · FRESH_SEED_OFFSET, k = 1 … FRESH_SEEDS). The run it was picked on
+  (`selected_seed`: a tuning trial's study-seed run, a one-seed point's own seed) is its
+  selection run: shown, never judging (its validation figure is the lucky draw that made it a
+  candidate).
 
 Every run of one chain and params counts: a tuning trial whose steps are a measured point (a
-warm start is a probe point queued again) keeps the probe's other seeds beside its two
-confirmation runs and is judged on the mean of all of them, never on the luckier two.
+warm start is a probe point queued again) keeps the probe's other seeds beside its
+confirmation runs and is judged on all of them, never on the luckier ones. (This pooling needs
+the tuning trial's params to be the probe point's: it happens where `tune.fixed` and
+`probe.fixed` agree on the stages of the chain.)
 
-The rule: a candidate is confirmed when its mean validation drop over its seeds is within the
-budget; the exported chain is the confirmed one with the best mean validation BitOpsCR. A
-two-seed probe point and a confirmed tuning trial are compared on exactly that: both are means
-over two independent trainings of the same chain and params from the same baseline. The seeds
-differ — the probe's are the study's `probe.seeds`, the confirmation's the study seed and a
-fresh one — and so does when the second seed was seen: a tuning trial is picked on its
-study-seed run and meets the fresh seed afterwards, while a measured point is picked on the
-mean that judges it, so at the budget's edge its mean is the more optimistic (its test drop,
-never used to pick, shows by how much).
+The rule: a candidate is accepted when its bound — mean validation drop over its judging runs,
+raised for the winner's curse, plus z · σ_run · sqrt((1 + n_val / n_test) / n) — is within the
+budget; the exported chain is the accepted one with the best mean validation BitOpsCR over its
+judging runs. σ_run is pooled from the measured points (each model once), else from the
+confirmation runs, else the validation split's binomial noise.
 
-When none of a round of re-run candidates is confirmed (the picks sat at the budget's edge and
-regressed), up to ROUNDS - 1 more rounds take the next best one-seed candidates whose
-validation accuracy, lowered by the mean regression seen so far (the optimism), is still within
-the budget and whose BitOpsCR could beat the best confirmed measured point. When none is
-confirmed, or nothing was within the budget at all, the most accurate candidate (by the mean)
-is exported, marked infeasible — never nothing.
+When no re-run candidate of a round is accepted (the picks sat at the budget's edge), up to
+ROUNDS - 1 more rounds take the next best one-seed candidates whose validation drop, raised by
+the mean regression seen so far (the optimism), would pass the bound on the fresh runs, and
+whose BitOpsCR could beat the best accepted measured point: confirm more before falling back.
+When none is accepted, or nothing was within the budget at all, the most accurate candidate
+(by the mean) is exported, marked infeasible — never nothing.
 
 The exported model is the study-seed run, first in the candidate's runs, so `seqsearch apply`
 on the exported chain rebuilds it. A measured candidate gets it from the prefix cache when the
-probe's seeds include the study seed (probe seed s trains with stage seeds s, s + 1, …, as the
-study seed does); otherwise it is trained now, joins the candidate's runs, and the candidate is
-judged again on the mean of all its seeds — the next best is taken if it no longer holds.
+probe's seeds include the study seed (probe seed s trains its stages with the seeds the study
+seed s would: `chain.stage_seed`); otherwise it is trained now, joins the candidate's runs, and
+the candidate is judged again — the next best is taken if it no longer holds.
 """
 
 from __future__ import annotations
@@ -56,12 +58,17 @@ import pandas as pd
 
 from seqsearch.chain import ChainRunner, plan, with_policy_value
 from seqsearch.progress import note
+from seqsearch.search.bound import EdgePrior, ExportRule, binomial_drop_sd, pooled_sd
 from seqsearch.search.pareto import within_budget
+from seqsearch.search.points import point_rows, tau_value
 from seqsearch.search.tune import MEASURED_KINDS, measured_points
 from seqsearch.stages import get_stage
 
-FRESH_SEED_OFFSET = 7919  # the confirmation run's stage seeds start this far from the study's
+FRESH_SEED_OFFSET = 7919  # the k-th fresh confirmation seed is the study's + k times this
+FRESH_SEEDS = 2  # fresh seeds a re-run candidate gets: its judging runs
 ROUNDS = 3  # confirmation rounds at most: the first n candidates, then n more per round
+EDGE_WINDOW = 3.0  # σ_run from points whose mean drop is within this many budgets
+MIN_DOF = 10  # fewer repeats than this near the edge: σ_run from every measured point
 RUN_FIGURES = ("val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr", "cr")
 
 
@@ -75,6 +82,10 @@ class Candidate:
     val_bitops_cr: float
     # one per seed, the study seed's first once run; `from`: confirm, export, probe or brute
     runs: list[dict[str, Any]] = field(default_factory=list)
+    # the seed of the run it was picked on (a tuning trial's, a one-seed point's): that run is
+    # shown but does not judge it; None for a measured point, picked on the mean that judges it
+    selected_seed: int | None = None
+    model: str = ""  # "order/sample": the τ rows of one E model share it
 
     @property
     def key(self) -> str:
@@ -86,6 +97,16 @@ class Candidate:
 
     def mean(self, metric: str) -> float:
         return sum(float(r[metric]) for r in self.runs) / len(self.runs)
+
+    @property
+    def judging(self) -> list[dict[str, Any]]:
+        """The runs that judge it: all but the run it was picked on."""
+        return [r for r in self.runs if self.selected_seed is None
+                or int(r["seed"]) != self.selected_seed]
+
+    def judged_mean(self, metric: str) -> float:
+        runs = self.judging
+        return sum(float(r[metric]) for r in runs) / len(runs) if runs else math.nan
 
     def confirmed_by(self) -> str:
         """Which runs judge it, e.g. "probe seeds 0, 1" or "confirmation seeds 0, 7919; probe
@@ -133,7 +154,9 @@ def probe_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, Any]]
         ident = f"sample {int(r['sample'])} seed {int(r['seed'])}" + (
             f" tau {tau:g}" if tau is not None else "")
         out.append(Candidate(_source(r["kind"]), ident, str(r["order"]), chosen,
-                             float(r["val_accuracy"]), float(r["val_bitops_cr"])))
+                             float(r["val_accuracy"]), float(r["val_bitops_cr"]),
+                             selected_seed=int(r["seed"]),
+                             model=f"{r['order']}/{int(r['sample'])}"))
     return out
 
 
@@ -149,40 +172,61 @@ def _row_run(r: Any) -> dict[str, Any]:
 
 def measured_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, Any]]]
                         ) -> list[Candidate]:
-    """Every probe and brute-force point (order, sample, τ) that `runs` holds on two or more
-    seeds, as a candidate already run on them (one run per seed, seeds ascending), whatever
-    its drop; best mean validation BitOpsCR first."""
+    """Every probe and brute-force chain and params (with τ) that `runs` holds on two or more
+    seeds, as a candidate already run on them (one run per seed, seeds ascending), whatever its
+    drop; best mean validation BitOpsCR first. Two samples that drew the same params (a small
+    discrete space: E's samples repeat) are one chain and params, trained once per seed
+    through the prefix cache: one candidate, its ident naming both samples."""
     if not len(runs):
         return []
-    rows = runs[runs["kind"].isin(MEASURED_KINDS)].sort_values("seed", kind="stable")
-    points: dict[tuple[str, int, float | None], Candidate] = {}
-    for _, r in rows.iterrows():
-        point = (str(r["order"]), int(r["sample"]), _tau(r))
-        c = points.get(point)
+    rows = point_rows(runs[runs["kind"].isin(MEASURED_KINDS)])
+    by_key: dict[str, Candidate] = {}
+    named: dict[str, list[int]] = {}
+    taus: dict[str, float | None] = {}
+    for point, g in rows.groupby("_point", sort=False):
+        first = g.iloc[0]
+        chosen = _point_steps(first, samples)
+        if chosen is None:
+            continue
+        key = json.dumps(chosen, sort_keys=True, default=str)
+        c = by_key.get(key)
         if c is None:
-            chosen = _point_steps(r, samples)
-            if chosen is None:
-                continue
-            c = points[point] = Candidate(_source(r["kind"]), "", point[0], chosen, 0.0, 0.0)
-        # a seed seen twice is one run listed twice (a pair is a full order of a two-stage
-        # study, an insertion one of a three-stage study): the prefix cache ran it once
-        if int(r["seed"]) not in c.seeds:
-            c.runs.append(_row_run(r))
-        if r["kind"] != "brute":
-            c.source = "probe"
+            c = by_key[key] = Candidate(_source(first["kind"]), "", str(point[0]), chosen, 0.0,
+                                        0.0, model=f"{point[0]}/{int(point[1])}")
+            taus[key] = tau_value(point[2])
+        named.setdefault(key, []).append(int(point[1]))
+        for _, r in g.iterrows():
+            if int(r["seed"]) not in c.seeds:
+                c.runs.append(_row_run(r))
+            if r["kind"] != "brute":
+                c.source = "probe"
     out = []
-    for (_, k, tau), c in points.items():
+    for key, c in by_key.items():
         if len(c.runs) < 2:
             continue
-        c.ident = (f"sample {k} seeds " + ", ".join(map(str, c.seeds))
-                   + (f" tau {tau:g}" if tau is not None else ""))
+        c.runs.sort(key=lambda r: int(r["seed"]))
+        ks = named[key]
+        tau = taus[key]
+        c.ident = (f"sample{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))} seeds "
+                   + ", ".join(map(str, c.seeds)) + (f" tau {tau:g}" if tau is not None else ""))
         c.val_accuracy, c.val_bitops_cr = c.mean("val_accuracy"), c.mean("val_bitops_cr")
         out.append(c)
     return sorted(out, key=lambda c: (-c.val_bitops_cr, -c.val_accuracy))
 
 
-def tune_candidates(trials: Sequence[Any], budget: float | None) -> list[Candidate]:
-    """Completed tuning trials (feasible ones for a budget), best first."""
+def measured_counts(runs: pd.DataFrame, measured: Sequence[Candidate]) -> dict[str, int]:
+    """How the measured points count: distinct chains and params on two or more seeds
+    (`points`) beside runs.csv's (order, sample, τ) points on two or more seeds
+    (`runs_csv_points`): more where samples drew the same params."""
+    rows = point_rows(runs[runs["kind"].isin(MEASURED_KINDS)]) if len(runs) else runs
+    seeds = rows.groupby("_point")["seed"].nunique() if len(rows) else pd.Series(dtype=int)
+    return {"points": len(measured), "runs_csv_points": int((seeds >= 2).sum())}
+
+
+def tune_candidates(trials: Sequence[Any], budget: float | None, seed: int | None = None
+                    ) -> list[Candidate]:
+    """Completed tuning trials (feasible ones for a budget), best first; `seed`: the study
+    seed they ran (and were picked) on."""
     done = [t for t in trials if t.state.name == "COMPLETE" and "steps" in t.user_attrs]
     if budget is not None:
         done = [t for t in done if t.user_attrs.get("constraint", 1.0) <= 0]
@@ -194,7 +238,8 @@ def tune_candidates(trials: Sequence[Any], budget: float | None) -> list[Candida
                       + (" (warm start)" if t.user_attrs.get("warm_start") else ""),
                       str(t.user_attrs["chain"]),
                       [list(s) for s in t.user_attrs["steps"]],
-                      float(t.user_attrs["val_accuracy"]), float(t.user_attrs["val_bitops_cr"]))
+                      float(t.user_attrs["val_accuracy"]), float(t.user_attrs["val_bitops_cr"]),
+                      selected_seed=seed)
             for t in done]
 
 
@@ -228,7 +273,7 @@ def pick_all(probe: list[Candidate], tune: list[Candidate]) -> list[Candidate]:
 def optimism(confirmed: Sequence[Candidate]) -> float:
     """How much the picked validation accuracy exceeded the mean of its runs, on average (never
     below 0): the winner's curse of picking at the budget's edge."""
-    gaps = [c.val_accuracy - c.mean("val_accuracy") for c in confirmed if c.runs]
+    gaps = [c.val_accuracy - c.judged_mean("val_accuracy") for c in confirmed if c.judging]
     return max(0.0, sum(gaps) / len(gaps)) if gaps else 0.0
 
 
@@ -277,35 +322,125 @@ class Confirmed:
     model: Any
     considered: list[Candidate]
     why: str
+    rule: ExportRule
+    base: tuple[float, float | None]  # the baseline's validation and test accuracy
     # probe and brute-force points on two or more seeds, and how many of them pass the rule
     measured: dict[str, int] = field(default_factory=dict)
 
+    def judgement(self, c: Candidate) -> dict[str, Any]:
+        """The bound's figures for a candidate (chain.yaml's `confirmation`, confirm.json)."""
+        return judgement(c, self.rule, *self.base)
+
+
+def judgement(c: Candidate, rule: ExportRule, base_val: float, base_test: float | None = None
+              ) -> dict[str, Any]:
+    """The bound's figures for a candidate on its judging runs; `mean_test_drop` (their test
+    mean) is what the bound promises to hold at `confidence`."""
+    n = len(c.judging)
+    if not n:
+        return {"judging_runs": 0, "bound": None, "margin": None}
+    drop = 100 * (base_val - c.judged_mean("val_accuracy"))
+    out: dict[str, Any] = rule.describe(drop, n, _log_cr(c))
+    out["judging_seeds"] = [int(r["seed"]) for r in c.judging]
+    out["selection_seed"] = c.selected_seed if c.selected_seed in c.seeds else None
+    tests = [float(r["test_accuracy"]) for r in c.judging if r.get("test_accuracy") is not None]
+    if base_test is not None and len(tests) == n:
+        out["mean_test_drop"] = 100 * (base_test - sum(tests) / n)
+    return out
+
+
+def _log_cr(c: Candidate) -> float:
+    runs = c.judging or c.runs
+    cr = sum(float(r["val_bitops_cr"]) for r in runs) / len(runs)
+    return math.log(cr) if cr > 0 else -math.inf
+
+
+def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], runs: pd.DataFrame,
+              trials: Sequence[Candidate], base_val: float, budget: float, confidence: float,
+              images: tuple[int, int]) -> ExportRule:
+    """The bound's inputs from the study's own runs: σ_run pooled over the measured points
+    (each model counted once: an E model's τ rows share its weight), else over the re-run
+    candidates' judging runs, else the binomial image noise of the validation split; the
+    winner's-curse prior from every probe point and tuning trial."""
+    def drops(c: Candidate) -> list[float]:
+        return [100 * (base_val - float(r["val_accuracy"])) for r in c.judging]
+
+    # Noise grows with the drop (a broken chain's seeds land points apart), and the bound is
+    # about chains at the budget's edge: σ_run from the points whose mean drop is within
+    # EDGE_WINDOW budgets (under normal noise a pair's mean and its difference are
+    # independent, so choosing points by their mean does not bias the spread), all of them
+    # where too few are.
+    edge = max(1.0, EDGE_WINDOW * budget)
+    near = [c for c in measured if sum(drops(c)) / max(1, len(drops(c))) <= edge]
+    pool_of = near if sum(len(c.judging) - 1 for c in near) >= MIN_DOF else list(measured)
+    per_model: dict[str, int] = {}
+    for c in pool_of:
+        per_model[c.model] = per_model.get(c.model, 0) + 1
+    sd, dof = pooled_sd([drops(c) for c in pool_of],
+                        [1 / per_model[c.model] for c in pool_of])
+    where = (f"{len(per_model)} models measured on two or more seeds ({dof:.0f} dof"
+             + (f", mean drop within {edge:g} points)" if pool_of is near else ")"))
+    if sd is None:
+        sd, dof = pooled_sd([drops(c) for c in confirmed])
+        where = f"the confirmation runs of {len(confirmed)} candidates ({dof:.0f} dof)"
+    if sd is None:
+        sd = binomial_drop_sd(base_val, images[0])
+        where = f"binomial image noise of {images[0]} validation images (no repeated point)"
+    xs, ys, vs = [], [], []
+    if len(runs):
+        rows = point_rows(runs[runs["kind"].isin(MEASURED_KINDS)])
+        for _, g in rows.groupby("_point", sort=False):
+            cr = float(g["val_bitops_cr"].mean())
+            xs.append(math.log(cr) if cr > 0 else -math.inf)
+            ys.append(100 * (base_val - float(g["val_accuracy"].mean())))
+            vs.append(sd ** 2 / g["seed"].nunique())
+    for t in trials:
+        xs.append(math.log(t.val_bitops_cr) if t.val_bitops_cr > 0 else -math.inf)
+        ys.append(100 * (base_val - t.val_accuracy))
+        vs.append(sd ** 2)
+    return ExportRule(budget, confidence, sd, where, images[0], images[1],
+                      EdgePrior.fit(xs, ys, vs))
+
 
 def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val: float,
-            budget: float, n: int, runners: Sequence[ChainRunner]) -> Confirmed | None:
+            budget: float, n: int, runners: Sequence[ChainRunner], *, confidence: float,
+            images: tuple[int, int], base_test: float | None = None) -> Confirmed | None:
     """Confirm up to n candidates, judge the measured ones and choose the export (see the
-    module docstring)."""
+    module docstring). `runners`: the study seed's, then the fresh seeds'; `images`: the
+    validation and test split sizes."""
     runs = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame()
     samples = json.loads(samples_json.read_text()) if samples_json.is_file() else {}
     have = bool(len(runs)) and bool(samples)
     measured = {c.key: c for c in (measured_candidates(runs, samples) if have else [])}
+    study_seed = int(runners[0].ctx.seed)
+    all_tune = tune_candidates(trials, None, study_seed)
+    rerun: list[Candidate] = []
+
+    def rule() -> ExportRule:
+        return make_rule(list(measured.values()), rerun, runs, all_tune, base_val, budget,
+                         confidence, images)
+
+    current = [rule()]
 
     def passes(c: Candidate) -> bool:
-        return within_budget(base_val, c.mean("val_accuracy"), budget)
+        n_judging = len(c.judging)
+        return n_judging > 0 and current[0].passes(
+            100 * (base_val - c.judged_mean("val_accuracy")), n_judging, _log_cr(c))
 
     # on their own seeds, before any confirmation run joins them
-    counts = {"points": len(measured), "within_budget": sum(map(passes, measured.values()))}
+    counts = {**measured_counts(runs, list(measured.values())),
+              "within_budget": sum(map(passes, measured.values()))}
 
     def one_seed(b: float | None) -> list[Candidate]:
         return ([c for c in probe_candidates(runs, samples, base_val, b) if c.key not in measured]
                 if have else [])
 
-    probe, tune = one_seed(budget), tune_candidates(trials, budget)
+    probe, tune = one_seed(budget), tune_candidates(trials, budget, study_seed)
     chosen = pick(probe, tune, max(1, n))
     within = bool(chosen) or any(within_budget(base_val, float(r["val_accuracy"]), budget)
                                  for c in measured.values() for r in c.runs)
     if not within:  # nothing measured within the budget: the most accurate points instead
-        chosen = pick(one_seed(None), tune_candidates(trials, None), max(1, n))
+        chosen = pick(one_seed(None), tune_candidates(trials, None, study_seed), max(1, n))
     if not chosen and not measured:
         return None
     models: dict[str, Any] = {}
@@ -313,35 +448,42 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
     def run_round(batch: list[Candidate], label: str) -> None:
         for i, c in enumerate(batch, start=1):
             note(f"[confirm] {label}{i}/{len(batch)}: {c.chain} from {c.source} {c.ident} on "
-                 "the study seed and a fresh one")
+                 f"the study seed and {len(runners) - 1} fresh one(s)")
             models[c.key] = run_candidate(c, runners)[0]
             pool(c, measured.pop(c.key, None))
+            rerun.append(c)
+        current[0] = rule()  # the re-runs are repeats too where nothing else is
 
     run_round(chosen, "")
     ok = [c for c in chosen if passes(c)]
+    fresh = max(1, len(runners) - 1)
     for extra in range(2, ROUNDS + 1) if within else ():
         if ok:
             break
-        # Every candidate regressed: the picks sat at the budget's edge and were lucky. Take
-        # the next ones whose measured drop, plus the optimism seen so far, is within budget,
-        # and that could beat the best measured point already confirmed.
+        # The bound rejected every candidate re-run: the picks sat at the budget's edge. Before
+        # settling for a less compressed measured point, take the next ones whose drop, less
+        # the optimism seen so far, passes the bound on the fresh runs they would get, and
+        # that could beat the best measured point that passes.
         shrink = optimism(chosen)
         bar = max((c.mean("val_bitops_cr") for c in measured.values() if passes(c)),
                   default=-math.inf)
         seen = {c.key for c in chosen}
         rest = [c for c in pick_all(probe, tune) if c.key not in seen and c.val_bitops_cr > bar
-                and within_budget(base_val, c.val_accuracy - shrink, budget)]
+                and c.val_bitops_cr > 0 and current[0].passes(
+                    100 * (base_val - c.val_accuracy + shrink), fresh,
+                    math.log(c.val_bitops_cr))]
         if not rest:
             break
         batch = rest[:max(1, n)]
-        note(f"[confirm] none confirmed; round {extra}/{ROUNDS}: {len(batch)} candidates with "
-             f"their validation accuracy lowered by the optimism seen, {100 * shrink:.2f} pts")
+        note(f"[confirm] none passed the bound; round {extra}/{ROUNDS}: {len(batch)} candidates "
+             f"with their validation accuracy lowered by the optimism seen, "
+             f"{100 * shrink:.2f} pts")
         run_round(batch, f"round {extra}: ")
         chosen += batch
         ok = [c for c in batch if passes(c)]
 
     def rank(c: Candidate) -> tuple[float, float]:
-        return c.mean("val_bitops_cr"), c.mean("val_accuracy")
+        return c.judged_mean("val_bitops_cr"), c.judged_mean("val_accuracy")
 
     settled = _settle(ok + [c for c in measured.values() if passes(c)], rank, passes,
                       models, runners[0])
@@ -353,17 +495,21 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         return list(out.values())
 
     if settled is not None:
+        b = judgement(settled, current[0], base_val)
         return Confirmed(settled, True, models[settled.key], considered(settled),
-                         f"confirmed within {budget:g} points on the mean of "
-                         f"{len(settled.runs)} seeds ({settled.confirmed_by()})", counts)
+                         f"bound {b['bound']:.2f} <= {budget:g} points at confidence "
+                         f"{confidence:g} on the mean of {b['judging_runs']} judging runs "
+                         f"({settled.confirmed_by()})", current[0], (base_val, base_test),
+                         counts)
     pool_all = chosen + list(measured.values())
     best = max(pool_all, key=lambda c: (c.mean("val_accuracy"), c.mean("val_bitops_cr")))
     if best.key not in models:
         models[best.key] = study_seed_run(best, runners[0])
-    why = ("no candidate stayed within the budget on the mean of its seeds"
-           if within else "no measured chain was within the budget")
+    why = ("no candidate's bound was within the budget" if within
+           else "no measured chain was within the budget")
     return Confirmed(best, False, models[best.key], considered(best),
-                     f"infeasible: {why}; exported the most accurate chain found", counts)
+                     f"infeasible: {why}; exported the most accurate chain found", current[0],
+                     (base_val, base_test), counts)
 
 
 def _settle(ok: list[Candidate], rank: Callable[[Candidate], tuple[float, float]],
@@ -380,6 +526,6 @@ def _settle(ok: list[Candidate], rank: Callable[[Candidate], tuple[float, float]
         models[best.key] = study_seed_run(best, runner)
         if not passes(best):
             note(f"[confirm] {best.chain} {best.ident}: the study-seed run for export takes its "
-                 f"mean over the budget ({best.confirmed_by()}); the next best instead")
+                 f"bound over the budget ({best.confirmed_by()}); the next best instead")
             ok.remove(best)
     return None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -41,6 +41,7 @@ import networkx as nx
 import pandas as pd
 
 from seqsearch.config import DEFAULT_BUDGETS, DEFAULT_MIN_EFFECT
+from seqsearch.errors import SeqsearchError
 from seqsearch.search.gap import matched_gap, normalised_hypervolume_gap
 from seqsearch.search.null import label_swap_null
 from seqsearch.search.pareto import (
@@ -50,8 +51,10 @@ from seqsearch.search.pareto import (
     pareto_front,
     within_budget,
 )
+from seqsearch.search.points import model_of, point_rows
 from seqsearch.search.stats import (
     bootstrap_sign,
+    detectable_effect,
     equivalence_p,
     holm,
     look_alpha,
@@ -60,6 +63,7 @@ from seqsearch.search.stats import (
     sign_flip_p,
     smallest_p,
 )
+from seqsearch.stages import get_stage
 
 MAX_ORDERS = 120
 NULL_DRAWS = 20_000  # drawn studies of the label-swap null: its rate to about ±0.002
@@ -80,6 +84,11 @@ class Criteria:
     min_effect: float = DEFAULT_MIN_EFFECT  # points: the practical size of an order effect
     test_baseline_accuracy: float | None = None  # the test split's reference (None: validation)
     max_samples: int | None = None  # the most units the design lets a pair reach
+    # looks that get alpha for edges (`stats.edge_looks`): None, every look (alpha / looks);
+    # else alpha / edge_looks at looks where a pair has at least `edge_units` units, none below
+    edge_looks: int | None = None
+    edge_units: int = 0
+    pairs: tuple[str, ...] | None = None  # the pairs probed (`probe.pairs`); None: every pair
 
     @property
     def drop(self) -> float:
@@ -98,6 +107,11 @@ class Criteria:
     @property
     def level(self) -> float:
         return look_alpha(self.alpha, self.looks)
+
+    @property
+    def edge_level(self) -> float:
+        """The level a look with alpha for edges tests at (Holm over the pairs below it)."""
+        return self.level if self.edge_looks is None else look_alpha(self.alpha, self.edge_looks)
 
 
 def _points(df: pd.DataFrame, split: str = "val") -> list[tuple[float, float]]:
@@ -237,10 +251,13 @@ def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = 
     return settle(verdict, crit.level, crit.level, crit)
 
 
-def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria) -> dict[str, Any]:
+def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria,
+           power_level: float | None = None) -> dict[str, Any]:
     """The verdict's outcome at a level: `order` (a winner), `equivalent` or `undecided`, with
     its reason and power line. `level` is the pair's test level (Holm's, in a study),
-    `eq_level` its equivalence level."""
+    `eq_level` its equivalence level, `power_level` the level its power line is stated at
+    (default `level`; in a study Holm's first step, the level a pair must meet when no other
+    pair is decided: its own Holm level assumes the pairs before it were)."""
     first, second = v["orders"]
     significant = v.get("rejected", v["p_value"] <= level)
     big = abs(v["effect"]) >= crit.min_effect and v["effect"] != 0
@@ -257,13 +274,15 @@ def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria) -> 
     else:
         reason = f"p = {v['p_value']:.3g} > {level:.3g}"
     diffs = [u["value"] for u in v["unit_statistic"].values()]
-    power = power_line(diffs, level)
-    power["min_effect_units_needed"] = power_line(diffs, level, crit.min_effect)["units_needed"]
+    at = level if power_level is None else power_level
+    power = power_line(diffs, at)
+    power["level"] = at
+    power["min_effect_units_needed"] = power_line(diffs, at, crit.min_effect)["units_needed"]
     if crit.max_samples and power["detectable"] is not None and v["units"]:
         # what the design's largest K could detect at this noise
         power["max_samples"] = crit.max_samples
-        power["detectable_at_max_samples"] = \
-            float(power["detectable"]) * math.sqrt(v["units"] / crit.max_samples)
+        power["detectable_at_max_samples"] = detectable_effect(
+            crit.max_samples, float(power["sd"] or 0.0), at)
     v.update({
         "winner": (first if v["effect"] > 0 else second) if decided else None,
         "decided": decided,
@@ -295,31 +314,58 @@ def _mean(values: Any) -> float:
 
 
 def pair_verdicts(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
-                  kind: str = "pair") -> list[dict[str, Any]]:
-    """Every pair's verdict, the pairs corrected together (`family`)."""
+                  kind: str = "pair", kept: Mapping[str, Mapping[str, Any]] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Every pair's verdict, the pairs corrected together (`family`); `kept`: the edges an
+    interim look decided."""
     rows = table[table["kind"] == kind] if "kind" in table else table
     out = []
     for a, b in itertools.combinations(letters, 2):
+        if crit.pairs is not None and a + b not in crit.pairs:
+            continue  # not probed by this study (rows from another probe may be there)
         ab, ba = rows[rows["order"] == a + b], rows[rows["order"] == b + a]
         if ab.empty or ba.empty:
             continue
         out.append({"pair": a + b, **compare(ab, ba, crit, first=a + b, second=b + a)})
-    return family(out, crit)
+    return family(out, crit, kept)
 
 
-def family(verdicts: list[dict[str, Any]], crit: Criteria) -> list[dict[str, Any]]:
+def family(verdicts: list[dict[str, Any]], crit: Criteria,
+           kept: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The pairs that build one DAG as one family: Holm's step-down over their p-values at
     alpha / looks, so the chance of any false edge is at most alpha; equivalence at the
-    Bonferroni level alpha / (looks × pairs). Each verdict gets the level it met or missed."""
+    Bonferroni level alpha / (looks × pairs). Each verdict gets the level it met or missed.
+
+    `kept`: pairs an interim look decided ({pair: {"look", "alpha", ...}}). They stopped
+    getting data there; their rejection stands at the level it met, and the later Holm runs
+    over the other pairs only (a rejected hypothesis leaves the family, as in Holm's own step
+    down). Recomputing them with the rest could un-decide an edge: a pair ranked before it
+    that was significant but too small to be an edge gets more data, its p rises, and the
+    kept pair's Holm level falls."""
+    kept = kept or {}
     m = len(verdicts)
     eq_level = crit.level / max(1, m)
-    for v, (level, rejected) in zip(verdicts, holm([v["p_value"] for v in verdicts],
-                                                   crit.level), strict=True):
+    rest = [v for v in verdicts if v["pair"] not in kept]
+
+    def spent(v: dict[str, Any]) -> bool:  # is the pair at a look with alpha for edges?
+        return int(v["units"]) >= crit.edge_units
+
+    levels = dict(zip((id(v) for v in rest),
+                      holm([v["p_value"] if spent(v) else 1.0 for v in rest],
+                           crit.edge_level), strict=True))
+    for v in verdicts:
+        k = kept.get(v["pair"])
+        level, rejected = (float(k["alpha"]), True) if k else levels[id(v)]
+        if not k and not spent(v):
+            level = 0.0  # its look has no alpha for edges: it cannot reject there
         v["rejected"] = rejected
-        settle(v, level, eq_level, crit)
+        settle(v, level, eq_level, crit, power_level=crit.edge_level / max(1, m))
         del v["rejected"]
         v["family"] = {"pairs": m, "looks": crit.looks, "alpha": crit.alpha,
-                       "method": "Holm over pairs at alpha / looks"}
+                       "edge_looks": crit.edge_looks or crit.looks,
+                       "method": "Holm over pairs at alpha / looks with alpha for edges"}
+        if k:
+            v["family"]["decided_at_look"] = int(k["look"])
     return verdicts
 
 
@@ -360,45 +406,64 @@ def topological_orders(g: nx.DiGraph) -> list[str]:
     return ["".join(o) for o in itertools.islice(nx.all_topological_sorts(g), MAX_ORDERS)]
 
 
-def noise(table: pd.DataFrame, crit: Criteria, student: str = "D") -> dict[str, Any]:
+def noise(table: pd.DataFrame, crit: Criteria) -> dict[str, Any]:
     """What a verdict sits in: the validation split's binomial standard error at the baseline
     accuracy, and how far two seeds of the same chain and sample land apart: over all pair
-    chains, per order, and split into chains with a student (`student`, D's letter: a student
-    trained from scratch adds its own seed noise) and chains without one."""
+    models (an E model's τ rows are one model: its gap is their mean), per order, and split
+    into chains with a student (a stage whose registry entry says it trains a new network,
+    adding its own seed noise) and chains without one."""
     p = crit.baseline_accuracy
     se = None if not crit.val_images else 100 * math.sqrt(p * (1 - p) / crit.val_images)
     rows = table[table["kind"] == "pair"] if "kind" in table else table
-    gaps: dict[str, list[float]] = {}
+    per_model: dict[tuple[Any, ...], list[float]] = {}
     if not rows.empty and rows["seed"].nunique() > 1:
-        # a chain without E has no τ (NaN): one run, not left out of the groups
-        tau = rows["tau"].astype(object).where(rows["tau"].notna(), "none") \
-            if "tau" in rows else "none"
-        for (order, _, _), g in rows.assign(_tau=tau).groupby(["order", "sample", "_tau"],
-                                                              dropna=False):
-            by_seed = g.groupby("seed")["val_accuracy"].mean().tolist()
+        for point, g in point_rows(rows).groupby("_point", sort=False):
+            by_seed = g["val_accuracy"].tolist()  # one row per seed, seeds ascending
             if len(by_seed) >= 2:
-                gaps.setdefault(str(order), []).append(100 * abs(by_seed[0] - by_seed[1]))
+                per_model.setdefault(model_of(point), []).append(
+                    100 * abs(by_seed[0] - by_seed[1]))
+    gaps: dict[str, list[float]] = {}
+    for (order, _), values in per_model.items():
+        gaps.setdefault(str(order), []).append(sum(values) / len(values))
 
     def mean(orders: Sequence[str]) -> tuple[float | None, int]:
         values = [g for o in orders for g in gaps[o]]
         return (sum(values) / len(values) if values else None), len(values)
 
+    letters = {c for o in gaps for c in o}
+    students = sorted(c for c in letters if _is_student(c))
+
+    def taught(order: str) -> bool:
+        return any(c in order for c in students)
+
     every, n = mean(list(gaps))
-    plain, n_plain = mean([o for o in gaps if student not in o])
-    taught, n_taught = mean([o for o in gaps if student in o])
+    plain, n_plain = mean([o for o in gaps if not taught(o)])
+    with_student, n_taught = mean([o for o in gaps if taught(o)])
     return {"val_images": crit.val_images,
             "val_standard_error_points": se,
             "seed_gap_points": every,
-            "seed_gap_runs": n,
+            "seed_gap_runs": n,  # models: one per chain and sample, whatever its τ rows
+            "seed_gap_unit": "model",
             "seed_gap_points_without_student": plain,
             "seed_gap_runs_without_student": n_plain,
-            "seed_gap_points_with_student": taught,
+            "seed_gap_points_with_student": with_student,
             "seed_gap_runs_with_student": n_taught,
+            "students": students,
             "seed_gap_by_order": {o: {"points": sum(v) / len(v), "runs": len(v)}
                                   for o, v in sorted(gaps.items())},
             "about": "standard error: binomial, at the baseline's validation accuracy; seed "
-                     "gap: mean |seed a - seed b| of validation accuracy over the pair chains "
-                     f"(and τ) run with two seeds; 'with student': chains holding {student}"}
+                     "gap: mean |seed a - seed b| of validation accuracy over the pair models "
+                     "run with two seeds (an E model's τ rows averaged into one); 'with "
+                     f"student': chains holding {', '.join(students) or 'no'} student stage"}
+
+
+def _is_student(letter: str) -> bool:
+    """Whether the registry says the stage trains a new network (False for a letter it does
+    not hold: planted tables use A, B, ...)."""
+    try:
+        return get_stage(letter).info.student
+    except SeqsearchError:
+        return False
 
 
 def _trainings(rows: pd.DataFrame) -> int:
@@ -413,11 +478,22 @@ def adaptive_replay(table: pd.DataFrame, letters: Sequence[str], crit: Criteria
     """Replays the adaptive-seed rule on a probe that ran every seed on every pair: which
     pairs would have got each further seed, the verdicts it would have reached and the stage
     trainings it would have used against those the fixed allocation used (None when the pairs
-    ran one seed)."""
+    ran one seed; `replayed: False` with the reason when the fixed allocation did not run)."""
     rows = table[table["kind"].isin(["single", "pair"])] if "kind" in table else table
     seeds = sorted(rows["seed"].unique().tolist()) if not rows.empty else []
     if len(seeds) < 2:
         return None
+    pairs = rows[rows["kind"] == "pair"] if "kind" in rows else rows
+    ran = {(str(o), int(k), int(s)) for o, k, s in zip(pairs["order"], pairs["sample"],
+                                                       pairs["seed"], strict=True)}
+    design = {(o, k, s) for o, k, _ in ran for s in seeds}
+    if ran != design:
+        # An adaptive probe (or one stopped part-way): the fixed allocation never ran, so
+        # neither its cost nor what the rule would have saved on it is measured.
+        return {"replayed": False,
+                "why": f"the probe did not run every seed on every pair ({len(ran)} of "
+                       f"{len(design)} pair runs): the fixed allocation never ran, so there "
+                       "is nothing to replay and no saving to claim"}
     keep = rows[rows["seed"] == seeds[0]]
     looks = [{"seed": int(seeds[0]), "pairs": [a + b for a, b in
                                                itertools.combinations(letters, 2)]}]
@@ -434,14 +510,15 @@ def adaptive_replay(table: pd.DataFrame, letters: Sequence[str], crit: Criteria
         keep = pd.concat([keep, add])
         looks.append({"seed": int(seed), "pairs": still})
     final = pair_verdicts(keep, letters, crit)
-    return {"looks": looks, "stage_trainings": _trainings(keep),
+    return {"replayed": True, "looks": looks, "stage_trainings": _trainings(keep),
             "fixed_allocation_stage_trainings": _trainings(rows),
             "winners": {p["pair"]: p["winner"] for p in final}}
 
 
-def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[str, Any]:
-    """The content of order.json."""
-    verdicts = pair_verdicts(table, letters, crit)
+def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria,
+           kept: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The content of order.json; `kept`: the edges interim looks decided (`family`)."""
+    verdicts = pair_verdicts(table, letters, crit, kept=kept)
     g = build_graph(letters, verdicts)
     cycles, broken = break_cycles(g)
     return {
@@ -450,6 +527,8 @@ def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[
                      "tie_threshold": crit.tie_threshold, "budgets": list(crit.budgets),
                      "reference_point": list(crit.reference), "bootstrap": crit.bootstrap,
                      "alpha": crit.alpha, "looks": crit.looks, "level_per_look": crit.level,
+                     "edge_looks": crit.edge_looks or crit.looks,
+                     "edge_level_per_look": crit.edge_level, "edge_units": crit.edge_units,
                      "statistic": crit.statistic, "min_effect": crit.min_effect,
                      "pairs": len(verdicts),
                      "family_levels": {p["pair"]: p["alpha"] for p in verdicts},
@@ -461,7 +540,7 @@ def decide(table: pd.DataFrame, letters: Sequence[str], crit: Criteria) -> dict[
                      "decided_on": "validation split"},
         "noise": noise(table, crit),
         "adaptive_replay": adaptive_replay(table, letters, crit),
-        "null_check": label_swap_null(verdicts, crit.level, crit.min_effect,
+        "null_check": label_swap_null(verdicts, crit.edge_level, crit.min_effect,
                                       draws=NULL_DRAWS, seed=crit.seed),
         "pairs": [{k: v for k, v in p.items() if k != "front"} for p in verdicts],
         "decided": [p["pair"] for p in verdicts if p["outcome"] == "order"],
@@ -483,7 +562,7 @@ def one_look(crit: Criteria) -> Criteria:
     """The criteria of a check that runs once on the probe's first samples and seeds (§4's
     insertions, §6's repetitions): its own family at the full alpha, not split over the pair
     probe's looks (with six checks at alpha / 3 looks, 8 units could never decide one)."""
-    return replace(crit, looks=1, max_samples=None)
+    return replace(crit, looks=1, max_samples=None, edge_looks=None, edge_units=0)
 
 
 def check_insertions(table: pd.DataFrame, winners: Sequence[str], letters: Sequence[str],

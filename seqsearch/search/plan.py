@@ -18,7 +18,7 @@ from seqsearch.config import StudyConfig
 from seqsearch.data import check_available
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
-from seqsearch.search.stats import look_alpha, min_units_for
+from seqsearch.search.stats import edge_looks, look_alpha, min_units_for
 
 # channels, side, classes, training images (official train split) of the known datasets
 KNOWN = {
@@ -60,15 +60,23 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     macs = count_macs(model, (c, side, side))
     letters = [get_stage(s).info.letter for s in study.stages]
     n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)
+    from seqsearch.pipeline import study_pairs
+
+    pairs = max(1, len(study_pairs(study)))  # `probe.pairs`, else every pair
+    plan = edge_looks(study.probe.alpha, study.probe.look_units(), pairs)
+    edge_level = look_alpha(study.probe.alpha,
+                            study.probe.planned_looks() if plan is None else plan[0])
     t = study.train
 
     def epochs_of(letter: str) -> int:
         return behaviour.epochs(letter, t)
 
-    first = n * k * s
-    second = n * (n - 1) * k * s
-    probe_epochs = k * s * (sum(epochs_of(a) for a in letters)
-                            + sum(epochs_of(b) for a in letters for b in letters if a != b))
+    chosen = study_pairs(study)
+    probed = [a for a in letters if any(a in p for p in chosen)]
+    first = len(probed) * k * s
+    second = 2 * pairs * k * s
+    probe_epochs = k * s * (sum(epochs_of(a) for a in probed)
+                            + sum(epochs_of(p[0]) + epochs_of(p[1]) for p in chosen))
     tune_trainings = study.tune.trials * n
     tune_epochs = study.tune.trials * sum(epochs_of(a) for a in letters)
     total_epochs = t.epochs + probe_epochs + tune_epochs
@@ -84,20 +92,24 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
         "study": study.name, "model": study.model.name, "data": d.name,
         "input": [c, side, side], "classes": classes, "train_images": train_images,
         "baseline_macs": macs, "stages": "".join(letters),
-        "probe_runs": first + n * (n - 1) * k * s,
+        "probe_runs": first + second,
+        "pairs": study_pairs(study),
         "probe_stage_trainings": first + second,
-        "probe_stage_trainings_without_cache": 2 * n * (n - 1) * k * s + first,
+        "probe_stage_trainings_without_cache": 2 * second + first,
         "tune_trials": study.tune.trials, "tune_stage_trainings_at_most": tune_trainings,
         "epochs": {"baseline": t.epochs, "probe": probe_epochs, "tune_at_most": tune_epochs},
         "estimated_tflops": flops / 1e12,
-        "min_samples_to_decide": min_units(study.probe.alpha, study.probe.planned_looks(),
-                                           n * (n - 1) // 2),
+        "min_samples_to_decide": max(min_units_for(edge_level / pairs),
+                                     0 if plan is None else plan[1]),
         "sequential": {"adaptive": study.probe.adaptive,
                        "planned_looks": study.probe.planned_looks(),
                        "samples": k, "max_samples": study.probe.most_samples(),
                        "sample_looks": study.probe.sample_looks(),
-                       "first_pair_level": study.probe.alpha / study.probe.planned_looks()
-                       / max(1, n * (n - 1) // 2),
+                       "first_pair_level": edge_level / pairs,
+                       # looks whose units cannot reject get no alpha for edges
+                       "looks_with_edge_alpha": len(study.probe.look_units())
+                       if plan is None else plan[0],
+                       "look_units": study.probe.look_units(),
                        "stage_trainings_at_most": n * n * study.probe.most_samples() * s},
         "brute_force": {"orders": orders, "stage_trainings": brute_trainings,
                         "epochs": brute_epochs,

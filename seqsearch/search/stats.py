@@ -95,16 +95,62 @@ def holm(p_values: Sequence[float], alpha: float) -> list[tuple[float, bool]]:
     return out
 
 
-Z_POWER = 0.8416212335729143  # standard normal quantile of 0.8: 80 % power
+POWER = 0.8  # the power a power line states
+# The sign-flip test is a little less powerful than the t-test it approximates (it can only
+# reject on whole sign patterns): solving the noncentral t for this much power puts the exact
+# test's power at the stated effect at 0.8 or above (tests/test_decision_rule.py simulates it).
+T_POWER = 0.83
+
+
+def attainable_level(units: int, level: float) -> float:
+    """The largest level the sign-flip test with `units` non-zero differences can reject at
+    without exceeding `level`: a whole number of its 2^units sign patterns."""
+    if units <= 0:
+        return 0.0
+    if units > 60:  # a pattern is below 1e-18 of the level: nothing to round
+        return level
+    return math.floor(level * 2 ** units + 1e-9) / 2 ** units
+
+
+def detectable_effect(units: int, sd: float, level: float, power: float = POWER
+                      ) -> float | None:
+    """The smallest mean difference the two-sided sign-flip test of `units` units at `level`
+    finds with probability `power`, for units spread with `sd` (normal noise). Where only the
+    all-same-sign patterns reject (two patterns), power is exactly the chance every difference
+    has the mean's sign; otherwise the noncentral t at the attainable level, solved for
+    `T_POWER`. None where the test cannot reject at all."""
+    from scipy import stats
+
+    a = attainable_level(units, level)
+    if units < 2 or a <= 0:
+        return None
+    if sd == 0:
+        return 0.0
+    root = math.sqrt(units)
+    if units <= 60 and a * 2 ** units <= 2:  # only the two patterns of one sign reject
+        x = stats.norm.ppf(power ** (1 / units))
+        return float(x * sd)
+    df, crit = units - 1, float(stats.t.ppf(1 - a / 2, units - 1))
+
+    def power_at(effect: float) -> float:
+        nc = effect * root / sd
+        return float(1 - stats.nct.cdf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+    lo, hi = 0.0, sd
+    while power_at(hi) < T_POWER:
+        hi *= 2
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if power_at(mid) < T_POWER else (lo, mid)
+    return hi
 
 
 def power_line(diffs: Sequence[float], level: float, effect: float | None = None
                ) -> dict[str, float | int | None]:
-    """What a paired test of these units could detect (normal approximation of the sign-flip
-    test): the smallest mean difference found with 80 % power at two-sided `level` with this
-    many units, and the units needed to find `effect` (default: the observed mean) so. None
-    where the spread is unknown (fewer than 2 units). The exact test also needs enough units
-    to reach the level at all (`smallest_p`)."""
+    """What a paired sign-flip test of these units could detect: the smallest mean difference
+    found with 80 % power at two-sided `level` with this many units (`detectable_effect`), and
+    the units needed to find `effect` (default: the observed mean) so. None where the spread
+    is unknown (fewer than 2 units) or the test cannot reach the level with these units."""
     d = [float(x) for x in diffs if math.isfinite(x)]
     n = len(d)
     if n < 2:
@@ -112,14 +158,21 @@ def power_line(diffs: Sequence[float], level: float, effect: float | None = None
     from statistics import NormalDist, stdev
 
     sd = stdev(d)
-    z = NormalDist().inv_cdf(1 - level / 2) + Z_POWER
     target = abs(sum(d) / n) if effect is None else abs(effect)
     need: int | None = None
     if sd == 0:
         need = min_units_for(level)
     elif target > 0:
+        # the normal approximation undershoots: start there and step up until the test holds
+        z = NormalDist().inv_cdf(1 - level / 2) + NormalDist().inv_cdf(POWER)
         need = max(min_units_for(level), math.ceil((z * sd / target) ** 2))
-    return {"units": n, "sd": sd, "detectable": z * sd / math.sqrt(n), "units_needed": need}
+        while need < 100_000:
+            found = detectable_effect(need, sd, level)
+            if found is not None and found <= target:
+                break
+            need += max(1, need // 20)
+    return {"units": n, "sd": sd, "detectable": detectable_effect(n, sd, level),
+            "power": POWER, "units_needed": need}
 
 
 def min_units_for(level: float) -> int:
@@ -133,6 +186,19 @@ def min_units_for(level: float) -> int:
 def smallest_p(units: int) -> float:
     """The smallest p-value the sign-flip test can reach with `units` non-zero differences."""
     return 1.0 if units == 0 else min(1.0, 2.0 / 2 ** units)
+
+
+def edge_looks(alpha: float, look_units: Sequence[int], pairs: int
+               ) -> tuple[int, int] | None:
+    """Which looks get alpha for edges: those whose units can reject at Holm's first step of
+    the even split (alpha / looks / pairs); a look that cannot reject spends nothing, and the
+    others share alpha. Returns (looks with alpha, the fewest units among them), or None where
+    every look can reject (or none can): the even split stands."""
+    looks = max(1, len(look_units))
+    can = [u for u in look_units if smallest_p(u) <= alpha / looks / max(1, pairs)]
+    if not can or len(can) == len(look_units):
+        return None
+    return len(can), min(can)
 
 
 def look_alpha(alpha: float, looks: int) -> float:

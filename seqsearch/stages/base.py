@@ -65,6 +65,9 @@ class StageInfo:
     description: str = ""
     # allowed values of params outside the sampled space (recipes such as quantize.method)
     choices: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    # it trains a new network (a student) whose own initialisation adds seed noise: the noise
+    # report splits seed gaps by chains with and without such a stage
+    student: bool = False
 
     def short(self, key: str) -> str:
         prefix = f"{self.name}."

@@ -173,6 +173,7 @@ class Distill:
         letter="D",
         kind="static",
         granularity="architecture",
+        student=True,
         repeatable=True,
         space={
             "distill.width": FloatDistribution(0.25, 1.0),

@@ -1,0 +1,115 @@
+"""The export rule's promise, checked on synthetic studies: chains with known true drops,
+measured with the noise the committed studies show (seed 0.18, validation images 0.29 on
+1,800, test images 0.39 on 1,000 points per run), and the rule of `search.bound` picking the
+most compressed chain that passes. Pure numpy: no training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from seqsearch.search.bound import EdgePrior, ExportRule, pooled_sd, z_of
+
+SEED_SD, VAL_SD, N_VAL, N_TEST = 0.18, 0.29, 1800, 1000
+TEST_SD = VAL_SD * math.sqrt(N_VAL / N_TEST)
+BUDGET = 1.0
+
+
+def _study(rng: np.random.Generator, *, points: int, trials: int, confidence: float,
+           chain_sd: float = 0.0) -> tuple[float | None, float | None]:
+    """One synthetic study: `points` probe points on two seeds and `trials` tuning trials
+    (picked on one run, judged on two fresh ones), true drops uniform on [0, 3] points, log
+    BitOpsCR rising with the drop (2 per point, sd 0.3: many chains at the budget's edge).
+    `chain_sd`: an image effect a chain keeps on every seed (not seen by seed repeats).
+    Returns the exported chain's mean test drop over its judging runs under the bound and
+    under the old rule (mean validation drop within the budget), None where nothing passed."""
+    k = points + trials
+    mu = rng.uniform(0.0, 3.0, k)
+    log_cr = 2.0 * mu + rng.normal(0.0, 0.3, k)
+    shared_val = rng.normal(0.0, chain_sd, k)[:, None]
+    shared_test = rng.normal(0.0, chain_sd * math.sqrt(N_VAL / N_TEST), k)[:, None]
+    seed = rng.normal(0.0, SEED_SD, (k, 3))
+    val = mu[:, None] + seed + rng.normal(0.0, VAL_SD, (k, 3)) + shared_val
+    test = mu[:, None] + seed + rng.normal(0.0, TEST_SD, (k, 3)) + shared_test
+    # probe points: seeds 0 and 1 judge them; trials: picked on run 0, judged on runs 1, 2
+    is_trial = np.arange(k) >= points
+    selected = ~is_trial | (val[:, 0] <= BUDGET)  # a trial is a candidate when feasible
+    judged_val = np.where(is_trial, val[:, 1:].mean(1), val[:, :2].mean(1))
+    judged_test = np.where(is_trial, test[:, 1:].mean(1), test[:, :2].mean(1))
+    sd, _ = pooled_sd(val[:points, :2].tolist())
+    assert sd is not None
+    pick_drop = np.where(is_trial, val[:, 0], judged_val)
+    prior = EdgePrior.fit(log_cr, pick_drop, np.where(is_trial, sd ** 2, sd ** 2 / 2))
+    rule = ExportRule(BUDGET, confidence, sd, "synthetic", N_VAL, N_TEST, prior)
+    order = np.argsort(-log_cr)
+    new = next((judged_test[i] for i in order
+                if selected[i] and rule.passes(float(judged_val[i]), 2, float(log_cr[i]))), None)
+    old = next((judged_test[i] for i in order
+                if selected[i] and judged_val[i] <= BUDGET), None)
+    return new, old
+
+
+def _coverage(results: list[float | None]) -> tuple[float, int]:
+    got = [r for r in results if r is not None]
+    return sum(r <= BUDGET for r in got) / len(got), len(got)
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95])
+def test_the_exported_chains_test_mean_is_within_the_budget_at_the_stated_confidence(
+        confidence):
+    """1,000 synthetic studies of 200 probe points and 20 trials each: the chain the bound
+    exports has its mean test drop within the budget in at least `confidence` of them, where
+    the old rule (mean validation drop within the budget) holds in well under half."""
+    rng = np.random.default_rng(31)
+    runs = [_study(rng, points=200, trials=20, confidence=confidence) for _ in range(1000)]
+    new, n_new = _coverage([r[0] for r in runs])
+    old, _ = _coverage([r[1] for r in runs])
+    assert n_new >= 990  # it exports (a chain passes) in nearly every study
+    assert new >= confidence, new
+    assert old < 0.5, old
+
+
+def test_few_candidates_hold_the_promise_too():
+    """A study with few candidates at the edge (40 points, 5 trials): the bound alone carries it."""
+    rng = np.random.default_rng(7)
+    new, n = _coverage([_study(rng, points=40, trials=5, confidence=0.9)[0]
+                        for _ in range(1000)])
+    assert n >= 950 and new >= 0.9, (new, n)
+
+
+def test_a_chain_level_image_effect_is_what_the_bound_does_not_see():
+    """The bound's stated assumption: image noise independent between runs. An image effect a
+    chain keeps on every seed (sd 0.15 point on validation) is invisible to seed repeats and
+    costs coverage; this pins down by how much, so docs/commands.md can say it."""
+    rng = np.random.default_rng(5)
+    new, _ = _coverage([_study(rng, points=200, trials=20, confidence=0.9, chain_sd=0.15)[0]
+                        for _ in range(500)])
+    assert 0.8 <= new < 0.95, new
+
+
+def test_the_margin_is_the_issues_formula():
+    rule = ExportRule(1.0, 0.9, 0.34, "x", 1800, 1000)
+    assert rule.z == pytest.approx(1.2816, abs=1e-4)
+    assert rule.noise_margin(2) == pytest.approx(1.2816 * 0.34 * math.sqrt(2.8 / 2), rel=1e-4)
+    assert rule.noise_margin(0) == math.inf
+    assert rule.bound(0.4, 2, 3.0) == pytest.approx(0.4 + rule.noise_margin(2))  # no prior
+    d = rule.describe(0.4, 2, 3.0)
+    assert d["margin"] == pytest.approx(1.0 - d["bound"]) and d["sigma_run"] == 0.34
+    assert z_of(0.95) == pytest.approx(1.6449, abs=1e-4)
+
+
+def test_the_prior_only_ever_raises_a_drop():
+    """A drop far better than its neighbours' is shrunk toward them; a worse one keeps its
+    own figure."""
+    x = np.linspace(0.0, 1.0, 50)
+    prior = EdgePrior.fit(x, np.full(50, 1.2), np.full(50, 0.01))
+    assert prior.adjusted(0.5, 0.5, 0.06) > 0.5
+    assert prior.adjusted(2.0, 0.5, 0.06) == 2.0
+
+
+def test_pooled_sd_counts_each_model_once():
+    """Two τ rows of one model weigh as one point."""
+    sd, dof = pooled_sd([[0.0, 2.0], [0.0, 2.0], [1.0, 1.0]], [0.5, 0.5, 1.0])
+    assert dof == pytest.approx(2.0) and sd == pytest.approx(1.0)
