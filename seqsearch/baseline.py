@@ -104,3 +104,39 @@ def get_baseline(
     atomic.torch_save(path, {"state_dict": state, "metrics": metrics})
     environment.record(path.parent.parent, "baseline", dev, study.train)
     return Baseline(model, data, metrics, from_cache=False)
+
+
+# a baseline whose validation accuracy a one-sided binomial test cannot tell from guessing at
+# this level is "near chance"
+CHANCE_LEVEL = 0.05
+
+
+def chance_warning(study: RunSection, metrics: dict[str, Any], classes: int) -> str | None:
+    """One line naming the likely cause when the baseline is no better than guessing (its
+    validation accuracy not above 1/classes by a binomial test at `CHANCE_LEVEL`), else None."""
+    from scipy.stats import binomtest
+
+    acc = float(metrics["val_accuracy"])
+    n = int(metrics.get("val_images") or 0)
+    chance = 1.0 / max(1, classes)
+    if n > 0:
+        k = min(n, round(acc * n))
+        if binomtest(k, n, chance, alternative="greater").pvalue <= CHANCE_LEVEL:
+            return None
+    elif acc >= 1.5 * chance:
+        return None
+    t, d = study.train, study.data
+    causes = []
+    if t.epochs < 3:
+        causes.append(f"too few epochs (train.epochs {t.epochs})")
+    if t.lr > (0.01 if t.optimizer == "adam" else 0.5):
+        causes.append(f"a learning rate too high for {t.optimizer} (train.lr {t.lr:g})")
+    if d.limit is not None and d.limit < 20 * classes:
+        causes.append(f"too few images per class (data.limit {d.limit}, {classes} classes)")
+    if not causes:
+        causes.append(f"train.lr {t.lr:g} or train.epochs {t.epochs}, or labels that do not "
+                      "match the images")
+    return (f"baseline {study.model.name} on {d.name}: validation accuracy {100 * acc:.1f} % "
+            f"is near chance ({100 * chance:.1f} % for {classes} classes"
+            + (f", {n} images" if n else "") + "), so compressing it would measure nothing; "
+            f"likely cause: {'; or '.join(causes)}")

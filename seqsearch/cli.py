@@ -65,13 +65,18 @@ def cmd_count(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from seqsearch.baseline import get_baseline
+    from seqsearch.baseline import chance_warning, get_baseline
     from seqsearch.config import load_study
+    from seqsearch.preflight import preflight
 
     study = load_study(args.study)
     args.model_spec = study.model.name
+    preflight(study)
     base = get_baseline(study, out_dir=Path(args.out) if args.out else None)
     m = base.metrics
+    warning = chance_warning(study, m, base.data.num_classes)
+    if warning is not None:
+        print(f"seqsearch: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({"study": study.name, "from_cache": base.from_cache, **m}))
     else:
@@ -154,8 +159,10 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
+    from seqsearch.preflight import preflight
     from seqsearch.search.plan import dry_run, pilot_power
 
+    preflight(study)  # every check a real run makes before it trains
     plan = dry_run(study)
     plan["pilot_power"] = None if out is None else pilot_power(out)
     if as_json:

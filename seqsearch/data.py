@@ -92,17 +92,22 @@ def _mnist5k(_root: str | None, _download: bool, _size: int | None) -> RawPool:
     return x, torch.from_numpy(table[:, -1]).long(), None
 
 
+def _check_root(kind: str, root: str | None, download: bool) -> str:
+    if root is None:
+        raise SeqsearchError(f"dataset {kind!r} needs data.root (a folder for its files)")
+    if not download and not Path(root).exists():
+        raise SeqsearchError(
+            f"dataset {kind!r}: folder {root} does not exist and data.download is false; "
+            "set download: true or point data.root at the data"
+        )
+    return root
+
+
 def _torchvision(kind: str) -> Loader:
     def load(root: str | None, download: bool, _size: int | None) -> RawPool:
         import torchvision.datasets as tvd
 
-        if root is None:
-            raise SeqsearchError(f"dataset {kind!r} needs data.root (a folder for its files)")
-        if not download and not Path(root).exists():
-            raise SeqsearchError(
-                f"dataset {kind!r}: folder {root} does not exist and data.download is false; "
-                "set download: true or point data.root at the data"
-            )
+        root = _check_root(kind, root, download)
         try:
             if kind == "svhn":
                 train, test = (
@@ -139,8 +144,6 @@ def _imagefolder(root: str | None, _download: bool, size: int | None) -> RawPool
     import torchvision.datasets as tvd
     import torchvision.transforms as T
 
-    if root is None or not Path(root).is_dir():
-        raise SeqsearchError(f"dataset 'imagefolder': data.root {root} is not a folder")
     side = size or 32
     tf = T.Compose([T.Resize((side, side)), T.ToTensor()])
 
@@ -160,12 +163,77 @@ def _imagefolder(root: str | None, _download: bool, size: int | None) -> RawPool
             ys.append(y)
         return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
+    trees = _imagefolder_dirs(root)
+    if len(trees) == 2:
+        return (*read(trees[0]), read(trees[1]))
+    return (*read(trees[0]), None)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _imagefolder_dirs(root: str | None) -> list[Path]:
+    """The class-per-folder trees of an image folder: train/ and test/ (or val/, valid/) when
+    both are there, else the root itself; a root that is no folder, or a tree with no class
+    folder, is a `SeqsearchError`."""
+    if root is None or not Path(root).is_dir():
+        raise SeqsearchError(f"dataset 'imagefolder': data.root {root} is not a folder")
     base = Path(root)
-    train_dir = base / "train"
-    test_dir = next((base / d for d in ("test", "val", "valid") if (base / d).is_dir()), None)
-    if train_dir.is_dir() and test_dir is not None:
-        return (*read(train_dir), read(test_dir))
-    return (*read(base), None)
+    test = next((base / d for d in ("test", "val", "valid") if (base / d).is_dir()), None)
+    trees = [base / "train", test] if (base / "train").is_dir() and test is not None else [base]
+    for tree in trees:
+        if not any(p.is_dir() for p in tree.iterdir()):
+            raise SeqsearchError(f"dataset 'imagefolder': {tree} holds no class folder; expected "
+                                 f"{tree}/<class>/<image files>")
+    return trees
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a dataset holds, known without reading its images: for `--dry-run`."""
+
+    channels: int
+    side: int
+    classes: int
+    images: int  # the pool training, validation (and, without an official test split, test)
+    official_test: bool  # come from
+
+
+# channels, side, classes, images of the official training split (or of the whole set)
+KNOWN_SHAPES = {
+    "digits": DataShape(1, 8, 10, 1797, False),
+    "mnist5k": DataShape(1, 28, 10, 5000, False),
+    "mnist": DataShape(1, 28, 10, 60000, True),
+    "fashionmnist": DataShape(1, 28, 10, 60000, True),
+    "cifar10": DataShape(3, 32, 10, 50000, True),
+    "cifar100": DataShape(3, 32, 100, 50000, True),
+    "svhn": DataShape(3, 32, 10, 73257, True),
+}
+
+
+def describe_data(name: str, *, root: str | None = None, download: bool = False,
+                  image_size: int | None = None) -> DataShape:
+    """The data's channels, side (after `image_size`), classes and image count, from the
+    folder listing for `imagefolder` (its real classes) and from the known sizes otherwise;
+    checks what can be checked without reading the images (the name, the root)."""
+    if name not in DATASETS:
+        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    if name == "imagefolder":
+        trees = _imagefolder_dirs(root)
+        classes = sorted({p.name for t in trees for p in t.iterdir() if p.is_dir()})
+        images = sum(1 for p in trees[0].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images == 0:
+            raise SeqsearchError(f"dataset 'imagefolder': {trees[0]} holds no image file "
+                                 f"({', '.join(IMAGE_SUFFIXES)})")
+        shape = DataShape(3, 32, len(classes), images, len(trees) == 2)
+    else:
+        shape = KNOWN_SHAPES[name]
+        if name not in ("digits", "mnist5k"):
+            _check_root(name, root, download)
+    if image_size:
+        shape = DataShape(shape.channels, image_size, shape.classes, shape.images,
+                          shape.official_test)
+    return shape
 
 
 DATASETS: dict[str, Loader] = {

@@ -33,6 +33,14 @@ def test_study_dry_runs_shrunk(path, tmp_path):
     doc["probe"] = {**doc.get("probe", {}), "samples": 2, "seeds": [0, 1], "max_samples": 2}
     doc["tune"] = {**doc.get("tune", {}), "trials": 3}
     doc["data"]["limit"] = 1000
+    if doc["data"]["name"] == "imagefolder":  # a stand-in folder: a dry run lists its classes
+        from PIL import Image
+
+        for part in ("train", "test"):
+            for c in range(10):
+                folder = tmp_path / doc["data"]["root"] / part / f"class{c}"
+                folder.mkdir(parents=True)
+                Image.new("RGB", (4, 4)).save(folder / "0.png")
     shrunk = tmp_path / path.name
     shrunk.write_text(yaml.safe_dump(doc))
     load_study(shrunk)

@@ -15,40 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from seqsearch.config import StudyConfig
+from seqsearch.data import describe_data
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
 from seqsearch.search.stats import look_alpha, min_units_for
-
-# channels, side, classes, training images (official train split) of the known datasets
-KNOWN = {
-    "digits": (1, 8, 10, 1797),
-    "mnist5k": (1, 28, 10, 5000),
-    "mnist": (1, 28, 10, 60000),
-    "fashionmnist": (1, 28, 10, 60000),
-    "cifar10": (3, 32, 10, 50000),
-    "cifar100": (3, 32, 100, 50000),
-    "svhn": (3, 32, 10, 73257),
-    "imagefolder": (3, 32, 10, 90000),  # CINIC-10 sizes unless the folder says otherwise
-}
-
-
-def _imagefolder_size(root: str | None) -> int | None:
-    if root is None or not (Path(root) / "train").is_dir():
-        return None
-    return sum(1 for p in (Path(root) / "train").rglob("*") if p.is_file())
 
 
 def dry_run(study: StudyConfig) -> dict[str, Any]:
     from seqsearch.stages import behaviour, get_stage
 
     d = study.data
-    c, side, classes, n_images = KNOWN[d.name]
-    if d.name == "imagefolder":
-        n_images = _imagefolder_size(d.root) or n_images
-    side = d.image_size or side
+    shape = describe_data(d.name, root=d.root, download=d.download, image_size=d.image_size)
+    c, side, classes, n_images = shape.channels, shape.side, shape.classes, shape.images
     used = min(n_images, d.limit) if d.limit else n_images
-    # digits and mnist5k have no official test split: test_fraction of them is held out
-    held_out = d.test_fraction if d.name in ("digits", "mnist5k") else 0.0
+    # a set without an official test split: test_fraction of it is held out
+    held_out = 0.0 if shape.official_test else d.test_fraction
     train_images = int(used * (1 - d.val_fraction) * (1 - held_out))
     model = build_model(study.model.name, input_shape=(c, side, side), num_classes=classes,
                         kwargs=study.model.kwargs)
