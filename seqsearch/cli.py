@@ -125,12 +125,20 @@ def cmd_apply(args: argparse.Namespace) -> int:
     chain = letters(steps)
     save_model(out, result.model, {"chain": chain, "final": final,
                                    "steps": [[s.stage, dict(s.params)] for s in steps]})
+    onnx = None
+    if not args.no_onnx:
+        from seqsearch.deploy.command import write_model_onnx
+
+        onnx = write_model_onnx(out.parent, result.model, base.data.train.x[:256],
+                                name=out.with_suffix(".onnx").name, label="apply")
     if args.json:
         print(json.dumps({"chain": chain, "baseline": baseline, "stages": result.records,
                           "final": final, "model_file": str(out),
+                          "onnx_file": None if onnx is None else str(onnx),
                           "stage_trainings": result.trained, "cached": result.cached,
-                          "policy": {"precision": cfg.train.precision,
-                                     "memory_format": cfg.train.memory_format},
+                          "policy": settings.policy,
+                          "requested_policy": {"precision": cfg.train.precision,
+                                               "memory_format": cfg.train.memory_format},
                           "notes": settings.notes}))
         return 0
     print(f"chain {chain}: {cfg.model.name} on {cfg.data.name}, first/last bits "
@@ -144,7 +152,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     print(f"final: test accuracy {100 * final['accuracy']:.2f} % (drop {drop:+.2f} pts), "
           f"BitOpsCR {final['bitops_cr']:.2f}x, CR {final['cr']:.2f}x; "
           f"{result.trained} stage training(s), {result.cached} from cache")
-    print(f"model saved to {out}")
+    print(f"model saved to {out}" + ("" if onnx is None else f"; ONNX: {onnx}"))
     return 0
 
 
@@ -494,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                    help="train under this precision (default: the policy an exported chain "
                    "was measured under, else its train.precision)")
+    p.add_argument("--no-onnx", action="store_true", help="write no ONNX file (default: "
+                   "MODEL.onnx beside the model: real pruned shapes, int8 Q/DQ, exits as If)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_apply)
 

@@ -38,6 +38,14 @@ def study_letters(study: StudyConfig) -> list[str]:
     return [get_stage(name).info.letter for name in study.stages]
 
 
+def relative(folder: Path) -> str:
+    """A study folder as an exported chain names it: relative to the current folder (where
+    the study ran), so a committed chain holds no path of the machine that ran it."""
+    import os
+
+    return Path(os.path.relpath(folder)).as_posix()
+
+
 def study_baseline(study: StudyConfig, out_dir: Path) -> Baseline:
     """The trained baseline, or a `SeqsearchError` where it is no better than guessing:
     compressing such a model measures nothing (every chain "keeps" its accuracy)."""
@@ -403,7 +411,7 @@ def export_trial(study: StudyConfig, out_dir: Path, best: Any,
     model_path = tune_dir / "best_model.pt"
     save_model(model_path, result.model, {"chain": best.user_attrs["chain"], "final": metrics})
     doc = chain_document(study, steps, metrics, name=f"{study.name}-best",
-                         output=str(out_dir), policy=pinned_policy(study, out_dir))
+                         output=relative(out_dir), policy=pinned_policy(study, out_dir))
     write_chain(tune_dir / "best_chain.yaml", doc)
     a = best.user_attrs
     return {
@@ -497,7 +505,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "baseline_test_accuracy": float(base.metrics["test_accuracy"]),
         "note": got.why, **evidence}
     doc = chain_document(study, [(s, p) for s, p in c.steps], metrics,
-                         name=f"{study.name}-export", output=str(out_dir),
+                         name=f"{study.name}-export", output=relative(out_dir),
                          policy=pinned_policy(study, out_dir))
     doc.update(feasible=got.feasible, confirmation=confirmation,
                source={"from": c.source, "id": c.ident, "chain": c.chain, **evidence})
