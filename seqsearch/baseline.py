@@ -38,8 +38,31 @@ def build_data(study: RunSection, device: torch.device) -> DataBundle:
 
 
 def build_model(study: RunSection, data: DataBundle) -> nn.Module:
-    return build_for_data(study.model.name, input_shape=data.input_shape,
-                          num_classes=data.num_classes, kwargs=study.model.kwargs)
+    model = build_for_data(study.model.name, input_shape=data.input_shape,
+                           num_classes=data.num_classes, kwargs=study.model.kwargs)
+    if study.model.weights is not None:
+        load_weights(model, Path(study.model.weights))
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Put a saved state dict (or a checkpoint's 'state_dict') into `model`; a missing file
+    or mismatched keys or shapes is one line naming the file."""
+    if not path.is_file():
+        raise SeqsearchError(f"model.weights: {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - not a torch file, or not a plain state dict
+        raise SeqsearchError(f"model.weights: {path}: not a state dict torch can load "
+                             f"({type(exc).__name__}); save one with "
+                             "torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise SeqsearchError(f"model.weights: {path} does not fit the model: {text}") from None
 
 
 def baseline_path(study: RunSection, out_dir: Path | None = None) -> Path:

@@ -211,11 +211,57 @@ KNOWN_SHAPES = {
 }
 
 
+@dataclass(frozen=True)
+class GivenSplits:
+    """A user's own train, validation and test tensors (the Python API), used as given: no
+    split, no normalisation (the exported model then takes the same tensors)."""
+
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(int(s.y.max()) for s in (self.train, self.val, self.test))) + 1
+
+
+_GIVEN: dict[str, GivenSplits] = {}
+
+
+def register_splits(splits: GivenSplits) -> str:
+    """Make a user's splits loadable by name (`tensors-<digest>`): a study names it in
+    `data.name` like a built-in dataset. The digest covers every tensor, so the same data
+    gives the same name (and the same baseline cache key) in every process that registers
+    it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (splits.train, splits.val, splits.test):
+        for t in (part.x, part.y):
+            c = t.detach().cpu().contiguous()
+            digest.update(f"{c.dtype}{tuple(c.shape)}".encode())
+            digest.update(c.numpy().tobytes())
+    name = f"tensors-{digest.hexdigest()[:16]}"
+    _GIVEN.setdefault(name, splits)
+    return name
+
+
+def dataset_names() -> list[str]:
+    return [*DATASETS, *_GIVEN]
+
+
 def describe_data(name: str, *, root: str | None = None, download: bool = False,
                   image_size: int | None = None) -> DataShape:
     """The data's channels, side (after `image_size`), classes and image count, from the
     folder listing for `imagefolder` (its real classes) and from the known sizes otherwise;
     checks what can be checked without reading the images (the name, the root)."""
+    if name in _GIVEN:
+        g = _GIVEN[name]
+        c, h, w = g.train.x.shape[1:]
+        if h != w:
+            raise SeqsearchError(f"data {name!r}: images must be square, not {h}x{w}")
+        return DataShape(int(c), image_size or int(h), g.num_classes,
+                         len(g.train) + len(g.val), True)
     if name not in DATASETS:
         raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     if name == "imagefolder":
@@ -320,10 +366,15 @@ def load_data(
     caps the samples used in all (train+val+test), sampled stratified. Normalisation uses the
     train split's per-channel mean and std.
     """
-    if name not in DATASETS:
-        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     if augment not in AUGMENT_MODES:
         raise SeqsearchError(f"data.augment {augment!r}: use one of {', '.join(AUGMENT_MODES)}")
+    if name in _GIVEN:
+        g = _GIVEN[name]
+        tr, va, te = (Split(_resize(s.x.float(), image_size), s.y.long())
+                      for s in (g.train, g.val, g.test))
+        return DataBundle(name, tr, va, te, g.num_classes, augment).to(device)
+    if name not in DATASETS:
+        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     x, y, official_test = DATASETS[name](root, download, image_size)
     if official_test is None:
         if limit is not None:

@@ -48,11 +48,17 @@ def relative(folder: Path) -> str:
 
 def study_baseline(study: StudyConfig, out_dir: Path) -> Baseline:
     """The trained baseline, or a `SeqsearchError` where it is no better than guessing:
-    compressing such a model measures nothing (every chain "keeps" its accuracy)."""
+    compressing such a model measures nothing (every chain "keeps" its accuracy).
+    `SEQSEARCH_ALLOW_CHANCE_BASELINE=1` turns the stop into a warning (the test suite's tiny
+    one-epoch studies test the machinery, not the model)."""
+    import os
+
     base = get_baseline(study, out_dir=out_dir)
     line = chance_warning(study, base.metrics, base.data.num_classes)
     if line is not None:
-        raise SeqsearchError(line)
+        if os.environ.get("SEQSEARCH_ALLOW_CHANCE_BASELINE") != "1":
+            raise SeqsearchError(line)
+        note(f"[baseline] warning: {line}")
     return base
 
 

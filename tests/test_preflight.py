@@ -86,7 +86,8 @@ def test_model_torch_pruning_cannot_cut_fails_before_training(tmp_path, capsys):
                            "stage 'prune': torch-pruning cannot trace", base=base)
 
 
-def test_baseline_near_chance_stops_with_the_likely_cause(tmp_path, capsys):
+def test_baseline_near_chance_stops_with_the_likely_cause(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SEQSEARCH_ALLOW_CHANCE_BASELINE", raising=False)
     study = tmp_path / "s.yaml"
     study.write_text(BASE.replace("epochs: 1", "epochs: 0"))
     out = tmp_path / "out"
