@@ -166,13 +166,18 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
     return study, Path(args.out) if args.out else study.output_dir()
 
 
-def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
-    from seqsearch.preflight import preflight
+def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = True) -> int:
+    from seqsearch.preflight import check_fixed, preflight
     from seqsearch.search.plan import dry_run, pilot_power
 
-    preflight(study)  # every check a real run makes before it trains
+    shape = preflight(study)  # every check a real run makes before it trains
     plan = dry_run(study)
     plan["pilot_power"] = None if out is None else pilot_power(out)
+    plan["wall_time"] = None
+    if timed:
+        from seqsearch.search.estimate import estimate
+
+        plan["wall_time"] = estimate(study, shape, plan["train_images"], check_fixed(study))
     if as_json:
         print(json.dumps(plan))
         return 0
@@ -186,6 +191,18 @@ def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
     print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']} "
           f"stage trainings, {plan['epochs']['tune_at_most']} epochs")
     print(f"estimated compute: {plan['estimated_tflops']:,.1f} TFLOPs (upper bound)")
+    wall = plan["wall_time"]
+    if wall is not None:
+        from seqsearch.search.estimate import human
+
+        def span(r: dict[str, float]) -> str:
+            return f"{human(r['central'])} ({human(r['low'])} to {human(r['high'])})"
+
+        m = wall["measured"]
+        print(f"wall time on this machine ({wall['device']}; batch {wall['batch']}: baseline "
+              f"step {min(m['baseline_step_s']):.3g} s, {wall['batches_per_epoch']} batches "
+              f"per epoch): " + ", ".join(f"{k} {span(v)}" for k, v in wall["steps"].items())
+              + f"; total {span(wall['total'])}, the report adds seconds")
     b = plan["brute_force"]
     print(f"brute force (--brute-force): {b['orders']} orders, {b['stage_trainings']} stage "
           f"trainings ({b['times_the_probe']:.1f}x the probe's), {b['epochs']} epochs, "
@@ -222,7 +239,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     study, out = _study_and_dir(args)
     if args.dry_run:
-        return _print_plan(study, args.json, out)
+        return _print_plan(study, args.json, out, timed=not args.no_estimate)
     from seqsearch.timings import timed_command
     from seqsearch.workers import resolve_workers
 
@@ -423,7 +440,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study, out = _study_and_dir(args)
     if args.dry_run:
-        return _print_plan(study, args.json, out)
+        return _print_plan(study, args.json, out, timed=not args.no_estimate)
     from seqsearch.workers import resolve_workers
 
     workers = resolve_workers(args.workers)
@@ -518,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the stages over the same samples (the ground truth)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
+    p.add_argument("--no-estimate", action="store_true", help="with --dry-run: counts only, "
+                   "no wall-time estimate (which times a few training steps here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _workers_option(p, AUTO, "local worker processes on the study's storage, each with its "
                     "share of the threads (default auto: one single-threaded worker per thread)")
@@ -569,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the study folder)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
+    p.add_argument("--no-estimate", action="store_true", help="with --dry-run: counts only, "
+                   "no wall-time estimate (which times a few training steps here)")
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     _workers_option(p, AUTO, "local worker processes for the probe step (default auto: one "
                     "single-threaded worker per thread)")
