@@ -61,6 +61,18 @@ def test_hand_written_chain_to_onnx_that_runs_alone(tmp_path, capsys):
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok")
+    # the same model in PyTorch, its exits applied at τ: one logits row per image
+    import torch
+
+    import seqsearch
+
+    x = torch.randn(6, 1, 8, 8)
+    model = seqsearch.load_model(tmp_path / "hand.pt")
+    assert model.threshold == 0.9 and model(x).shape == (6, 10)
+    never = seqsearch.load_model(tmp_path / "hand.pt", threshold=1.01)  # τ > 1: no early exit
+    assert never.exits_taken(x).tolist() == [1] * 6
+    with torch.no_grad():
+        assert torch.equal(never(x), never.model(x)[-1])
 
 
 @pytest.mark.parametrize("name", ["resnet20-mnist5k", "vgg11-mnist5k"])
