@@ -199,7 +199,8 @@ def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = Tru
             return f"{human(r['central'])} ({human(r['low'])} to {human(r['high'])})"
 
         m = wall["measured"]
-        print(f"wall time on this machine ({wall['device']}; batch {wall['batch']}: baseline "
+        print(f"wall time on this machine ({wall['device']}, {wall['threads']} thread(s); "
+              f"batch {wall['batch']}: baseline "
               f"step {min(m['baseline_step_s']):.3g} s, {wall['batches_per_epoch']} batches "
               f"per epoch): " + ", ".join(f"{k} {span(v)}" for k, v in wall["steps"].items())
               + f"; total {span(wall['total'])}, the report adds seconds")

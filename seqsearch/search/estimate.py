@@ -18,8 +18,10 @@ give the spread. Then per step of the pipeline:
   measured on two seeds) to `tune.confirm` whole chains.
 
 The central figure is the first look with half-length chains; the range runs from the
-fastest timed step and the fewest trainings to the slowest and the most. Not counted: data
-loading, the report (seconds), workers sharing the cores.
+fastest timed step and the fewest trainings to the slowest and the most. Steps are timed with
+this process's torch threads (`--threads` sets them: time with the threads the run will use;
+on a shared or busy machine two threads can be many times slower than one). Not counted:
+data loading, the report (seconds), probe workers sharing the cores.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def estimate(study: StudyConfig, shape: DataShape, train_images: int,
               "high": tu.confirm * per_stage(hi)}
     steps_out = {"baseline": base, "probe": probe, "tune": tune, "export": export}
     total = {k: sum(s[k] for s in steps_out.values()) for k in ("low", "central", "high")}
-    return {"device": t["device"], "batch": batch, "batches_per_epoch": steps,
+    return {"device": t["device"], "threads": torch.get_num_threads(), "batch": batch,
+            "batches_per_epoch": steps,
             "measured": {"baseline_step_s": t["baseline_step"], "forward_s": t["forward"],
                          "stages": t["stages"]},
             "steps": steps_out, "total": total}
