@@ -77,11 +77,17 @@ def _raw_study(study: Mapping[str, Any] | str | Path | StudyConfig | None) -> di
 
 
 def _as_split(value: Any, what: str) -> Split:
-    """(images, labels) tensors or arrays, or a Dataset of (image, label) items, as a Split."""
+    """(images, labels) tensors or arrays, a Dataset of (image, label) items or a DataLoader
+    of (images, labels) batches, as a Split (held in memory)."""
     if isinstance(value, Split):
         return value
     if isinstance(value, tuple | list) and len(value) == 2:
         x, y = (torch.as_tensor(v) for v in value)
+    elif isinstance(value, torch.utils.data.DataLoader):
+        got = [(torch.as_tensor(b[0]), torch.as_tensor(b[1])) for b in value]
+        if not got:
+            raise SeqsearchError(f"data {what}: the DataLoader yields no batch")
+        x, y = torch.cat([b[0] for b in got]), torch.cat([b[1] for b in got])
     elif isinstance(value, torch.utils.data.Dataset):
         items = [value[i] for i in range(len(value))]  # type: ignore[arg-type]
         if not items:
@@ -96,8 +102,6 @@ def _as_split(value: Any, what: str) -> Split:
     if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
         raise SeqsearchError(f"data {what}: expected images N,C,H,W and labels N, got "
                              f"{tuple(x.shape)} and {tuple(y.shape)}")
-    if x.is_floating_point() is False:
-        x = x.float()
     return Split(x.float(), y.long())
 
 

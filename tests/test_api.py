@@ -76,6 +76,12 @@ def test_model_objects_and_tensors_become_registry_names(tmp_path):
     assert a.model.name == b.model.name and a.data.name == b.data.name  # the same cache key
     assert a.baseline_key() == b.baseline_key()
     assert a.data.name.startswith("tensors-") and a.model.name.startswith("Sequential-")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(x, y)
+    for given in (ds, DataLoader(ds, batch_size=7)):  # the same images: the same name
+        assert seqsearch.prepare_study({"name": "s"}, model=net,
+                                       data=given).data.name == a.data.name
     with pytest.raises(SeqsearchError, match="data train: expected"):
         seqsearch.prepare_study({"name": "s"}, model=net, data={"train": "nope"})
     with pytest.raises(SeqsearchError, match="tune.fixed"):
