@@ -43,6 +43,9 @@ def test_skipped_stage_without_a_feasible_trial_and_undecided_pairs():
     assert lines[1] == "E was left out: no tuning trial with E met the budget."
     assert "none of the proposed orders" in relation_sentences("QE", 5.0, ["EQ"], tuning)[0]
     order = {"pairs": [{"pair": "EQ"}], "decided": [], "equivalent": ["EQ"]}
-    assert "no pair's order was decided (1 of 1 pairs equivalent" in \
+    assert "Order barely matters here: all 1 pairs are equivalent" in \
         order_matters_sentence(order, None, 2)
+    order = {"pairs": [{"pair": "EQ"}, {"pair": "PQ"}], "decided": [], "equivalent": ["EQ"]}
+    assert "No order was shown to matter here: no pair was decided (1 of 2 equivalent" in \
+        order_matters_sentence(order, None, 3)
     assert order_matters_sentence({"pairs": [{}], "decided": ["EQ"]}, None, 2) is None

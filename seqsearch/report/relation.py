@@ -86,9 +86,14 @@ def order_matters_sentence(order: dict[str, Any], brute: dict[str, Any] | None,
                 "not on its order.")
     if pairs and decided == 0:
         eq = len(order.get("equivalent", []))
-        return (f"Order barely matters here: no pair's order was decided ({eq} of {pairs} "
-                "pairs equivalent, the rest undecided), so every order is a candidate; choose "
-                "the chain on its compression and cost, not on its order.")
+        if eq == pairs:
+            return (f"Order barely matters here: all {pairs} pairs are equivalent (their two "
+                    "orders within the practical effect), so every order is a candidate; "
+                    "choose the chain on its compression and cost, not on its order.")
+        return (f"No order was shown to matter here: no pair was decided ({eq} of {pairs} "
+                "equivalent, the rest undecided at this study's power, each pair's line says "
+                "what it could detect), so every order is a candidate; choose the chain on its "
+                "compression and cost, not on its order.")
     return None
 
 
