@@ -4,9 +4,12 @@ An exported chain pins the precision, memory format and torch thread counts its 
 measured under (`policy:`); apply reproduces under that policy unless told otherwise
 (`--precision`, `--threads`), and
 says in one line when this machine cannot (fp16 without a GPU) or only emulates it (bf16 on a
-CPU without native bf16: slower, the same numerics). Apply never writes into the folder the
-chain came from: an exported chain names its study folder as `output`, and rebuilding it there
-would add a baseline, caches and environment records to the committed study.
+CPU without native bf16: slower, the same numerics). Apply never writes into the study folder
+the chain came from: an exported chain names its study folder as `output` (relative to the
+folder the study ran from, e.g. `reports/resnet20-mnist5k`), and rebuilding it there would add
+a baseline, caches and environment records to the committed study. So a chain file inside its
+own `output` folder (chain.yaml, tune/best_chain.yaml), or an exported chain (one with
+`metrics`) whose `output` is relative, works in `runs/NAME` and saves `runs/NAME/model.pt`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqsearch.config import ChainConfig
-from seqsearch.precision import native_bf16
+from seqsearch.precision import native_bf16, policy_settings, resolve_policy
 from seqsearch.train import resolve_device
 
 
@@ -25,13 +28,16 @@ class ApplySettings:
     work_dir: Path
     model_path: Path
     notes: list[str]
+    # the precision and memory format this machine trains the chain under (what `auto` and
+    # the pinned policy resolve to here), as `policy_settings` writes them
+    policy: dict[str, str]
     # torch threads for the baseline's training and each stage's (None: this process's own)
     baseline_threads: int | None = None
     stage_threads: list[int] | None = None
 
 
-def _same_folder(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def chain_threads(cfg: ChainConfig) -> tuple[int | None, list[int] | None]:
@@ -79,12 +85,16 @@ def apply_settings(cfg: ChainConfig, chain_path: Path, *, out: str | None = None
         notes.append(f"[apply] torch threads {shown}: as the chain's models were trained "
                      "(its 'policy'), so the rebuild is bit for bit")
     work = cfg.output_dir()
-    if _same_folder(work, chain_path.parent):
+    exported = cfg.metrics is not None and cfg.output is not None \
+        and not Path(cfg.output).is_absolute()
+    if _inside(chain_path, work) or exported:
         work = Path("runs") / cfg.name
-        notes.append(f"[apply] working in {work} (the chain's own folder "
-                     f"{chain_path.parent} is left as it is)")
+        notes.append(f"[apply] working in {work} (the study folder {cfg.output_dir()} the "
+                     "chain was exported from is left as it is)")
         model_path = Path(out) if out else work / "model.pt"
     else:
         model_path = Path(out) if out else chain_path.with_suffix(".pt")
     cfg = cfg.model_copy(update={"output": str(work)})
-    return ApplySettings(cfg, work, model_path, notes, base_threads, stage_threads)
+    resolved = policy_settings(resolve_policy(cfg.train.precision, cfg.train.memory_format,
+                                              device))
+    return ApplySettings(cfg, work, model_path, notes, resolved, base_threads, stage_threads)

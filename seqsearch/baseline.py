@@ -38,8 +38,31 @@ def build_data(study: RunSection, device: torch.device) -> DataBundle:
 
 
 def build_model(study: RunSection, data: DataBundle) -> nn.Module:
-    return build_for_data(study.model.name, input_shape=data.input_shape,
-                          num_classes=data.num_classes, kwargs=study.model.kwargs)
+    model = build_for_data(study.model.name, input_shape=data.input_shape,
+                           num_classes=data.num_classes, kwargs=study.model.kwargs)
+    if study.model.weights is not None:
+        load_weights(model, Path(study.model.weights))
+    return model
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Put a saved state dict (or a checkpoint's 'state_dict') into `model`; a missing file
+    or mismatched keys or shapes is one line naming the file."""
+    if not path.is_file():
+        raise SeqsearchError(f"model.weights: {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - not a torch file, or not a plain state dict
+        raise SeqsearchError(f"model.weights: {path}: not a state dict torch can load "
+                             f"({type(exc).__name__}); save one with "
+                             "torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise SeqsearchError(f"model.weights: {path} does not fit the model: {text}") from None
 
 
 def baseline_path(study: RunSection, out_dir: Path | None = None) -> Path:
@@ -109,3 +132,39 @@ def get_baseline(
     atomic.torch_save(path, {"state_dict": state, "metrics": metrics})
     environment.record(path.parent.parent, "baseline", dev, study.train)
     return Baseline(model, data, metrics, from_cache=False)
+
+
+# a baseline whose validation accuracy a one-sided binomial test cannot tell from guessing at
+# this level is "near chance"
+CHANCE_LEVEL = 0.05
+
+
+def chance_warning(study: RunSection, metrics: dict[str, Any], classes: int) -> str | None:
+    """One line naming the likely cause when the baseline is no better than guessing (its
+    validation accuracy not above 1/classes by a binomial test at `CHANCE_LEVEL`), else None."""
+    from scipy.stats import binomtest
+
+    acc = float(metrics["val_accuracy"])
+    n = int(metrics.get("val_images") or 0)
+    chance = 1.0 / max(1, classes)
+    if n > 0:
+        k = min(n, round(acc * n))
+        if binomtest(k, n, chance, alternative="greater").pvalue <= CHANCE_LEVEL:
+            return None
+    elif acc >= 1.5 * chance:
+        return None
+    t, d = study.train, study.data
+    causes = []
+    if t.epochs < 3:
+        causes.append(f"too few epochs (train.epochs {t.epochs})")
+    if t.lr > (0.01 if t.optimizer == "adam" else 0.5):
+        causes.append(f"a learning rate too high for {t.optimizer} (train.lr {t.lr:g})")
+    if d.limit is not None and d.limit < 20 * classes:
+        causes.append(f"too few images per class (data.limit {d.limit}, {classes} classes)")
+    if not causes:
+        causes.append(f"train.lr {t.lr:g} or train.epochs {t.epochs}, or labels that do not "
+                      "match the images")
+    return (f"baseline {study.model.name} on {d.name}: validation accuracy {100 * acc:.1f} % "
+            f"is near chance ({100 * chance:.1f} % for {classes} classes"
+            + (f", {n} images" if n else "") + "), so compressing it would measure nothing; "
+            f"likely cause: {'; or '.join(causes)}")

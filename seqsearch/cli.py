@@ -65,13 +65,18 @@ def cmd_count(args: argparse.Namespace) -> int:
 def cmd_baseline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from seqsearch.baseline import get_baseline
+    from seqsearch.baseline import chance_warning, get_baseline
     from seqsearch.config import load_study
+    from seqsearch.preflight import preflight
 
     study = load_study(args.study)
     args.model_spec = study.model.name
+    preflight(study)
     base = get_baseline(study, out_dir=Path(args.out) if args.out else None)
     m = base.metrics
+    warning = chance_warning(study, m, base.data.num_classes)
+    if warning is not None:
+        print(f"seqsearch: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps({"study": study.name, "from_cache": base.from_cache, **m}))
     else:
@@ -124,13 +129,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
     chain = letters(steps)
     save_model(out, result.model, {"chain": chain, "final": final,
                                    "steps": [[s.stage, dict(s.params)] for s in steps]})
+    onnx = None
+    if not args.no_onnx:
+        from seqsearch.deploy.command import write_model_onnx
+
+        onnx = write_model_onnx(out.parent, result.model, base.data.train.x[:256],
+                                name=out.with_suffix(".onnx").name, label="apply")
     if args.json:
         print(json.dumps({"chain": chain, "baseline": baseline, "stages": result.records,
                           "final": final, "model_file": str(out),
+                          "onnx_file": None if onnx is None else str(onnx),
                           "stage_trainings": result.trained, "cached": result.cached,
-                          "policy": {**cfg.resolved_policy(),
+                          "policy": {**settings.policy,
                                      "threads": [base.metrics.get("threads"),
                                                  *runner.lineage_threads(steps)]},
+                          "requested_policy": {"precision": cfg.train.precision,
+                                               "memory_format": cfg.train.memory_format},
                           "notes": settings.notes}))
         return 0
     print(f"chain {chain}: {cfg.model.name} on {cfg.data.name}, first/last bits "
@@ -144,7 +158,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     print(f"final: test accuracy {100 * final['accuracy']:.2f} % (drop {drop:+.2f} pts), "
           f"BitOpsCR {final['bitops_cr']:.2f}x, CR {final['cr']:.2f}x; "
           f"{result.trained} stage training(s), {result.cached} from cache")
-    print(f"model saved to {out}")
+    print(f"model saved to {out}" + ("" if onnx is None else f"; ONNX: {onnx}"))
     return 0
 
 
@@ -158,11 +172,18 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
     return study, Path(args.out) if args.out else study.output_dir()
 
 
-def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
+def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = True) -> int:
+    from seqsearch.preflight import check_fixed, preflight
     from seqsearch.search.plan import dry_run, pilot_power
 
+    shape = preflight(study)  # every check a real run makes before it trains
     plan = dry_run(study)
     plan["pilot_power"] = None if out is None else pilot_power(out)
+    plan["wall_time"] = None
+    if timed:
+        from seqsearch.search.estimate import estimate
+
+        plan["wall_time"] = estimate(study, shape, plan["train_images"], check_fixed(study))
     if as_json:
         print(json.dumps(plan))
         return 0
@@ -176,6 +197,19 @@ def _print_plan(study: Any, as_json: bool, out: Any = None) -> int:
     print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']} "
           f"stage trainings, {plan['epochs']['tune_at_most']} epochs")
     print(f"estimated compute: {plan['estimated_tflops']:,.1f} TFLOPs (upper bound)")
+    wall = plan["wall_time"]
+    if wall is not None:
+        from seqsearch.search.estimate import human
+
+        def span(r: dict[str, float]) -> str:
+            return f"{human(r['central'])} ({human(r['low'])} to {human(r['high'])})"
+
+        m = wall["measured"]
+        print(f"wall time on this machine ({wall['device']}, {wall['threads']} thread(s); "
+              f"batch {wall['batch']}: baseline "
+              f"step {min(m['baseline_step_s']):.3g} s, {wall['batches_per_epoch']} batches "
+              f"per epoch): " + ", ".join(f"{k} {span(v)}" for k, v in wall["steps"].items())
+              + f"; total {span(wall['total'])}, the report adds seconds")
     b = plan["brute_force"]
     print(f"brute force (--brute-force): {b['orders']} orders, {b['stage_trainings']} stage "
           f"trainings ({b['times_the_probe']:.1f}x the probe's), {b['epochs']} epochs, "
@@ -214,7 +248,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     study, out = _study_and_dir(args)
     if args.dry_run:
-        return _print_plan(study, args.json, out)
+        return _print_plan(study, args.json, out, timed=not args.no_estimate)
     from seqsearch.timings import timed_command
     from seqsearch.workers import resolve_workers
 
@@ -415,7 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study, out = _study_and_dir(args)
     if args.dry_run:
-        return _print_plan(study, args.json, out)
+        return _print_plan(study, args.json, out, timed=not args.no_estimate)
     from seqsearch.workers import resolve_workers
 
     workers = resolve_workers(args.workers)
@@ -497,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads for this process (default: as "
                    "an exported chain's models were trained, its policy.threads, so the rebuild "
                    "is bit for bit; else torch's own choice)")
+    p.add_argument("--no-onnx", action="store_true", help="write no ONNX file (default: "
+                   "MODEL.onnx beside the model: real pruned shapes, int8 Q/DQ, exits as If)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_apply)
 
@@ -511,6 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the stages over the same samples (the ground truth)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
+    p.add_argument("--no-estimate", action="store_true", help="with --dry-run: counts only, "
+                   "no wall-time estimate (which times a few training steps here)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _workers_option(p, AUTO, "local worker processes on the study's storage, each with its "
                     "share of the threads (default auto: one single-threaded worker per thread)")
@@ -563,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the study folder)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run "
                    "nothing")
+    p.add_argument("--no-estimate", action="store_true", help="with --dry-run: counts only, "
+                   "no wall-time estimate (which times a few training steps here)")
     p.add_argument("--json", action="store_true", help="with --dry-run: one JSON object")
     _workers_option(p, AUTO, "local worker processes for the probe step (default auto: one "
                     "single-threaded worker per thread)")

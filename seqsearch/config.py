@@ -45,6 +45,21 @@ class _Strict(BaseModel):
 class ModelSection(_Strict):
     name: str = Field(min_length=1)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # a state dict (torch.save of model.state_dict(), or a checkpoint holding one under
+    # 'state_dict') the baseline starts from; train.epochs: 0 keeps it as it is
+    weights: str | None = None
+
+    def key_payload(self) -> dict[str, Any]:
+        """What of the model decides the baseline: name, kwargs and, when given, the weights'
+        file content (so a changed file is a new baseline)."""
+        out = self.model_dump()
+        if self.weights is None:
+            del out["weights"]  # keys of studies from before this setting stay valid
+        else:
+            path = Path(self.weights)
+            out["weights"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16] \
+                if path.is_file() else self.weights
+        return out
 
 
 class DataSection(_Strict):
@@ -242,7 +257,7 @@ class RunSection(_Strict):
         if data["test_limit"] is None:  # keys from before this setting stay valid
             del data["test_limit"]
         payload = {
-            "model": self.model.model_dump(),
+            "model": self.model.key_payload(),
             "data": data,
             "train": train,
         }

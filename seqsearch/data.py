@@ -193,17 +193,22 @@ def check_available(name: str, root: str | None, download: bool = False) -> None
         f"files, or drop data.root and {fashion_mnist_install_hint()}")
 
 
+def _check_root(kind: str, root: str | None, download: bool) -> str:
+    if root is None:
+        raise SeqsearchError(f"dataset {kind!r} needs data.root (a folder for its files)")
+    if not download and not Path(root).exists():
+        raise SeqsearchError(
+            f"dataset {kind!r}: folder {root} does not exist and data.download is false; "
+            "set download: true or point data.root at the data"
+        )
+    return root
+
+
 def _torchvision(kind: str) -> Loader:
     def load(root: str | None, download: bool, _size: int | None) -> RawPool:
         import torchvision.datasets as tvd
 
-        if root is None:
-            raise SeqsearchError(f"dataset {kind!r} needs data.root (a folder for its files)")
-        if not download and not Path(root).exists():
-            raise SeqsearchError(
-                f"dataset {kind!r}: folder {root} does not exist and data.download is false; "
-                "set download: true or point data.root at the data"
-            )
+        root = _check_root(kind, root, download)
         try:
             if kind == "svhn":
                 train, test = (
@@ -240,8 +245,6 @@ def _imagefolder(root: str | None, _download: bool, size: int | None) -> RawPool
     import torchvision.datasets as tvd
     import torchvision.transforms as T
 
-    if root is None or not Path(root).is_dir():
-        raise SeqsearchError(f"dataset 'imagefolder': data.root {root} is not a folder")
     side = size or 32
     tf = T.Compose([T.Resize((side, side)), T.ToTensor()])
 
@@ -261,12 +264,123 @@ def _imagefolder(root: str | None, _download: bool, size: int | None) -> RawPool
             ys.append(y)
         return torch.stack(xs), torch.tensor(ys, dtype=torch.long)
 
+    trees = _imagefolder_dirs(root)
+    if len(trees) == 2:
+        return (*read(trees[0]), read(trees[1]))
+    return (*read(trees[0]), None)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _imagefolder_dirs(root: str | None) -> list[Path]:
+    """The class-per-folder trees of an image folder: train/ and test/ (or val/, valid/) when
+    both are there, else the root itself; a root that is no folder, or a tree with no class
+    folder, is a `SeqsearchError`."""
+    if root is None or not Path(root).is_dir():
+        raise SeqsearchError(f"dataset 'imagefolder': data.root {root} is not a folder")
     base = Path(root)
-    train_dir = base / "train"
-    test_dir = next((base / d for d in ("test", "val", "valid") if (base / d).is_dir()), None)
-    if train_dir.is_dir() and test_dir is not None:
-        return (*read(train_dir), read(test_dir))
-    return (*read(base), None)
+    test = next((base / d for d in ("test", "val", "valid") if (base / d).is_dir()), None)
+    trees = [base / "train", test] if (base / "train").is_dir() and test is not None else [base]
+    for tree in trees:
+        if not any(p.is_dir() for p in tree.iterdir()):
+            raise SeqsearchError(f"dataset 'imagefolder': {tree} holds no class folder; expected "
+                                 f"{tree}/<class>/<image files>")
+    return trees
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a dataset holds, known without reading its images: for `--dry-run`."""
+
+    channels: int
+    side: int
+    classes: int
+    images: int  # the pool training, validation (and, without an official test split, test)
+    official_test: bool  # come from
+
+
+# channels, side, classes, images of the official training split (or of the whole set)
+KNOWN_SHAPES = {
+    "digits": DataShape(1, 8, 10, 1797, False),
+    "mnist5k": DataShape(1, 28, 10, 5000, False),
+    "mnist": DataShape(1, 28, 10, 60000, True),
+    "fashionmnist": DataShape(1, 28, 10, 60000, True),
+    "cifar10": DataShape(3, 32, 10, 50000, True),
+    "cifar100": DataShape(3, 32, 100, 50000, True),
+    "svhn": DataShape(3, 32, 10, 73257, True),
+}
+
+
+@dataclass(frozen=True)
+class GivenSplits:
+    """A user's own train, validation and test tensors (the Python API), used as given: no
+    split, no normalisation (the exported model then takes the same tensors)."""
+
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(int(s.y.max()) for s in (self.train, self.val, self.test))) + 1
+
+
+_GIVEN: dict[str, GivenSplits] = {}
+
+
+def register_splits(splits: GivenSplits) -> str:
+    """Make a user's splits loadable by name (`tensors-<digest>`): a study names it in
+    `data.name` like a built-in dataset. The digest covers every tensor, so the same data
+    gives the same name (and the same baseline cache key) in every process that registers
+    it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (splits.train, splits.val, splits.test):
+        for t in (part.x, part.y):
+            c = t.detach().cpu().contiguous()
+            digest.update(f"{c.dtype}{tuple(c.shape)}".encode())
+            digest.update(c.numpy().tobytes())
+    name = f"tensors-{digest.hexdigest()[:16]}"
+    _GIVEN.setdefault(name, splits)
+    return name
+
+
+def dataset_names() -> list[str]:
+    return [*DATASETS, *_GIVEN]
+
+
+def describe_data(name: str, *, root: str | None = None, download: bool = False,
+                  image_size: int | None = None) -> DataShape:
+    """The data's channels, side (after `image_size`), classes and image count, from the
+    folder listing for `imagefolder` (its real classes) and from the known sizes otherwise;
+    checks what can be checked without reading the images (the name, the root)."""
+    if name in _GIVEN:
+        g = _GIVEN[name]
+        c, h, w = g.train.x.shape[1:]
+        if h != w:
+            raise SeqsearchError(f"data {name!r}: images must be square, not {h}x{w}")
+        return DataShape(int(c), image_size or int(h), g.num_classes,
+                         len(g.train) + len(g.val), True)
+    if name not in DATASETS:
+        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    if name == "imagefolder":
+        trees = _imagefolder_dirs(root)
+        classes = sorted({p.name for t in trees for p in t.iterdir() if p.is_dir()})
+        images = sum(1 for p in trees[0].rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images == 0:
+            raise SeqsearchError(f"dataset 'imagefolder': {trees[0]} holds no image file "
+                                 f"({', '.join(IMAGE_SUFFIXES)})")
+        shape = DataShape(3, 32, len(classes), images, len(trees) == 2)
+    else:
+        shape = KNOWN_SHAPES[name]
+        if name not in ("digits", "mnist5k"):
+            _check_root(name, root, download)
+    if image_size:
+        shape = DataShape(shape.channels, image_size, shape.classes, shape.images,
+                          shape.official_test)
+    return shape
 
 
 DATASETS: dict[str, Loader] = {
@@ -360,10 +474,15 @@ def load_data(
     if test_limit is not None and limit is not None and test_limit >= limit:
         raise SeqsearchError(f"data.test_limit {test_limit} leaves nothing of data.limit "
                              f"{limit} to train on: make it smaller than the limit")
-    if name not in DATASETS:
-        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     if augment not in AUGMENT_MODES:
         raise SeqsearchError(f"data.augment {augment!r}: use one of {', '.join(AUGMENT_MODES)}")
+    if name in _GIVEN:
+        g = _GIVEN[name]
+        tr, va, te = (Split(_resize(s.x.float(), image_size), s.y.long())
+                      for s in (g.train, g.val, g.test))
+        return DataBundle(name, tr, va, te, g.num_classes, augment).to(device)
+    if name not in DATASETS:
+        raise SeqsearchError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     x, y, official_test = DATASETS[name](root, download, image_size)
     if official_test is None:
         if limit is not None:

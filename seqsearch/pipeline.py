@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from seqsearch import atomic
-from seqsearch.baseline import Baseline, baseline_metrics, get_baseline
+from seqsearch.baseline import Baseline, baseline_metrics, chance_warning, get_baseline
 from seqsearch.config import StudyConfig
 from seqsearch.environment import record as record_environment
 from seqsearch.errors import SeqsearchError
+from seqsearch.preflight import preflight
 from seqsearch.progress import note
 from seqsearch.search.order import (
     Criteria,
@@ -30,7 +31,7 @@ from seqsearch.search.probe import (
     repeat_units,
 )
 from seqsearch.search.storage import open_storage, reap_dead_trials
-from seqsearch.stages import get_stage, resolve_params
+from seqsearch.stages import get_stage
 
 
 def study_letters(study: StudyConfig) -> list[str]:
@@ -54,19 +55,28 @@ def study_pairs(study: StudyConfig) -> list[str]:
     return [p for p in every if p in out]
 
 
-def check_fixed(study: StudyConfig) -> None:
-    """probe.fixed holds prefixed params of enabled stages; check them (and the tuning params
-    the probe takes over) like chain params."""
-    names = {get_stage(n).info.name for n in study.stages}
-    by_stage: dict[str, dict[str, Any]] = {}
-    for key, value in study.probe_fixed().items():
-        stage = key.split(".", 1)[0]
-        if stage not in names or "." not in key:
-            raise SeqsearchError(f"probe.fixed: {key!r} is not 'stage.param' of an enabled "
-                                 f"stage ({', '.join(sorted(names))})")
-        by_stage.setdefault(stage, {})[key] = value
-    for stage, params in by_stage.items():
-        resolve_params(get_stage(stage).info, params)
+def relative(folder: Path) -> str:
+    """A study folder as an exported chain names it: relative to the current folder (where
+    the study ran), so a committed chain holds no path of the machine that ran it."""
+    import os
+
+    return Path(os.path.relpath(folder)).as_posix()
+
+
+def study_baseline(study: StudyConfig, out_dir: Path) -> Baseline:
+    """The trained baseline, or a `SeqsearchError` where it is no better than guessing:
+    compressing such a model measures nothing (every chain "keeps" its accuracy).
+    `SEQSEARCH_ALLOW_CHANCE_BASELINE=1` turns the stop into a warning (the test suite's tiny
+    one-epoch studies test the machinery, not the model)."""
+    import os
+
+    base = get_baseline(study, out_dir=out_dir)
+    line = chance_warning(study, base.metrics, base.data.num_classes)
+    if line is not None:
+        if os.environ.get("SEQSEARCH_ALLOW_CHANCE_BASELINE") != "1":
+            raise SeqsearchError(line)
+        note(f"[baseline] warning: {line}")
+    return base
 
 
 def methods(study: StudyConfig, fixed: dict[str, Any]) -> dict[str, Any]:
@@ -250,11 +260,11 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
               insert: bool = False, repeat: bool = False, brute: bool = False
               ) -> dict[str, Any]:
     letters = study_letters(study)
-    check_fixed(study)
+    preflight(study)
     if len(letters) < 2:
         raise SeqsearchError("stages: a probe needs at least two enabled stages")
     study_pairs(study)  # probe.pairs names enabled stages only
-    base = get_baseline(study, out_dir=out_dir)
+    base = study_baseline(study, out_dir)
     record_environment(out_dir, "probe", base.data.train.x.device, study.train)
     prober = make_prober(study, out_dir, storage, base)
     k, seeds = study.probe.samples, study.probe.seeds
@@ -279,7 +289,16 @@ def run_probe(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
     summary["totals"] = prober.totals()
     summary["methods"] = methods(study, study.probe_fixed())
     atomic.write_json(out_dir / "probe.json", summary)
+    all_failed("probe", [u.get("error") for u in prober.load_units()])
     return summary
+
+
+def all_failed(step: str, errors: Sequence[str | None]) -> None:
+    """A step whose every run failed is an error naming the first reason (each run's reason
+    is in its table): the steps after it would have nothing to work on."""
+    if errors and all(errors):
+        raise SeqsearchError(f"{step}: all {len(errors)} runs failed; the first: "
+                             f"{str(errors[0]).splitlines()[0][:300]}")
 
 
 def brute_summary(ranking: list[dict[str, Any]], pairwise: list[str], crit: Criteria
@@ -399,7 +418,8 @@ def prepare_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str |
     workers' slots are queued again."""
     from seqsearch.search.tune import create_study, queue_slots
 
-    base = get_baseline(study, out_dir=out_dir)
+    preflight(study)
+    base = study_baseline(study, out_dir)
     st = create_study(open_storage(storage, out_dir), opts.study_name(study.name), opts, worker)
     reap_dead_trials(st)
     queue_slots(st, opts.trials, opts.initial)
@@ -480,7 +500,7 @@ def export_trial(study: StudyConfig, out_dir: Path, best: Any,
     save_model(model_path, result.model, {"chain": best.user_attrs["chain"], "final": metrics})
     threads = [base.metrics.get("threads"), *runner.lineage_threads(plan(steps))]
     doc = chain_document(study, steps, metrics, name=f"{study.name}-best",
-                         output=str(out_dir), policy=pinned_policy(study, out_dir, threads))
+                         output=relative(out_dir), policy=pinned_policy(study, out_dir, threads))
     write_chain(tune_dir / "best_chain.yaml", doc)
     a = best.user_attrs
     return {
@@ -522,6 +542,8 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
     best = best_feasible(st)
     summary["best"] = None if best is None else export_trial(study, out_dir, best, tune_dir)
     atomic.write_json(tune_dir / "best.json", summary)
+    all_failed("tune", [t.user_attrs.get("error", "failed (no reason recorded)")
+                        if t.state.name == "FAIL" else None for t in trials])
     return summary
 
 
@@ -545,7 +567,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     from seqsearch.search.confirm import FRESH_SEED_OFFSET, FRESH_SEEDS, confirm
     from seqsearch.search.tune import slot_trials
 
-    base = get_baseline(study, out_dir=out_dir)
+    preflight(study)
+    base = study_baseline(study, out_dir)
     try:
         trials = slot_trials(optuna.load_study(study_name=opts.study_name(study.name),
                                                storage=open_storage(storage, out_dir)))
@@ -581,7 +604,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     steps = [(s, p) for s, p in c.steps]
     threads = [base.metrics.get("threads"), *runners[0].lineage_threads(plan(steps))]
     doc = chain_document(study, steps, metrics,
-                         name=f"{study.name}-export", output=str(out_dir),
+                         name=f"{study.name}-export", output=relative(out_dir),
                          policy=pinned_policy(study, out_dir, threads))
     doc.update(feasible=got.feasible, confirmation=confirmation,
                source={"from": c.source, "id": c.ident, "chain": c.chain, **evidence})
@@ -628,7 +651,8 @@ def run_all(study: StudyConfig, out_dir: Path, *, storage: str | None = None,
         with clock.step(name):
             return fn()
 
-    step("baseline", 1, lambda: get_baseline(study, out_dir=out_dir))
+    preflight(study)
+    step("baseline", 1, lambda: study_baseline(study, out_dir))
     result["probe"] = step("probe", 2, probe or (lambda: run_probe(study, out_dir,
                                                                    storage=storage)))
     result["order"] = step("order", 3, lambda: run_order(study, out_dir))

@@ -55,10 +55,34 @@ class FitResult:
     epoch_losses: list[float] = field(default_factory=list)
 
 
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` takes CUDA when present, then Apple MPS, else the CPU."""
+    """`auto` takes CUDA when present, then Apple MPS, else the CPU. A name that is no device
+    (`gpu`) or a device this machine lacks (`cuda` without a GPU) is a `SeqsearchError`."""
     if name != "auto":
-        return torch.device(name)
+        from seqsearch.errors import SeqsearchError
+
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, ValueError):
+            raise SeqsearchError(f"device {name!r}: not a device; use {DEVICE_NAMES}") from None
+        if dev.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0:
+                raise SeqsearchError(f"device {name!r}: this machine has no CUDA GPU (or torch "
+                                     "was built without CUDA); use device: auto or cpu")
+            if dev.index is not None and dev.index >= count:
+                raise SeqsearchError(f"device {name!r}: this machine has {count} CUDA GPU(s), "
+                                     f"cuda:0 to cuda:{count - 1}")
+        elif dev.type == "mps":
+            if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+                raise SeqsearchError(f"device {name!r}: Apple MPS is not available here; use "
+                                     "device: auto or cpu")
+        elif dev.type != "cpu":
+            raise SeqsearchError(f"device {name!r}: not supported; use {DEVICE_NAMES}")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -6,6 +6,9 @@ import pytest
 import torch
 
 os.environ.setdefault("SEQSEARCH_QUIET", "1")
+# The suite's studies train one or two epochs on a few hundred images: their baselines are
+# near chance by design; tests/test_preflight.py unsets this to test the stop itself.
+os.environ.setdefault("SEQSEARCH_ALLOW_CHANCE_BASELINE", "1")
 # Under pytest-xdist the two workers share the two cores: one torch thread each.
 _THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
 torch.set_num_threads(max(1, min(_THREADS, torch.get_num_threads())))

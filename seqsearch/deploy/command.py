@@ -35,25 +35,27 @@ MEANING = {
 
 
 def write_model_onnx(out_dir: Path, model: nn.Module, calibration: torch.Tensor, *,
-                     requant: bool = False) -> Path | None:
-    """model.onnx beside model.pt, or one line saying why not (the rest of the export stands)."""
-    line = missing_line("model.onnx")
+                     requant: bool = False, name: str = "model.onnx",
+                     label: str = "export") -> Path | None:
+    """`name` (model.onnx) in `out_dir`, beside model.pt, or one line saying why not (the
+    rest of the export stands). `seqsearch export` and `seqsearch apply` both write it here."""
+    line = missing_line(name)
     if line is not None:
-        note(f"[export] {line}")
+        note(f"[{label}] {line}")
         return None
     from seqsearch.deploy.onnx_export import export_compressed
 
-    path = out_dir / "model.onnx"
+    path = out_dir / name
     try:
         info = export_compressed(model, calibration.cpu().float(), path, requant=requant)
     except Exception as exc:  # noqa: BLE001 - the float export stands; say why in one line
         from seqsearch.errors import first_line
 
-        note(f"[export] model.onnx not written: {type(exc).__name__}: {first_line(exc)}")
+        note(f"[{label}] {name} not written: {type(exc).__name__}: {first_line(exc)}")
         return None
     for n in info.notes:
-        note(f"[export] model.onnx: {n}")
-    note(f"[export] {path}: {info.quantized_layers} quantized layer(s), "
+        note(f"[{label}] {name}: {n}")
+    note(f"[{label}] {path}: {info.quantized_layers} quantized layer(s), "
          f"{info.exact_layers} carried exactly; exits as If: {info.exits_as_if}")
     return path
 

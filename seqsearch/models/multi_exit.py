@@ -70,6 +70,31 @@ class MultiExit(nn.Module):
         return preds, expected_exit_cost(taken.cpu(), backbone_to, heads)
 
 
+class ExitsApplied(nn.Module):
+    """A multi-exit model for inference: each sample's logits are those of the exit it takes
+    under the model's criterion at τ (`threshold`, default the model's own), so
+    `model(x).argmax(1)` is the deployed prediction. Every exit is computed for the batch (the
+    ONNX export, with exits as `If`, is what stops a batch-1 sample early);
+    `exits_taken(x)` says which exit each sample takes (the last index: the full network)."""
+
+    def __init__(self, model: MultiExit, threshold: float | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.threshold = model.policy.threshold if threshold is None else float(threshold)
+
+    def _decide(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outs = self.model(x)
+        taken, _ = exit_decisions(outs, self.threshold, self.model.policy.criterion)
+        logits = torch.stack(outs)[taken, torch.arange(x.shape[0], device=x.device)]
+        return logits, taken
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._decide(x)[0]
+
+    def exits_taken(self, x: torch.Tensor) -> torch.Tensor:
+        return self._decide(x)[1]
+
+
 def confidence(logits: torch.Tensor, criterion: str) -> torch.Tensor:
     """Per-sample confidence in [0, 1] under a criterion (higher = surer)."""
     probs = F.softmax(logits.float(), dim=1)

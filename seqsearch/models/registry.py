@@ -34,6 +34,45 @@ def register_model(name: str, factory: ModelFactory) -> None:
     _REGISTRY[name] = factory
 
 
+def register_object(model: nn.Module | ModelFactory, name: str | None = None) -> str:
+    """A model object or factory of the Python API as a registry name a study can use.
+
+    An object is copied for every build (its own weights are where the baseline starts); a
+    factory is called with the data's `in_channels` and `num_classes` where it takes them. The
+    name is `name`, else the class or function name, plus a digest of the module's structure
+    and weights (an object) or of its qualified name (a factory): the same model gives the same
+    name, hence the same baseline cache key, in every process."""
+    import copy
+
+    if isinstance(model, nn.Module):
+        digest = hashlib.sha256(repr(model).encode())
+        for key, t in model.state_dict().items():
+            c = t.detach().cpu().contiguous()
+            digest.update(f"{key}{c.dtype}{tuple(c.shape)}".encode())
+            digest.update(c.numpy().tobytes() if c.dtype != torch.bfloat16 else
+                          c.float().numpy().tobytes())
+        label = name or type(model).__name__
+        obj = model
+
+        def factory(**_: Any) -> nn.Module:
+            return copy.deepcopy(obj)
+    elif callable(model):
+        qual = f"{getattr(model, '__module__', '')}.{getattr(model, '__qualname__', model)}"
+        digest = hashlib.sha256(qual.encode())
+        code = getattr(model, "__code__", None)  # two lambdas of one module differ here
+        if code is not None:
+            digest.update(code.co_code + repr(code.co_consts).encode())
+        label = name or str(getattr(model, "__name__", "factory"))
+        factory = model
+    else:
+        raise SeqsearchError(f"model: expected an nn.Module or a callable that returns one, "
+                             f"not {type(model).__name__}")
+    key = f"{label}-{digest.hexdigest()[:12]}"
+    if key not in _REGISTRY:
+        _REGISTRY[key] = factory
+    return key
+
+
 def list_models() -> list[str]:
     return sorted(_REGISTRY)
 

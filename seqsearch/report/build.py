@@ -16,6 +16,7 @@ from seqsearch.report import figures as F
 from seqsearch.report import tables as T
 from seqsearch.report.deploy_section import deploy_text
 from seqsearch.report.page import exported_text, write_index
+from seqsearch.report.relation import relation_lines
 from seqsearch.report.results import (
     Figure,
     Results,
@@ -199,6 +200,7 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
     lines += ["## Exported chain", "",
               f"**{exported[0]}** ({exported[1]})" if exported else "Nothing exported yet "
               "(`seqsearch run` confirms the best candidates and exports one).", ""]
+    lines += [" ".join(relation_lines(r, t)), ""] if relation_lines(r, t) else []
     real = deploy_text(r.out_dir)
     if real:
         lines += [f"**Real cost (deployed, `seqsearch bench-model`, deploy.json):** {real}", ""]

@@ -161,6 +161,13 @@ def _exported(r: Results) -> str:
             "<code>model.pt</code>.</p>")
 
 
+def _relation(r: Results, t: Tables) -> str:
+    from seqsearch.report.relation import relation_lines
+
+    lines = relation_lines(r, t)
+    return f"<p>{_e(' '.join(lines))}</p>" if lines else ""
+
+
 def _cost(r: Results, t: Tables) -> str:
     cost = t.cost
     text = ""
@@ -205,7 +212,8 @@ def write_index(r: Results, t: Tables, figures: Sequence[Figure], js: Path,
         f"{100 * r.base['test_accuracy']:.2f} %.</p>"
         "<section class='answer' id='answer'><h2>Answer</h2>"
         f"<p><b>Proposed order(s):</b> {proposed}</p>"
-        f"{_verdicts(r)}{_noise(r)}{_exported(r)}{deploy_html(r.out_dir)}{_cost(r, t)}"
+        f"{_verdicts(r)}{_noise(r)}{_exported(r)}{_relation(r, t)}{deploy_html(r.out_dir)}"
+        f"{_cost(r, t)}"
         "</section>"
         f"<section id='figures'><h2>Figures</h2>{figs}</section>"
         f"<section id='tables'><h2>Tables</h2>{tables}</section>"

@@ -15,28 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from seqsearch.config import StudyConfig
-from seqsearch.data import check_available
+from seqsearch.data import check_available, describe_data
 from seqsearch.metrics import count_macs
 from seqsearch.models import build_model
 from seqsearch.search.stats import edge_looks, look_alpha, min_units_for
-
-# channels, side, classes, training images (official train split) of the known datasets
-KNOWN = {
-    "digits": (1, 8, 10, 1797),
-    "mnist5k": (1, 28, 10, 5000),
-    "mnist": (1, 28, 10, 60000),
-    "fashionmnist": (1, 28, 10, 60000),
-    "cifar10": (3, 32, 10, 50000),
-    "cifar100": (3, 32, 100, 50000),
-    "svhn": (3, 32, 10, 73257),
-    "imagefolder": (3, 32, 10, 90000),  # CINIC-10 sizes unless the folder says otherwise
-}
-
-
-def _imagefolder_size(root: str | None) -> int | None:
-    if root is None or not (Path(root) / "train").is_dir():
-        return None
-    return sum(1 for p in (Path(root) / "train").rglob("*") if p.is_file())
 
 
 def dry_run(study: StudyConfig) -> dict[str, Any]:
@@ -45,12 +27,10 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     d = study.data
     # a plan for data that is not there would only fail later
     check_available(d.name, d.root, d.download)
-    c, side, classes, n_images = KNOWN[d.name]
-    if d.name == "imagefolder":
-        n_images = _imagefolder_size(d.root) or n_images
-    side = d.image_size or side
+    shape = describe_data(d.name, root=d.root, download=d.download, image_size=d.image_size)
+    c, side, classes, n_images = shape.channels, shape.side, shape.classes, shape.images
     pool = n_images if d.limit is None else min(n_images, d.limit)
-    if d.name in ("digits", "mnist5k"):  # no official test split: the test is held out
+    if not shape.official_test:  # the test is held out of the pool
         pool -= d.test_limit if d.test_limit is not None else int(pool * d.test_fraction)
     elif d.limit is not None and d.test_limit is not None:
         pool = min(n_images, d.limit - d.test_limit)

@@ -13,6 +13,9 @@ them only through the functions here, so none of them names a stage:
 - `stronger(params)`: one application as strong as two (paper §6). Default: the same params.
 - `repeat_first(params)`: the first application's params when the stage is repeated in the
   §6 check (Q goes through 8/8 first). Default: the same params.
+- `check_model(model, ctx, params)`: raise a `SeqsearchError` before anything trains when the
+  stage cannot work on this model (P: torch-pruning cannot build its groups); `ctx` holds
+  stand-in data of the real shape, no training happens. Default: nothing to check.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from torch import nn
 
 from seqsearch.config import TrainSection
 from seqsearch.data import Split
-from seqsearch.stages.base import Stage, get_stage
+from seqsearch.stages.base import Stage, StageContext, get_stage
 
 
 def _stage(stage: Stage | str) -> Stage:
@@ -75,3 +78,10 @@ def sweeping_step(names: Sequence[str]) -> int | None:
         if sweep_param(names[i]) is not None:
             return i
     return None
+
+
+def check_model(stage: Stage | str, model: nn.Module, ctx: StageContext,
+                params: Mapping[str, Any]) -> None:
+    fn = getattr(_stage(stage), "check_model", None)
+    if fn is not None:
+        fn(model, ctx, params)

@@ -205,6 +205,14 @@ class Distill:
         return {**params, "width": round(max(0.05, params["width"] ** 2), 6),
                 "depth": round(max(0.05, params["depth"] ** 2), 6)}
 
+    @staticmethod
+    def check_model(model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> None:
+        """A narrower student (width below 1, the default) needs torch-pruning's groups."""
+        if float(params["width"]) < 1.0:
+            prune_channels(
+                model, ctx, 1.0 - float(params["width"]), stage="distill",
+                untraceable="use distill.width 1.0 (a shallower student only) for this model")
+
     def build_student(self, teacher: nn.Module, ctx: StageContext, width: float, depth: float,
                       init: str = "scratch") -> tuple[nn.Module, list[int]]:
         """The student and, for each student exit head, the teacher head that supervises it."""

@@ -306,6 +306,13 @@ class Prune:
         """As strong as two applications: keep (1 - ratio)^2 of the channels."""
         return {**params, "ratio": round(1 - (1 - params["ratio"]) ** 2, 6)}
 
+    @staticmethod
+    def check_model(model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> None:
+        """torch-pruning can build this model's groups and cut it (on a copy, no training)."""
+        prune_channels(model, ctx, float(params["ratio"]), importance="magnitude",
+                       global_pruning=bool(params["global_pruning"]),
+                       exclude=_names(params["exclude"]))
+
     def apply(self, model: nn.Module, ctx: StageContext, params: Mapping[str, Any]) -> nn.Module:
         before = ctx.teacher(model)
         model = prune_channels(model, ctx, float(params["ratio"]),
