@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from seqsearch.errors import SeqsearchError
-
-__version__ = "0.1.0"
+from seqsearch.version import __version__
 
 __all__ = ["SeqsearchError", "StudyResult", "__version__", "load_model", "prepare_study",
            "read_results", "run_study"]

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from seqsearch import __version__
 from seqsearch.errors import SeqsearchError, first_line
+from seqsearch.version import __version__
 from seqsearch.workers import AUTO
 
 

@@ -375,7 +375,9 @@ def describe_data(name: str, *, root: str | None = None, download: bool = False,
         shape = DataShape(3, 32, len(classes), images, len(trees) == 2)
     else:
         shape = KNOWN_SHAPES[name]
-        if name not in ("digits", "mnist5k"):
+        if name == "fashionmnist":  # Debian's package without a root, else as torchvision's
+            check_available(name, root, download)
+        elif name not in ("digits", "mnist5k"):
             _check_root(name, root, download)
     if image_size:
         shape = DataShape(shape.channels, image_size, shape.classes, shape.images,

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from seqsearch import __version__, atomic
+from seqsearch import atomic
 from seqsearch.precision import native_bf16, policy_settings, resolve_policy
+from seqsearch.version import __version__
 
 if TYPE_CHECKING:
     from seqsearch.config import TrainSection

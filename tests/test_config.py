@@ -143,7 +143,7 @@ def test_committed_studies_keep_the_methods_they_ran_with():
     from pathlib import Path
 
     from seqsearch.config import load_study
-    from seqsearch.pipeline import methods
+    from seqsearch.search.scope import methods
 
     root = Path(__file__).parent.parent / "seqsearch" / "studies"
     for name in ("vgg11-mnist5k", "resnet20-mnist5k"):
@@ -190,9 +190,10 @@ def test_probe_pairs_name_enabled_stages_and_narrow_the_probe():
     count only those pairs."""
     from seqsearch.config import parse_study
     from seqsearch.errors import SeqsearchError
-    from seqsearch.pipeline import criteria, study_pairs
+    from seqsearch.pipeline import criteria
     from seqsearch.search.plan import dry_run
     from seqsearch.search.probe import pair_units
+    from seqsearch.search.scope import study_pairs
 
     raw = {"version": 1, "name": "x", "model": {"name": "resnet8"},
            "probe": {"pairs": ["ed", "PE", "QE"]}}

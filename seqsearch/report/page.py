@@ -67,8 +67,8 @@ def _verdicts(r: Results) -> str:
 def _methods(r: Results) -> str:
     """The methods the verdicts saw (probe.json's, else the study's probe params) against the
     export's."""
-    from seqsearch.pipeline import methods
     from seqsearch.report.verdicts import methods_text
+    from seqsearch.search.scope import methods
 
     probe = r.probe.get("methods") or methods(r.study, r.study.probe_fixed())
     return methods_text(probe, methods(r.study, r.study.tune_fixed()))

@@ -30,17 +30,21 @@ def dry_run(study: StudyConfig) -> dict[str, Any]:
     shape = describe_data(d.name, root=d.root, download=d.download, image_size=d.image_size)
     c, side, classes, n_images = shape.channels, shape.side, shape.classes, shape.images
     pool = n_images if d.limit is None else min(n_images, d.limit)
-    if not shape.official_test:  # the test is held out of the pool
-        pool -= d.test_limit if d.test_limit is not None else int(pool * d.test_fraction)
+    held_out = 0.0  # the share of the pool held out as test
+    if not shape.official_test:
+        if d.test_limit is not None:
+            pool -= d.test_limit
+        else:
+            held_out = d.test_fraction
     elif d.limit is not None and d.test_limit is not None:
         pool = min(n_images, d.limit - d.test_limit)
-    train_images = int(pool * (1 - d.val_fraction))
+    train_images = int(pool * (1 - d.val_fraction) * (1 - held_out))
     model = build_model(study.model.name, input_shape=(c, side, side), num_classes=classes,
                         kwargs=study.model.kwargs)
     macs = count_macs(model, (c, side, side))
     letters = [get_stage(s).info.letter for s in study.stages]
     n, k, s = len(letters), study.probe.samples, len(study.probe.seeds)
-    from seqsearch.pipeline import study_pairs
+    from seqsearch.search.scope import study_pairs
 
     pairs = max(1, len(study_pairs(study)))  # `probe.pairs`, else every pair
     plan = edge_looks(study.probe.alpha, study.probe.look_units(), pairs)
