@@ -1,8 +1,13 @@
-"""Measure an ONNX model in onnxruntime: latency at batch 1 (median, p90), images/s at batch
-64, per thread count; predictions over a split; the cost of an exit that fires vs a full pass.
+"""Measure ONNX files in their runtimes: latency at batch 1 (median, p90), images/s at batch
+64, per runtime and thread count; predictions over a split; the cost of an exit that fires vs
+a full pass.
 
-Every figure is this CPU and this onnxruntime build, one process, sessions built with full
-graph optimisation and `intra_op_num_threads` fixed (the inter-op pool unused: sequential)."""
+Every figure is this CPU and this runtime build, one process. Files compared with each other
+are timed alternately: every round times each (runtime, file) in turn, so a neighbour's load
+on a shared machine falls on all of them alike; each figure is the median over the rounds'
+samples. onnxruntime sessions are built with full graph optimisation and
+`intra_op_num_threads` fixed (the inter-op pool unused: sequential); OpenVINO's with one
+stream, the thread count fixed and fp32 float layers (runtimes.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ class BenchSettings:
     batch64_runs: int = 20
     warmup: int = 10
     large_batch: int = 64
+    rounds: int = 3
 
 
 def default_threads() -> tuple[int, ...]:
@@ -51,7 +58,7 @@ def session(path: Path, threads: int, *, fuse_qdq: bool = True) -> Any:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def _times(run: Callable[[], object], n: int, warmup: int) -> list[float]:
+def times(run: Callable[[], object], n: int, warmup: int) -> list[float]:
     for _ in range(warmup):
         run()
     out = []
@@ -69,27 +76,63 @@ def _runner(sess: Any, x: np.ndarray) -> Callable[[], object]:
 
 def latency_ms(sess: Any, x: np.ndarray, runs: int, warmup: int) -> tuple[float, float]:
     """(median, p90) milliseconds of one call on `x`."""
-    t = np.array(_times(_runner(sess, x), runs, warmup)) * 1e3
+    t = np.array(times(_runner(sess, x), runs, warmup)) * 1e3
     return float(np.median(t)), float(np.percentile(t, 90))
 
 
-def measure(path: Path, images: np.ndarray, settings: BenchSettings,
-            tick: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Latency and throughput of one file for every thread count in `settings`."""
-    one = images[:1]
+@dataclass(frozen=True)
+class Entry:
+    """One file in one runtime, timed beside the others."""
+
+    runtime: str
+    label: str  # "baseline" or "model"
+    path: Path
+
+
+def measure_alternately(entries: list[Entry], images: np.ndarray, settings: BenchSettings,
+                        tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Latency and throughput of every entry for every thread count, timed in
+    `settings.rounds` rounds that each time every entry in turn (batch 1, then batch 64).
+    Returns {runtime: {label: {"size_bytes", "by_threads": {t: figures}}}}."""
+    from seqsearch.deploy.runtimes import runner
+
+    one = np.ascontiguousarray(images[:1])
     reps = -(-settings.large_batch // len(images))
-    big = np.concatenate([images] * reps)[:settings.large_batch]
-    by_threads: dict[str, Any] = {}
+    big = np.ascontiguousarray(np.concatenate([images] * reps)[:settings.large_batch])
+    rounds = max(1, settings.rounds)
+    n1 = max(1, -(-settings.batch1_runs // rounds))
+    nb = max(1, -(-settings.batch64_runs // rounds))
+    key = f"batch{settings.large_batch}_images_per_s"
+    out: dict[str, Any] = {}
+    for e in entries:
+        out.setdefault(e.runtime, {})[e.label] = {"size_bytes": e.path.stat().st_size,
+                                                  "by_threads": {}}
     for t in settings.threads:
         if tick:
-            tick(f"{path.name}, {t} thread(s)")
-        sess = session(path, t)
-        med, p90 = latency_ms(sess, one, settings.batch1_runs, settings.warmup)
-        big_t = _times(_runner(sess, big), settings.batch64_runs, max(2, settings.warmup // 5))
-        by_threads[str(t)] = {"batch1_median_ms": med, "batch1_p90_ms": p90,
-                              f"batch{settings.large_batch}_images_per_s":
-                                  settings.large_batch / statistics.median(big_t)}
-    return {"file": str(path), "size_bytes": path.stat().st_size, "by_threads": by_threads}
+            tick(f"{len(entries)} file(s) x runtime, {t} thread(s), {rounds} rounds")
+        small = [runner(e.runtime, e.path, t, batch=1) for e in entries]
+        large = [runner(e.runtime, e.path, t, batch=settings.large_batch) for e in entries]
+        t1: list[list[float]] = [[] for _ in entries]
+        tb: list[list[float]] = [[] for _ in entries]
+        r1: list[list[float]] = [[] for _ in entries]
+        rb: list[list[float]] = [[] for _ in entries]
+        for _ in range(rounds):
+            for i, run in enumerate(small):
+                got = times(partial(run, one), n1, settings.warmup)
+                t1[i] += got
+                r1[i].append(statistics.median(got) * 1e3)
+            for i, run in enumerate(large):
+                got = times(partial(run, big), nb, max(2, settings.warmup // 5))
+                tb[i] += got
+                rb[i].append(settings.large_batch / statistics.median(got))
+        for i, e in enumerate(entries):
+            ms = np.array(t1[i]) * 1e3
+            out[e.runtime][e.label]["by_threads"][str(t)] = {
+                "batch1_median_ms": float(np.median(ms)),
+                "batch1_p90_ms": float(np.percentile(ms, 90)),
+                key: settings.large_batch / statistics.median(tb[i]),
+                "rounds": {"batch1_median_ms": r1[i], key: rb[i]}}
+    return out
 
 
 def predictions(path: Path, images: np.ndarray, batch: int = 256, *, fuse_qdq: bool = True
