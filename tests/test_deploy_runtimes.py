@@ -137,6 +137,11 @@ def test_bench_folder_writes_a_block_per_runtime(study):
         assert block["exits"] is not None  # chain QE: the cost of each exit taken
     assert "identical_predictions_without_int8_kernels" in \
         result["runtimes"]["onnxruntime"]["accuracy"]
+    if HAS_OV:  # OpenVINO's oneDNN limited to AVX2: the kernels of a CPU without VNNI
+        ova = result["runtimes"]["openvino"]["accuracy"]
+        assert 0.9 <= ova["identical_predictions_avx2_kernels"] <= 1.0
+        if "AVX2" in m["isa"]:
+            assert any("avx2" in k for k in ova["avx2_kernels"]), ova["avx2_kernels"]
     best = result["best"]
     assert result["runtime"] == best["batch1"]["model"]["runtime"] in want
     fastest = min(float(v["batch1_median_ms"]) for b in result["runtimes"].values()

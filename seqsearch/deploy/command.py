@@ -186,7 +186,7 @@ def bench_folder(folder: Path, settings: BenchSettings, *, runtime: str = "all",
     for r in names:
         onnx_pred = runtimes.predictions(r, onnx_path, images)
         base_pred = runtimes.predictions(r, base_path, images)
-        acc = {"test_images": len(y), "onnx": float((onnx_pred == y).mean()),
+        acc: dict[str, Any] = {"test_images": len(y), "onnx": float((onnx_pred == y).mean()),
                "fake_quant": float((fq_pred == y).mean()),
                "baseline_onnx": float((base_pred == y).mean()),
                "identical_predictions": float((onnx_pred == fq_pred).mean())}
@@ -196,6 +196,12 @@ def bench_folder(folder: Path, settings: BenchSettings, *, runtime: str = "all",
             graph_pred = runtimes.predictions(r, onnx_path, images, fuse_qdq=False)
             acc["identical_predictions_without_int8_kernels"] = float(
                 (graph_pred == fq_pred).mean())
+        if r == "openvino":
+            # as on a CPU without VNNI: oneDNN limited to AVX2 (saturating u8 x s8 pairs)
+            low = runtimes.ov_predictions_at_isa(onnx_path, images, "AVX2")
+            if low is not None:
+                acc["identical_predictions_avx2_kernels"] = float((low[0] == fq_pred).mean())
+                acc["avx2_kernels"] = low[1]
         per[r] = {"version": runtimes.version(r), "accuracy": acc,
                   "graph": runtimes.executed(r, onnx_path, deploy_dir / "model.optimized.onnx")}
     entries = [Entry(r, label, path) for r in names

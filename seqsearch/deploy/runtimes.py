@@ -160,3 +160,48 @@ def executed(name: str, path: Path, optimized_path: Path) -> dict[str, Any]:
 
         return optimized_ops(str(path), str(optimized_path))
     return ov_executed(path)
+
+
+_OV_ISA_SCRIPT = """
+import sys, numpy as np, openvino as ov
+path, src, dst, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+core = ov.Core()
+cfg = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32",
+       "ENABLE_CPU_PINNING": False}
+compiled = core.compile_model(core.read_model(path), "CPU", cfg)
+request = compiled.create_infer_request()
+x = np.load(src)
+out = []
+for i in range(0, len(x), 256):
+    request.infer({0: np.ascontiguousarray(x[i:i + 256])})
+    out.append(np.array(request.get_output_tensor(0).data).argmax(axis=1))
+np.save(dst, np.concatenate(out))
+kernels = sorted({str(op.get_rt_info()["primitiveType"].astype(str))
+                  for op in compiled.get_runtime_model().get_ordered_ops()
+                  if "primitiveType" in op.get_rt_info()
+                  and "I8" in op.get_rt_info()["primitiveType"].astype(str)})
+print(" ".join(kernels))
+"""
+
+
+def ov_predictions_at_isa(path: Path, images: np.ndarray, isa: str = "AVX2"
+                          ) -> tuple[np.ndarray, list[str]] | None:
+    """Predictions of `path` in OpenVINO with its oneDNN kernels limited to `isa`
+    (`ONEDNN_MAX_CPU_ISA`, read when the CPU plugin loads: a child process), i.e. as on a CPU
+    without VNNI, where u8 × s8 pairs are summed into a saturating int16; and the int8
+    kernels it chose (e.g. `jit_avx2_I8`: the limit took). None where it cannot run."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
+        np.save(src, images.astype(np.float32))
+        env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa}
+        proc = subprocess.run([sys.executable, "-c", _OV_ISA_SCRIPT, str(path), str(src),
+                               str(dst), "1"], capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not dst.is_file():
+            return None
+        kernels = proc.stdout.split()
+        return np.load(dst), kernels
