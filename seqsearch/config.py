@@ -148,6 +148,10 @@ class TuneSection(_Strict):
     startup_trials: int = Field(default=5, ge=1, le=10_000)
     warm_start: int = Field(default=8, ge=0, le=10_000)  # measured points queued on top
     confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on a fresh seed
+    # what a trial maximises: log BitOpsCR (the paper's), the measured batch-1 speed-up of its
+    # lowered ONNX on `runtime`, or both (a multi-objective study and its Pareto front)
+    objective: Literal["bitops", "latency", "both"] = "bitops"
+    runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
 
 
 class RunSection(_Strict):
