@@ -95,9 +95,24 @@ def _machine_line(m: dict[str, Any]) -> str:
     return f"machine: {label(m)}; {versions}; {m['rounds']} alternating rounds"
 
 
+def _best_line(b: dict[str, Any]) -> str:
+    b1, b64 = b["batch1"], b["batch64"]
+    return (f"best: model on {b1['model']['runtime']} ({b1['model']['threads']} thr) vs fp32 "
+            f"baseline on {b1['baseline']['runtime']} ({b1['baseline']['threads']} thr) batch 1 "
+            f"{b1['speedup']:.2f}x; batch 64: model on {b64['model']['runtime']} vs baseline on "
+            f"{b64['baseline']['runtime']} {b64['speedup']:.2f}x")
+
+
 def _file_lines(result: dict[str, Any]) -> str:
-    return "\n".join([_machine_line(result["machine"]), *_runs_lines(result["runtimes"]),
-                      result["note"]])
+    lines = [_machine_line(result["machine"]), *_runs_lines(result["runtimes"])]
+    for runtime, block in result["runtimes"].items():
+        if "speedup" in block:
+            s = block["speedup"]
+            lines.append(f"{runtime}: model vs baseline (best thread counts) batch 1 "
+                         f"{s['batch1']:.2f}x, batch 64 {s['batch64']:.2f}x")
+    if "best" in result:
+        lines.append(_best_line(result["best"]))
+    return "\n".join([*lines, result["note"]])
 
 
 def _folder_lines(r: dict[str, Any], folder: Path) -> str:
@@ -129,13 +144,7 @@ def _folder_lines(r: dict[str, Any], folder: Path) -> str:
                      "of test images)" for k, v in e.items() if k != "threads"]
             lines.append(f"  batch-1 cost by exit taken ({e['threads']} thread(s)): "
                          + ", ".join(parts))
-    b = r["best"]
-    b1, b64 = b["batch1"], b["batch64"]
-    lines.append(f"best: model on {b1['model']['runtime']} ({b1['model']['threads']} thr) vs "
-                 f"fp32 baseline on {b1['baseline']['runtime']} ({b1['baseline']['threads']} "
-                 f"thr) batch 1 {b1['speedup']:.2f}x; batch 64: model on "
-                 f"{b64['model']['runtime']} vs baseline on {b64['baseline']['runtime']} "
-                 f"{b64['speedup']:.2f}x; file {z['ratio']:.2f}x smaller "
+    lines.append(f"{_best_line(r['best'])}; file {z['ratio']:.2f}x smaller "
                  f"({z['model_bytes']} vs {z['baseline_bytes']} bytes)")
     lines.extend(f"not exact / not lowered: {n}" for n in r["lowering_notes"])
     if r.get("bitops_cr") is not None:

@@ -316,13 +316,19 @@ def bench_file(path: Path, baseline: Path | None, settings: BenchSettings, *,
     measured = measure_alternately(entries, images, settings,
                                    tick=lambda s: note(f"[bench-model] timing {s}"))
     root = path.parent
-    per = {r: {"version": runtimes.version(r),
-               "runs": {label: {"file": _rel(p, root), **measured[r][label]}
-                        for label, p in files}} for r in names}
+    per: dict[str, dict[str, Any]] = {
+        r: {"version": runtimes.version(r),
+            "runs": {label: {"file": _rel(p, root), **measured[r][label]} for label, p in files}}
+        for r in names}
+    big = f"batch{settings.large_batch}_images_per_s"
+    for r in per.values():
+        if baseline is not None:
+            r["speedup"] = _speedups(r["runs"], big)
     result = {"machine": {**machine.describe({r: runtimes.version(r)
                                               for r in runtimes.RUNTIMES}),
                           "threads": list(settings.threads), "rounds": settings.rounds},
               "runtimes": per, "meaning": MEANING,
+              **({"best": best_of(per, big)} if baseline is not None else {}),
               "note": "random inputs: latency and size only (no data to measure accuracy)"}
     atomic.write_json(root / "deploy.json", result)
     return result
