@@ -91,7 +91,14 @@ class LatencyMeter:
             self.cache.update(self._read())
         if key in self.cache:
             return {**self.cache[key], "key": key, "cached": True}
-        entry = self._measure(model)
+        try:
+            entry = self._measure(model)
+        except Exception as exc:  # noqa: BLE001 - export or runtime failure: this trial fails
+            from seqsearch.errors import SeqsearchError, first_line
+
+            raise SeqsearchError(f"latency: cannot lower or time this model on "
+                                 f"{self.runtime}: {type(exc).__name__}: {first_line(exc)}"
+                                 ) from None
         self.cache[key] = entry
         self._write(key, entry)
         self.measured += 1
