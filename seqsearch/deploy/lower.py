@@ -12,8 +12,11 @@ What is exact and what is not (each inexact or unlowered layer is said, in one l
   constant image, so zero-padded borders are right); such a layer runs as a float op;
 - weights: DoReFa k-bit weights are odd multiples of peak/(2^k-1), BWN 1-bit ones ±E: with
   the folded BatchNorm gain per output channel they are exact int8 values for k <= 7, widened
-  to fill int8; 8-bit weights (255 levels a side) stay exact floats where the layer runs in
-  float anyway, and are re-rounded to int8 where it would run as an integer conv;
+  up to the layer's weight limit (`weight_limit`: ±64 on a full-range uint8 input, so u8 x s8
+  pairs cannot saturate int16 on CPUs without VNNI; else ±127) by the factor whose int32 bias
+  lands closest (`bias_widen`); 8-bit weights (255 levels a side) stay exact floats where the
+  layer runs in float anyway, and are re-rounded to the limit where it would run as an
+  integer conv;
 - LSQ layers: activations are integers -Q_N..Q_P times the learned step (uint8, zero point
   Q_N, exact); weights integers times a learned step per output channel (int8, exact below
   8 bits; 8-bit ones reach -128 and are handled like DoReFa's 8 bits below);
