@@ -496,8 +496,10 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         trials = []
     runners = [runner_for(study, base, out_dir / "cache"),
                runner_for(study, base, out_dir / "cache", seed=study.seed + FRESH_SEED_OFFSET)]
+    meter = latency_meter(base, out_dir, opts) if opts.objective == "latency" else None
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
-                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners)
+                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners,
+                  speed=None if meter is None else (lambda m: meter.speedup(m)["speedup"]))
     if got is None:
         note("[export] nothing to export: no probe point and no completed tuning trial")
         return None
@@ -529,8 +531,10 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                      "candidate": got.considered.index(c),
                      "feasible": got.feasible, "note": got.why, **evidence},
         "measured": got.measured,
+        **({"ranked_by": f"measured speed-up on {opts.runtime}"} if got.speedups else {}),
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
                         "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,
+                        **({"speedup": got.speedups[x.key]} if x.key in got.speedups else {}),
                         "runs": x.runs, "steps": x.steps, "seeds": x.seeds,
                         "confirmed_by": x.confirmed_by()} for x in got.considered]})
     if not got.feasible:

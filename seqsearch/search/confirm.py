@@ -279,12 +279,16 @@ class Confirmed:
     why: str
     # probe and brute-force points on two or more seeds, and how many of them pass the rule
     measured: dict[str, int] = field(default_factory=dict)
+    speedups: dict[str, float] = field(default_factory=dict)  # by candidate key, when timed
 
 
 def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val: float,
-            budget: float, n: int, runners: Sequence[ChainRunner]) -> Confirmed | None:
+            budget: float, n: int, runners: Sequence[ChainRunner], *,
+            speed: Callable[[Any], float] | None = None) -> Confirmed | None:
     """Confirm up to n candidates, judge the measured ones and choose the export (see the
-    module docstring)."""
+    module docstring). With `speed` (tune.objective: latency: a model's measured speed-up),
+    the confirmed candidates are ranked by it instead of validation BitOpsCR; which ones are
+    confirmed, and the rule that confirms them, are unchanged."""
     runs = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame()
     samples = json.loads(samples_json.read_text()) if samples_json.is_file() else {}
     have = bool(len(runs)) and bool(samples)
@@ -340,11 +344,23 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         chosen += batch
         ok = [c for c in batch if passes(c)]
 
+    pool_ok = ok + [c for c in measured.values() if passes(c)]
+    speeds: dict[str, float] = {}
+    if speed is not None:
+        # every confirmed candidate needs its study-seed model to be timed; a run that adds a
+        # seed changes its mean, so it is judged again
+        for c in pool_ok:
+            if c.key not in models:
+                models[c.key] = study_seed_run(c, runners[0])
+        pool_ok = [c for c in pool_ok if passes(c)]
+        speeds = {c.key: float(speed(models[c.key])) for c in pool_ok}
+
     def rank(c: Candidate) -> tuple[float, float]:
+        if speed is not None:
+            return speeds.get(c.key, -math.inf), c.mean("val_accuracy")
         return c.mean("val_bitops_cr"), c.mean("val_accuracy")
 
-    settled = _settle(ok + [c for c in measured.values() if passes(c)], rank, passes,
-                      models, runners[0])
+    settled = _settle(pool_ok, rank, passes, models, runners[0])
     exported = [c for c in measured.values() if c.key in models]  # they cost an export run
     shown = sorted((c for c in measured.values() if passes(c)), key=rank, reverse=True)
 
@@ -355,7 +371,8 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
     if settled is not None:
         return Confirmed(settled, True, models[settled.key], considered(settled),
                          f"confirmed within {budget:g} points on the mean of "
-                         f"{len(settled.runs)} seeds ({settled.confirmed_by()})", counts)
+                         f"{len(settled.runs)} seeds ({settled.confirmed_by()})", counts,
+                         speeds)
     pool_all = chosen + list(measured.values())
     best = max(pool_all, key=lambda c: (c.mean("val_accuracy"), c.mean("val_bitops_cr")))
     if best.key not in models:
