@@ -360,8 +360,13 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
                              base_val, b, t.warm_start)
     choices = subchains(chains)
     extra = tuple(dict.fromkeys(p["chain"] for p in initial if p["chain"] not in choices))
+    if multi_objective and t.objective != "bitops":
+        raise SeqsearchError(f"--multi-objective (accuracy and BitOpsCR) with tune.objective "
+                             f"{t.objective!r}: use tune.objective: both for a Pareto front of "
+                             "BitOpsCR and measured speed-up")
     return TuneOptions(chains=choices + extra, orders=chains, trials=n, budget=b,
-                       multi_objective=multi_objective,
+                       multi_objective=multi_objective, objective=t.objective,
+                       runtime=t.runtime,
                        initial=initial,
                        pruner=t.pruner if pruner is None else pruner,
                        prune_slack=t.prune_slack, seed=study.seed,
@@ -391,11 +396,28 @@ def run_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | Non
     base, st = prepare_tune(study, out_dir, opts, storage=storage, worker=worker)
     record_environment(out_dir, f"tune-w{worker}", base.data.train.x.device, study.train)
     runner = runner_for(study, base, out_dir / "cache")
-    did = work(st, Objective(runner, opts), label=f"tune w{worker}")
+    did = work(st, Objective(runner, opts, latency_meter(base, out_dir, opts)),
+               label=f"tune w{worker}")
     summary: dict[str, Any] = {"worker": worker, **did}
     if finalize:
         summary.update(finish_tune(study, out_dir, opts, storage=storage))
     return summary
+
+
+def latency_meter(base: Baseline, out_dir: Path, opts: Any) -> Any:
+    """For tune.objective latency | both: the meter that times each trial's lowered network
+    against the baseline on tune.runtime, cached in tune/latency.json; else None."""
+    if opts.objective == "bitops":
+        return None
+    from seqsearch.deploy import missing_line, runtimes
+    from seqsearch.search.latency import LatencyMeter
+
+    line = missing_line(f"tune.objective {opts.objective}")
+    if line is not None:
+        raise SeqsearchError(line)
+    runtimes.resolve(opts.runtime)  # a missing runtime: one line
+    return LatencyMeter(base.model, base.data.val.x, runtime=opts.runtime,
+                        cache_file=out_dir / "tune" / "latency.json")
 
 
 def trials_frame(trials: Sequence[Any]) -> Any:
@@ -465,6 +487,8 @@ def export_trial(study: StudyConfig, out_dir: Path, best: Any,
         "test_accuracy": a["test_accuracy"], "val_bitops_cr": a["val_bitops_cr"],
         "bitops_cr": a["bitops_cr"], "cr": a["cr"], "drop": a["drop"],
         "test_drop": a["test_drop"], "tau": a.get("tau"), "params": dict(best.params),
+        **({"speedup": a["speedup"], "latency_ms": a["latency_ms"],
+            "latency_runtime": a["latency_runtime"]} if "speedup" in a else {}),
         "stage_trainings_total": result.trained, "model_file": str(model_path),
         "trajectory": result.records, "chain_file": str(tune_dir / "best_chain.yaml"),
     }
@@ -484,11 +508,15 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
     trials = slot_trials(st)
     atomic.write_bytes(tune_dir / "trials.csv", trials_frame(trials).to_csv(index=False).encode())
     summary = tune_counts(name, opts, trials)
-    if opts.multi_objective:
+    summary["objective"] = opts.objective
+    if opts.objective != "bitops":
+        summary["runtime"] = opts.runtime
+    if opts.directions == 2:
         summary["pareto"] = [{"number": t.number, **{k: t.user_attrs.get(k) for k in (
-            "val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr", "chain")}}
-            for t in st.best_trials]
-    if (out_dir / "runs.csv").is_file() and opts.pruner and not opts.multi_objective:
+            "val_accuracy", "val_bitops_cr", "test_accuracy", "bitops_cr", "speedup",
+            "chain") if k in t.user_attrs}}
+            for t in st.best_trials if t.user_attrs.get("constraint", 1.0) <= 0]
+    if (out_dir / "runs.csv").is_file() and opts.pruner and opts.directions == 1:
         import pandas as pd
 
         from seqsearch.search.tune import pruner_regret
@@ -496,7 +524,7 @@ def finish_tune(study: StudyConfig, out_dir: Path, opts: Any, *, storage: str | 
         base_val = float(baseline_metrics(study, out_dir)["val_accuracy"])
         summary["pruner_check"] = pruner_regret(pd.read_csv(out_dir / "runs.csv"), base_val,
                                                 opts.budget, opts.prune_slack)
-    best = best_feasible(st)
+    best = best_feasible(st, opts.objective)
     summary["best"] = None if best is None else export_trial(study, out_dir, best, tune_dir)
     atomic.write_json(tune_dir / "best.json", summary)
     all_failed("tune", [t.user_attrs.get("error", "failed (no reason recorded)")
@@ -537,11 +565,13 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                *(runner_for(study, base, out_dir / "cache",
                             seed=study.seed + k * FRESH_SEED_OFFSET)
                  for k in range(1, FRESH_SEEDS + 1))]
+    meter = latency_meter(base, out_dir, opts) if opts.objective == "latency" else None
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
                   float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners,
                   confidence=study.tune.confidence,
                   images=(len(base.data.val), len(base.data.test)),
-                  base_test=float(base.metrics["test_accuracy"]))
+                  base_test=float(base.metrics["test_accuracy"]),
+                  speed=None if meter is None else (lambda m: meter.speedup(m)["speedup"]))
     if got is None:
         note("[export] nothing to export: no probe point and no completed tuning trial")
         return None
@@ -581,8 +611,10 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                      "candidate": got.considered.index(c),
                      "feasible": got.feasible, "note": got.why, **evidence},
         "measured": got.measured,
+        **({"ranked_by": f"measured speed-up on {opts.runtime}"} if got.speedups else {}),
         "candidates": [{"chain": x.chain, "from": x.source, "id": x.ident,
                         "val_accuracy": x.val_accuracy, "val_bitops_cr": x.val_bitops_cr,
+                        **({"speedup": got.speedups[x.key]} if x.key in got.speedups else {}),
                         "runs": x.runs, "steps": x.steps, "seeds": x.seeds,
                         "confirmed_by": x.confirmed_by(), **got.judgement(x)}
                        for x in got.considered]})

@@ -20,9 +20,9 @@ from onnx import numpy_helper  # noqa: E402
 
 from seqsearch.chain import ChainRunner, Reference, plan  # noqa: E402
 from seqsearch.deploy import command as deploy_command  # noqa: E402
-from seqsearch.deploy.bench import predictions  # noqa: E402
 from seqsearch.deploy.graph_pass import op_counts, optimized_ops  # noqa: E402
 from seqsearch.deploy.lower import QDQLayer, act_grid, lower, weight_integers  # noqa: E402
+from seqsearch.deploy.measure import predictions  # noqa: E402
 from seqsearch.deploy.onnx_export import export_compressed, file_notes  # noqa: E402
 from seqsearch.deploy.qdq import clip, dequantize, quantize  # noqa: E402
 from seqsearch.errors import SeqsearchError  # noqa: E402
@@ -195,14 +195,21 @@ def test_bench_an_onnx_file_and_cli_errors(deploy_setup, tmp_path):
     model = runner.run(plan([("Q", dict(LIGHT["Q"]))])).model.cpu().float().eval()
     path = tmp_path / "m.onnx"
     export_compressed(model, data.train.x[:64].cpu().float(), path)
-    proc = run_cli("bench-model", str(path), "--threads", "1", "--runs", "5", "--json")
+    proc = run_cli("bench-model", str(path), "--threads", "1", "--runs", "6", "--rounds", "2",
+                   "--runtime", "onnxruntime", "--json")
     result = json.loads(proc.stdout)
-    t1 = result["runs"]["model"]["by_threads"]["1"]
+    assert list(result["runtimes"]) == ["onnxruntime"]
+    model = result["runtimes"]["onnxruntime"]["runs"]["model"]
+    assert model["file"] == "m.onnx"  # relative to the folder deploy.json is in
+    t1 = model["by_threads"]["1"]
     assert t1["batch1_median_ms"] > 0 and t1["batch64_images_per_s"] > 0
+    assert len(t1["rounds"]["batch1_median_ms"]) == 2
     assert (tmp_path / "deploy.json").is_file()
+    assert str(tmp_path) not in (tmp_path / "deploy.json").read_text()
     for args, key in ((["bench-model", str(tmp_path / "nope")], "nope"),
                       (["bench-model", str(tmp_path / "x.onnx")], "x.onnx"),
-                      (["bench-model", str(path), "--runs", "0"], "--runs")):
+                      (["bench-model", str(path), "--runs", "0"], "--runs"),
+                      (["bench-model", str(path), "--rounds", "0"], "--rounds")):
         bad = run_cli(*args, check=False)
         assert bad.returncode == 2 and key in bad.stderr
         assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

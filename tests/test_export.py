@@ -172,3 +172,30 @@ def test_confirm_takes_another_round_with_the_optimism_removed(tmp_path):
     assert got is not None and got.feasible
     assert got.candidate.chain == "Q" and fresh.calls == ["PQ", "QP", "Q"]
     assert [c.chain for c in got.considered] == ["PQ", "QP", "Q"]
+
+
+def test_confirm_ranks_by_measured_speed_for_the_latency_objective(tmp_path):
+    """Both picks confirm; BitOps ties, so the more accurate PQ is exported by default, and
+    with `speed` (tune.objective: latency) the faster Q, each model timed once."""
+    runs = _runs([("pair", "PQ", 0, 0, None, 0.979, 100.0),
+                  ("single", "Q", 1, 0, None, 0.978, 100.0)])
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "samples.json").write_text(json.dumps(SAMPLES))
+    accuracy = {"PQ": 0.979, "Q": 0.978}
+
+    def runners():
+        return [_FakeRunner(0, accuracy), _FakeRunner(7919, accuracy)]
+
+    plain = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", [], 0.98, 1.0, 2,
+                    runners())
+    assert plain is not None and plain.candidate.chain == "PQ" and not plain.speedups
+    timed: list[str] = []
+
+    def speed(model):  # the fake runner's model is its chain
+        timed.append(model)
+        return {"PQ": 1.2, "Q": 2.0}[model]
+
+    fast = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", [], 0.98, 1.0, 2,
+                   runners(), speed=speed)
+    assert fast is not None and fast.feasible and fast.candidate.chain == "Q"
+    assert sorted(timed) == ["PQ", "Q"] and sorted(fast.speedups.values()) == [1.2, 2.0]

@@ -1,5 +1,6 @@
 """Deployment: the compressed network as a plain ONNX file (real pruned shapes, BatchNorm
-folded, int8 Q/DQ layers, exits as `If`) and its measured cost in onnxruntime.
+folded, int8 Q/DQ layers, exits as `If`) and its measured cost in onnxruntime and OpenVINO
+(the `openvino` extra).
 
 Needs onnx, onnxruntime and onnxscript (dependencies of the package); where an install lacks
 one, `missing()` says which, so callers say one line instead of failing."""

@@ -60,8 +60,48 @@ def _segment(root: nn.Module, graph: fx.Graph, start: fx.Node | None, nodes: lis
     return fx.GraphModule(root, g)
 
 
-def split_backbone(backbone: nn.Module, points: list[str]) -> list[fx.GraphModule]:
-    """len(points) + 1 segments: input -> point 1 -> ... -> point k -> final output."""
+class _PreHooked(nn.Module):
+    """The first backbone segment behind the backbone's own forward pre-hooks.
+
+    torch.fx traces the root's `forward` and so drops the hooks registered on the root (a
+    submodule's hooks run: the segments call their submodules). A model built for 3-channel
+    images on 1-channel data carries its grayscale repeat as such a hook
+    (`models.registry.repeat_grayscale`): without it the exit path's first conv gets 1 channel."""
+
+    def __init__(self, owner: nn.Module, segment: nn.Module,
+                 hooks: list[Callable[..., object]]) -> None:
+        super().__init__()
+        self.segment = segment
+        self.hooks = hooks
+        # the hook's first argument is the module it was registered on; held, not registered,
+        # so its parameters are not a second time in this module's state
+        object.__setattr__(self, "_owner", owner)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        args: tuple[object, ...] = (x,)
+        for hook in self.hooks:
+            got = hook(self._owner, args)
+            if got is not None:
+                args = got if isinstance(got, tuple) else (got,)
+        out: torch.Tensor = self.segment(*args)
+        return out
+
+
+def root_pre_hooks(backbone: nn.Module) -> list[Callable[..., object]]:
+    """The forward pre-hooks on the backbone itself, in call order; a hook the segments
+    cannot replay (one on the output, one taking keyword arguments) is a ValueError, so
+    the export falls back to computing every exit on the whole model."""
+    if backbone._forward_hooks:
+        raise ValueError("the backbone has forward hooks on its output")
+    if backbone._forward_pre_hooks_with_kwargs:
+        raise ValueError("the backbone has forward pre-hooks that take keyword arguments")
+    return list(backbone._forward_pre_hooks.values())
+
+
+def split_backbone(backbone: nn.Module, points: list[str]) -> list[nn.Module]:
+    """len(points) + 1 segments: input -> point 1 -> ... -> point k -> final output (the
+    backbone's own forward pre-hooks, lost to tracing, run before the first)."""
+    hooks = root_pre_hooks(backbone)
     graph = _Tracer(set(points)).trace(backbone)
     order = [n for n in graph.nodes if n.op != "output"]
     output = next(n for n in graph.nodes if n.op == "output")
@@ -83,13 +123,16 @@ def split_backbone(backbone: nn.Module, points: list[str]) -> list[fx.GraphModul
         segments.append(_segment(backbone, graph, start, order[begin:c + 1], order[c]))
         start, begin = order[c], c + 1
     segments.append(_segment(backbone, graph, start, order[begin:], final))
-    return segments
+    out: list[nn.Module] = list(segments)
+    if hooks:
+        out[0] = _PreHooked(backbone, out[0], hooks)
+    return out
 
 
 class ExitNet(nn.Module):
     """Backbone segments and exit heads; logits of the exit each sample takes."""
 
-    def __init__(self, segments: list[fx.GraphModule], heads: nn.ModuleList, criterion: str,
+    def __init__(self, segments: list[nn.Module], heads: nn.ModuleList, criterion: str,
                  threshold: float) -> None:
         super().__init__()
         self.segments = nn.ModuleList(segments)

@@ -12,8 +12,11 @@ What is exact and what is not (each inexact or unlowered layer is said, in one l
   constant image, so zero-padded borders are right); such a layer runs as a float op;
 - weights: DoReFa k-bit weights are odd multiples of peak/(2^k-1), BWN 1-bit ones ±E: with
   the folded BatchNorm gain per output channel they are exact int8 values for k <= 7, widened
-  to fill int8; 8-bit weights (255 levels a side) stay exact floats where the layer runs in
-  float anyway, and are re-rounded to int8 where it would run as an integer conv;
+  up to the layer's weight limit (`weight_limit`: ±64 on a full-range uint8 input, so u8 x s8
+  pairs cannot saturate int16 on CPUs without VNNI; else ±127) by the factor whose int32 bias
+  lands closest (`bias_widen`); 8-bit weights (255 levels a side) stay exact floats where the
+  layer runs in float anyway, and are re-rounded to the limit where it would run as an
+  integer conv;
 - LSQ layers: activations are integers -Q_N..Q_P times the learned step (uint8, zero point
   Q_N, exact); weights integers times a learned step per output channel (int8, exact below
   8 bits; 8-bit ones reach -128 and are handled like DoReFa's 8 bits below);
@@ -26,6 +29,7 @@ What is exact and what is not (each inexact or unlowered layer is said, in one l
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +118,33 @@ def layer_weight_integers(layer: QConv2d | QLinear) -> tuple[torch.Tensor, torch
         return ints, step.double().reshape(c_out)
     raw, step_ = weight_integers(layer.weight, bits)
     return raw, torch.full((c_out,), step_, dtype=torch.float64)
+
+
+# vpmaddubsw (AVX2, AVX-512 without VNNI) multiplies u8 by s8 and adds each pair of products
+# into a saturating int16: onnxruntime's and OpenVINO's int8 kernels use it on such CPUs
+INT16_MAX = 32767
+
+
+def weight_limit(grid: ActGrid | None) -> int:
+    """The largest |int8 weight| of a layer whose uint8 input tops out at `grid.hi`, so that
+    no pair a1·w1 + a2·w2 exceeds int16: 127 for inputs up to 129 (activations of 7 bits or
+    fewer), 64 (7-bit weights, NNCF's `overflow_fix`) for a full-range uint8 input."""
+    if grid is None:
+        return 127
+    return int(min(127, INT16_MAX // (2 * max(int(grid.hi), 1))))
+
+
+def bias_widen(bias: torch.Tensor, scales: torch.Tensor, x_scale: float, most: torch.Tensor
+               ) -> torch.Tensor:
+    """Per output channel, the integer widening m in 1..most whose int32 bias (bias over
+    x_scale × scale/m, rounded) is closest to the float bias; ties to the larger m."""
+    top = int(most.max())
+    m = torch.arange(1, top + 1, dtype=torch.float64)
+    units = bias.view(-1, 1) * m.view(1, -1) / (x_scale * scales.view(-1, 1))
+    err = (units - torch.round(units)).abs() / m.view(1, -1)  # in x_scale × scale units
+    err = torch.where(m.view(1, -1) <= most.view(-1, 1), err, torch.full_like(err, math.inf))
+    err = err - 1e-12 * m.view(1, -1)  # ties (a zero bias): the finest scale
+    return (err.argmin(dim=1) + 1).to(torch.float64)
 
 
 def bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -351,12 +382,13 @@ def _lower_layer(name: str, layer: nn.Conv2d | nn.Linear, bn: nn.Module | None,
         ints[ints == 0] = 0.0  # no -0
         scales = step * gain.abs()
         peak = ints.abs().reshape(c_out, -1).amax(dim=1)
-        over = peak > 127
+        limit = weight_limit(grid)
+        over = peak > limit
         # an integer kernel runs only a conv whose input is unsigned uint8 (a signed input
         # ends in a float border subtraction, a linear layer runs as float Gemm): elsewhere
         # 8-bit weights that int8 cannot hold stay as exact float values
         integer_kernel = isinstance(layer, nn.Conv2d) and grid is not None and not grid.shift
-        if bool(over.any()) and not integer_kernel:
+        if bool((peak > 127).any()) and not integer_kernel:
             weight = ints * scales.view(view)
             ints = scales = None
             out.notes.append(f"{name}: 8-bit weights kept as exact float values (int8 holds "
@@ -364,17 +396,23 @@ def _lower_layer(name: str, layer: nn.Conv2d | nn.Linear, bn: nn.Module | None,
                              "as a float op anyway)")
         elif bool(over.any()):
             exact = False
-            factor = torch.where(over, peak / 127.0, torch.ones_like(peak))
+            factor = torch.where(over, peak / limit, torch.ones_like(peak))
             ints = torch.round(ints / factor.view(view))
             scales = scales * factor
-            out.notes.append(f"{name}: {int(over.sum())} of {c_out} channels of 8-bit weights "
-                             "re-rounded to 127 levels (int8)")
+            why = ("int8" if limit == 127 else
+                   f"±{limit}: u8 × s8 pairs of an input up to {grid.hi if grid else 255} "
+                   "cannot saturate int16 on CPUs without VNNI")
+            out.notes.append(f"{name}: {int(over.sum())} of {c_out} channels of weights "
+                             f"re-rounded to {limit} levels a side ({why})")
         if ints is not None and scales is not None:
-            # widen each channel's integers to fill int8 (×m, scale ÷m: the same weights).
-            # onnxruntime rounds the bias to int32 in steps of input scale × weight scale;
-            # a finer weight scale keeps that rounding m times below an activation level
+            # widen each channel's integers towards the limit (×m, scale ÷m: the same
+            # weights). onnxruntime rounds a conv's bias to int32 in steps of input scale ×
+            # weight scale; of the factors that fit, take the one whose bias rounding lands
+            # closest to the bias (a finer scale shrinks the step, a lucky one lands on it)
             top = ints.abs().reshape(c_out, -1).amax(dim=1).clamp_min(1)
-            widen = torch.floor(127 / top).clamp_min(1)
+            most = torch.floor(limit / top).clamp_min(1)
+            widen = (bias_widen(bias, scales, grid.scale, most)
+                     if grid is not None and isinstance(layer, nn.Conv2d) else most)
             ints = ints * widen.view(view)
             scales = (scales / widen).clamp_min(1e-12)
     else:

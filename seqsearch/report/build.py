@@ -13,6 +13,7 @@ from seqsearch.progress import note
 from seqsearch.report import claims as C
 from seqsearch.report import display as D
 from seqsearch.report import figures as F
+from seqsearch.report import speed as S
 from seqsearch.report import tables as T
 from seqsearch.report.deploy_section import deploy_text
 from seqsearch.report.page import exported_text, write_index
@@ -89,6 +90,9 @@ def write_tables(r: Results, t: Tables) -> None:
             continue
         _csv(df, folder, {"traj": "trajectory", "budget": "budgets"}.get(name, name))
     _csv(t.edges, folder, "dag_edges")
+    speed = S.speed_table(t.tuning)
+    if not speed.empty:
+        _csv(speed, folder, "speed_vs_bitops")
 
 
 def make_figures(r: Results, t: Tables) -> list[Figure]:
@@ -128,6 +132,16 @@ def make_figures(r: Results, t: Tables) -> list[Figure]:
     out.append(Figure("tuning_history", "tuning history",
                       "Validation BitOpsCR of each tuning trial, and the best feasible so far.",
                       F.tuning_figure(t.tuning)))
+    speed = S.speed_table(t.tuning)
+    if not speed.empty:
+        corr = S.rank_correlation(speed)
+        out.append(Figure("speed_vs_bitops", "does BitOps predict speed?",
+                          f"BitOpsCR against the measured batch-1 speed-up of each distinct "
+                          f"network timed in tuning ({corr['n']}; runtime "
+                          f"{', '.join(map(str, speed['latency_runtime'].dropna().unique()))}); "
+                          "Spearman rank correlation in the title; table "
+                          "tables/speed_vs_bitops.csv.",
+                          F.speed_figure(speed, corr["spearman"])))
     out.append(Figure("tuning_pareto", "tuning trials (Pareto view)",
                       "Completed tuning trials: validation accuracy against BitOpsCR.",
                       F.tuning_pareto_figure(t.tuning)))

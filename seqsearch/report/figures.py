@@ -178,6 +178,24 @@ def tuning_pareto_figure(tuning: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def speed_figure(table: pd.DataFrame, rho: float | None) -> go.Figure:
+    """BitOpsCR against measured speed-up, one marker per timed network."""
+    fig = go.Figure()
+    if not table.empty:
+        for feasible, color, name in ((True, "#2ca02c", "feasible"),
+                                      (False, "#999", "infeasible")):
+            part = table[table["feasible"] == feasible]
+            fig.add_trace(go.Scatter(x=part["val_bitops_cr"], y=part["speedup"],
+                                     mode="markers", name=name, text=part["chain"],
+                                     marker={"color": color, "size": 9}))
+    corr = "n/a" if rho is None else f"{rho:+.2f}"
+    fig.update_layout(title=f"BitOpsCR vs measured batch-1 speed-up (Spearman rho {corr})",
+                      xaxis={"title": "BitOpsCR (validation)", "type": "log"},
+                      yaxis={"title": "speed-up over the fp32 baseline", "type": "log"},
+                      template="plotly_white", width=720, height=440)
+    return fig
+
+
 def write_plotly_js(folder: Path) -> Path:
     """plotly.min.js once per folder of reports (no network needed to view them); rewritten
     only when its content changes."""

@@ -326,6 +326,7 @@ class Confirmed:
     base: tuple[float, float | None]  # the baseline's validation and test accuracy
     # probe and brute-force points on two or more seeds, and how many of them pass the rule
     measured: dict[str, int] = field(default_factory=dict)
+    speedups: dict[str, float] = field(default_factory=dict)  # by candidate key, when timed
 
     def judgement(self, c: Candidate) -> dict[str, Any]:
         """The bound's figures for a candidate (chain.yaml's `confirmation`, confirm.json)."""
@@ -404,10 +405,13 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
 
 def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val: float,
             budget: float, n: int, runners: Sequence[ChainRunner], *, confidence: float,
-            images: tuple[int, int], base_test: float | None = None) -> Confirmed | None:
+            images: tuple[int, int], base_test: float | None = None,
+            speed: Callable[[Any], float] | None = None) -> Confirmed | None:
     """Confirm up to n candidates, judge the measured ones and choose the export (see the
     module docstring). `runners`: the study seed's, then the fresh seeds'; `images`: the
-    validation and test split sizes."""
+    validation and test split sizes. With `speed` (tune.objective: latency: a model's measured
+    speed-up), the confirmed candidates are ranked by it instead of validation BitOpsCR; which
+    ones are confirmed, and the rule that confirms them, are unchanged."""
     runs = pd.read_csv(runs_csv) if runs_csv.is_file() else pd.DataFrame()
     samples = json.loads(samples_json.read_text()) if samples_json.is_file() else {}
     have = bool(len(runs)) and bool(samples)
@@ -482,11 +486,23 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         chosen += batch
         ok = [c for c in batch if passes(c)]
 
+    pool_ok = ok + [c for c in measured.values() if passes(c)]
+    speeds: dict[str, float] = {}
+    if speed is not None:
+        # every confirmed candidate needs its study-seed model to be timed; a run that adds a
+        # seed changes its mean, so it is judged again
+        for c in pool_ok:
+            if c.key not in models:
+                models[c.key] = study_seed_run(c, runners[0])
+        pool_ok = [c for c in pool_ok if passes(c)]
+        speeds = {c.key: float(speed(models[c.key])) for c in pool_ok}
+
     def rank(c: Candidate) -> tuple[float, float]:
+        if speed is not None:
+            return speeds.get(c.key, -math.inf), c.judged_mean("val_accuracy")
         return c.judged_mean("val_bitops_cr"), c.judged_mean("val_accuracy")
 
-    settled = _settle(ok + [c for c in measured.values() if passes(c)], rank, passes,
-                      models, runners[0])
+    settled = _settle(pool_ok, rank, passes, models, runners[0])
     exported = [c for c in measured.values() if c.key in models]  # they cost an export run
     shown = sorted((c for c in measured.values() if passes(c)), key=rank, reverse=True)
 
@@ -500,7 +516,7 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
                          f"bound {b['bound']:.2f} <= {budget:g} points at confidence "
                          f"{confidence:g} on the mean of {b['judging_runs']} judging runs "
                          f"({settled.confirmed_by()})", current[0], (base_val, base_test),
-                         counts)
+                         counts, speeds)
     pool_all = chosen + list(measured.values())
     best = max(pool_all, key=lambda c: (c.mean("val_accuracy"), c.mean("val_bitops_cr")))
     if best.key not in models:

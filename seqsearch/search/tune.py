@@ -17,6 +17,7 @@ error) keeps its slot with the reason recorded.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -57,10 +58,24 @@ class TuneOptions:
     fixed: tuple[tuple[str, Any], ...] = ()
     initial: tuple[dict[str, Any], ...] = ()  # the warm start: measured points, best first
     orders: tuple[str, ...] = ()  # the candidate full orders the sub-chains come from
+    objective: str = "bitops"  # bitops | latency | both (tune.objective)
+    runtime: str = "onnxruntime"  # where `latency` is measured (tune.runtime)
 
     def study_name(self, name: str) -> str:
         mode = "-mo" if self.multi_objective else ""
-        return f"{name}-tune-b{self.budget:g}{mode}"
+        goal = "" if self.objective == "bitops" else f"-{self.objective}-{self.runtime}"
+        return f"{name}-tune-b{self.budget:g}{mode}{goal}"
+
+    @property
+    def directions(self) -> int:
+        """How many values a trial returns."""
+        return 2 if self.multi_objective or self.objective == "both" else 1
+
+    def metric_names(self) -> list[str]:
+        if self.multi_objective:
+            return ["val accuracy", "log BitOpsCR"]
+        return {"bitops": ["log BitOpsCR"], "latency": ["log speedup"],
+                "both": ["log BitOpsCR", "log speedup"]}[self.objective]
 
 
 MAX_CANDIDATE_ORDERS = 12  # topological orders of the DAG the tuning space draws sub-chains from
@@ -160,9 +175,12 @@ class BudgetPruner(optuna.pruners.BasePruner):
 class Objective:
     """One trial: build the chain stage by stage through the prefix cache, report, decide τ."""
 
-    def __init__(self, runner: ChainRunner, opts: TuneOptions) -> None:
+    def __init__(self, runner: ChainRunner, opts: TuneOptions, meter: Any = None) -> None:
         self.runner = runner
         self.opts = opts
+        if opts.objective != "bitops" and meter is None:
+            raise ValueError(f"tune.objective {opts.objective!r} needs a latency meter")
+        self.meter = meter  # search.latency.LatencyMeter for objective latency | both
         self.fixed = dict(opts.fixed)
         self.space = search_space(opts.chains, self.fixed)
 
@@ -206,7 +224,9 @@ class Objective:
             trial.set_user_attr("last_drop", drop)
             trial.set_user_attr("trained", trained)
             trial.set_user_attr("train_seconds", round(seconds, 3))
-            if not self.opts.multi_objective:
+            if self.opts.directions == 1:
+                # BitOps after each stage, whatever the objective: the budget pruner reads
+                # only the drop, and a prefix is not worth timing
                 trial.report(math.log(bitops_cr(ref.bitops, rec["val_bitops"])), k - 1)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_after", chain[:k])
@@ -232,11 +252,30 @@ class Objective:
                      cr=result.records[-1]["cr"], drop=drop,
                      test_drop=100 * (ref.test_accuracy - test_acc),
                      constraint=drop - self.opts.budget - BUDGET_TOLERANCE)  # ≤ 0: feasible
+        log_cr = math.log(bitops_cr(ref.bitops, val_bitops))
+        log_speed = None
+        if self.meter is not None:
+            model = result.model
+            if point["tau"] is not None and hasattr(model, "policy"):
+                model = copy.deepcopy(model)  # timed at the τ chosen, not the default
+                model.policy.threshold = float(point["tau"])  # type: ignore[union-attr]
+            got = self.meter.speedup(model)
+            attrs.update(speedup=got["speedup"], latency_ms=got["model_ms"],
+                         baseline_latency_ms=got["baseline_ms"], latency_runtime=got["runtime"],
+                         latency_key=got["key"], latency_cached=got["cached"])
+            log_speed = math.log(max(got["speedup"], 1e-9))
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         trial.set_constraint("accuracy_drop", attrs["constraint"])
-        log_cr = math.log(bitops_cr(ref.bitops, val_bitops))
-        return (val_acc, log_cr) if self.opts.multi_objective else log_cr
+        if self.opts.multi_objective:
+            return val_acc, log_cr
+        if self.opts.objective == "latency":
+            assert log_speed is not None
+            return log_speed
+        if self.opts.objective == "both":
+            assert log_speed is not None
+            return log_cr, log_speed
+        return log_cr
 
 
 def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOptions,
@@ -246,10 +285,10 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
     sampler = optuna.samplers.TPESampler(
         seed=opts.seed + 1000 * worker, multivariate=True, n_startup_trials=opts.startup_trials)
     pruner: optuna.pruners.BasePruner = (
-        BudgetPruner(opts.budget, opts.prune_slack) if opts.pruner and not opts.multi_objective
+        BudgetPruner(opts.budget, opts.prune_slack) if opts.pruner and opts.directions == 1
         else optuna.pruners.NopPruner())
     kwargs: dict[str, Any] = ({"directions": ["maximize", "maximize"]}
-                              if opts.multi_objective else {"direction": "maximize"})
+                              if opts.directions == 2 else {"direction": "maximize"})
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                 pruner=pruner, load_if_exists=True, **kwargs)
     study.set_user_attr("budget", opts.budget)
@@ -258,8 +297,7 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
     # since Optuna 3.2 but still flagged experimental, which users need not read every run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["val accuracy", "log BitOpsCR"] if opts.multi_objective
-                               else ["log BitOpsCR"])
+        study.set_metric_names(opts.metric_names())
     return study
 
 
@@ -391,12 +429,15 @@ def _duplicate(study: optuna.Study, slot: int, number: int) -> bool:
     return False
 
 
-def best_feasible(study: optuna.Study) -> FrozenTrial | None:
+def best_feasible(study: optuna.Study, objective: str = "bitops") -> FrozenTrial | None:
+    """The feasible trial with the best objective: BitOpsCR (`bitops`, and `both`, whose
+    Pareto front is reported beside) or measured speed-up (`latency`)."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if t.user_attrs.get("constraint", 1.0) <= 0]
     if not done:
         return None
-    return max(done, key=lambda t: (t.user_attrs["val_bitops_cr"], t.user_attrs["val_accuracy"]))
+    key = "speedup" if objective == "latency" else "val_bitops_cr"
+    return max(done, key=lambda t: (t.user_attrs.get(key, 0.0), t.user_attrs["val_accuracy"]))
 
 
 def slot_trials(study: optuna.Study) -> list[FrozenTrial]:

@@ -1,0 +1,104 @@
+"""Deploy a user's torchvision model with exits: a 3-channel ShuffleNetV2 on 1-channel
+Fashion-MNIST (the grayscale repeat is a forward pre-hook on the model, which tracing the
+backbone into exit segments used to drop), chain QE, to a `model.onnx` whose exits are `If`
+and that onnxruntime runs alone."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+import onnx  # noqa: E402
+
+from seqsearch.chain import ChainRunner, Reference, plan  # noqa: E402
+from seqsearch.deploy.graph_pass import op_counts  # noqa: E402
+from seqsearch.deploy.measure import predictions  # noqa: E402
+from seqsearch.deploy.onnx_export import export_compressed  # noqa: E402
+from seqsearch.models.multi_exit import exit_decisions  # noqa: E402
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+SPEC = "torchvision.models:shufflenet_v2_x0_5"
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory):
+    """Fashion-MNIST at 16x16, 300 images, from the Debian files (torchvision's layout)."""
+    if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {FASHION} (apt install "
+                    "dataset-fashion-mnist)")
+    from seqsearch.data import load_data
+
+    root = tmp_path_factory.mktemp("fashion")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in FASHION.glob("*-ubyte.gz"):
+        with gzip.open(gz) as src, open(raw / gz.name[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return load_data("fashionmnist", root=str(root), limit=300, seed=0, image_size=16)
+
+
+def test_torchvision_model_with_exits_exports_and_runs_in_onnxruntime_alone(fashion, tmp_path):
+    from helpers import TEST_MEMORY_FORMAT, TEST_PRECISION
+
+    from seqsearch.config import TrainSection
+    from seqsearch.metrics import count_bitops, param_bits
+    from seqsearch.models import build_model
+    from seqsearch.stages import StageContext
+    from seqsearch.train import evaluate
+
+    data = fashion
+    assert data.input_shape[0] == 1
+    torch.manual_seed(0)
+    base = build_model(SPEC, input_shape=data.input_shape, num_classes=data.num_classes)
+    assert base._forward_pre_hooks  # the grayscale repeat: what the exit path used to lose
+    train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=64, lr=0.05,
+                         precision=TEST_PRECISION, memory_format=TEST_MEMORY_FORMAT)
+    ctx = StageContext(data, train, 0, (8, 8), progress=False)
+    ref = Reference(float(count_bitops(base, data.input_shape)), float(param_bits(base)),
+                    evaluate(base, data.test), evaluate(base, data.val))
+    runner = ChainRunner(base, data, ctx, ref, None, SPEC)
+    steps = plan([("quantize", {"weight_bits": 4, "act_bits": 4}),
+                  ("early_exit", {"exits": 2, "threshold": 0.3})])
+    model = runner.run(steps).model.cpu().float().eval()
+    path = tmp_path / "model.onnx"
+    info = export_compressed(model, data.train.x[:64].cpu().float(), path)
+    assert info.exits_as_if and op_counts(onnx.load(str(path)))["If"] >= 1
+    assert not any(n.startswith("exits:") for n in info.notes)
+
+    x = data.test.x.cpu().float()
+    with torch.no_grad():
+        out = model(x)
+    want = exit_decisions(out, model.policy.threshold, model.policy.criterion)[1].numpy()
+    graph = predictions(path, x.numpy(), fuse_qdq=False)
+    assert (graph == want).mean() >= 0.99, (graph == want).mean()
+    assert (predictions(path, x.numpy()) == want).mean() >= 0.9
+
+    # onnxruntime and numpy only: no seqsearch, no torch, no model source
+    np.save(tmp_path / "x.npy", x[:8].numpy())
+    code = ("import sys, numpy as np, onnxruntime as ort\n"
+            f"s = ort.InferenceSession({str(path)!r}, providers=['CPUExecutionProvider'])\n"
+            f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
+            "y = np.concatenate([s.run(None, {'input': x[i:i + 1]})[0] for i in range(8)])\n"
+            "assert y.shape == (8, 10), y.shape\n"
+            # a batch gives each sample the exit it takes alone
+            "assert (y.argmax(1) == s.run(None, {'input': x})[0].argmax(1)).all()\n"
+            "assert not any(m.split('.')[0] in ('seqsearch', 'torch', 'torchvision')"
+            " for m in sys.modules)\n"
+            "print(' '.join(map(str, y.argmax(1))))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                          env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    alone = np.array(proc.stdout.split(), dtype=int)
+    assert (alone == predictions(path, x[:8].numpy())).all()
