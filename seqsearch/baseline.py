@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,17 +140,34 @@ def get_baseline(
 CHANCE_LEVEL = 0.05
 
 
+def binomial_upper_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), exactly (in log space; scipy's binomtest gives the
+    same, but importing scipy.stats costs a fresh `seqsearch baseline` about a second)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    if p <= 0.0 or p >= 1.0:
+        return float(p >= 1.0)
+    if k > n * p + 10 * math.sqrt(n * p * (1 - p)) + 10:
+        return 0.0  # far in the tail: below 1e-20
+    log_p, log_q = math.log(p), math.log1p(-p)
+    lg = math.lgamma(n + 1)
+    terms = [lg - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+             for i in range(k, n + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
 def chance_warning(study: RunSection, metrics: dict[str, Any], classes: int) -> str | None:
     """One line naming the likely cause when the baseline is no better than guessing (its
     validation accuracy not above 1/classes by a binomial test at `CHANCE_LEVEL`), else None."""
-    from scipy.stats import binomtest
-
     acc = float(metrics["val_accuracy"])
     n = int(metrics.get("val_images") or 0)
     chance = 1.0 / max(1, classes)
     if n > 0:
         k = min(n, round(acc * n))
-        if binomtest(k, n, chance, alternative="greater").pvalue <= CHANCE_LEVEL:
+        if binomial_upper_tail(k, n, chance) <= CHANCE_LEVEL:
             return None
     elif acc >= 1.5 * chance:
         return None

@@ -103,3 +103,16 @@ def test_a_step_whose_runs_all_fail_is_an_error():
     all_failed("tune", [None, "RuntimeError: x"])  # one run succeeded: no error
     with pytest.raises(SeqsearchError, match="tune: all 2 runs failed; the first: boom"):
         all_failed("tune", ["boom\nmore", "other"])
+
+
+@pytest.mark.parametrize("k,n,p", [(30, 200, 0.1), (25, 200, 0.1), (0, 10, 0.5), (10, 10, 0.5),
+                                   (5, 24, 0.125), (200, 1800, 0.1), (230, 1800, 0.1),
+                                   (1700, 1800, 0.1)])
+def test_the_chance_test_is_scipys_binomial_tail(k, n, p):
+    """The near-chance stop's test without importing scipy.stats (a second at start-up)."""
+    from scipy.stats import binomtest
+
+    from seqsearch.baseline import binomial_upper_tail
+
+    want = binomtest(k, n, p, alternative="greater").pvalue
+    assert binomial_upper_tail(k, n, p) == pytest.approx(want, rel=1e-9, abs=1e-18)

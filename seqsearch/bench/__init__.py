@@ -19,22 +19,6 @@ assertion. What each measures, and the module it lives in:
 
 from __future__ import annotations
 
-from typing import Any
+from seqsearch.bench.cli_command import add_parser
 
-
-def add_parser(sub: Any) -> None:
-    """Register `bench` and every benchmark under it on the CLI's subparsers."""
-    from seqsearch.bench import cache, command, loop, qat, tune
-    from seqsearch.deploy.cli_command import add_parser as add_model
-    from seqsearch.recovery.cli_command import add_parser as add_recovery
-
-    p = sub.add_parser("bench", help="benchmarks: training speed (loop, command, qat, cache, "
-                       "tune), recovery curves, the deployed model (model)",
-                       description="Benchmarks print ratios measured side by side in one "
-                       "run, alternately (the machine is noisy). See seqsearch/bench/__init__.py "
-                       "for what each measures.")
-    inner = p.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
-    for room in (loop, command, qat, cache, tune):
-        room.add_parser(inner)
-    add_recovery(inner)
-    add_model(inner, name="model")
+__all__ = ["add_parser"]

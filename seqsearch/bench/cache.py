@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 import torch
 
@@ -53,11 +52,3 @@ def bench_cache(args: argparse.Namespace) -> int:
     print(f"time saved by the cache: {t_fresh - t_cached:.2f} s "
           f"({100 * (1 - t_cached / t_fresh):.0f} %)")
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("cache", help="time a cached prefix saves")
-    p.add_argument("--model", default="resnet8")
-    p.add_argument("--data", default="mnist5k")
-    p.add_argument("--limit", type=int, default=1000)
-    p.set_defaults(func=bench_cache)

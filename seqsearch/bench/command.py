@@ -107,17 +107,3 @@ def bench_command(args: argparse.Namespace) -> int:
               f"fp32 {med['plain'] / med['fp32']:.3f}x, seqsearch auto "
               f"{med['plain'] / med['auto']:.3f}x")
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("command", help="whole-command speed: seqsearch baseline against a "
-                       "plain script, fresh processes")
-    p.add_argument("study", nargs="?", help="study YAML (default: the ResNet-20 CPU study)",
-                   default=str(Path(__file__).parent.parent / "studies" /
-                               "resnet20-mnist5k.yaml"))
-    p.add_argument("--limit", type=int, default=2000, help="images (default 2000)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each process")
-    p.set_defaults(func=bench_command)

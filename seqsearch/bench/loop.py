@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,8 +18,6 @@ import torch
 from seqsearch.bench.plain import plain_loop
 from seqsearch.data import DataBundle
 from seqsearch.train import TrainSettings, fit
-
-STUDIES = Path(__file__).parent.parent / "studies"
 
 
 def _loop_setup(study_file: str, limit: int | None) -> tuple[torch.nn.Module, DataBundle, Any]:
@@ -75,17 +72,3 @@ def bench_loop(args: argparse.Namespace) -> int:
               f"{100 * statistics.mean(acc_plain):.2f} % "
               f"fit {100 * statistics.mean(acc_fit):.2f} %")
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("loop", help="training-loop speed: fit (default policy) against a plain "
-                       "fp32 PyTorch loop, alternately in one process")
-    p.add_argument("--studies", default=f"{STUDIES}/resnet20-mnist5k.yaml,"
-                                        f"{STUDIES}/vgg11-mnist5k.yaml")
-    p.add_argument("--limit", type=int, default=None, help="images used (default: the study's)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
-    p.add_argument("--memory-format", default="auto",
-                   choices=("auto", "channels_last", "contiguous"))
-    p.set_defaults(func=bench_loop)

@@ -19,12 +19,18 @@ from seqsearch.train import TrainSettings, lr_at
 
 def plain_loop(model: torch.nn.Module, data: DataBundle, settings: TrainSettings) -> float:
     """The loop a PyTorch user writes by hand (fp32, contiguous, the same lr schedule as fit,
-    so accuracies are comparable); returns seconds."""
+    so accuracies are comparable); returns seconds.
+
+    The clock covers what `fit`'s covers: the optimizer's construction and the epochs. The
+    first torch optimizer built in a process imports torch._dynamo (torch/_compile.py's
+    `_disable_dynamo`): 0.9-1.5 s on a 2-core machine, once per process, for this loop as for
+    `fit`. Timed outside here and inside `fit`, it made a fresh process's `fit` look 15-23 %
+    slower than this loop where the two loops ran at the same speed (issue 30)."""
     torch.manual_seed(settings.seed)
+    start = time.perf_counter()
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay, nesterov=True)
     x_all, y_all = data.train.x, data.train.y
-    start = time.perf_counter()
     model.train()
     total = settings.epochs * -(-len(y_all) // settings.batch_size)
     step = 0

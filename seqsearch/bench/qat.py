@@ -7,7 +7,6 @@ import argparse
 import copy
 import statistics
 import time
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +52,3 @@ def bench_qat(args: argparse.Namespace) -> int:
               f"QAT {1000 * t_q:7.1f} ms/step   ratio {t_q / t_fp:.3f}")
     print(f"median QAT/float step-time ratio: {statistics.median(ratios):.3f}")
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("qat", help="QAT step time over float step time")
-    p.add_argument("--model", default="resnet20")
-    p.add_argument("--bits", default="4,8", help="weight,activation bits")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=5)
-    p.set_defaults(func=bench_qat)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 
 def bench_tune(args: argparse.Namespace) -> int:
@@ -64,12 +63,3 @@ def bench_tune(args: argparse.Namespace) -> int:
               f" reached after {tr_best} trainings, {to_best:.1f} s")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("tune", help="tuning with and without the budget pruner")
-    p.add_argument("study", nargs="?", help="study YAML (default: the embedded quickstart)")
-    p.add_argument("--chain", default="DPQE")
-    p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--budget", type=float, default=1.0)
-    p.set_defaults(func=bench_tune)
