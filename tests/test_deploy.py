@@ -263,7 +263,7 @@ def test_report_paragraph_shows_real_cost_beside_bitops(tmp_path):
         "accuracy": {"onnx": 0.98, "fake_quant": 0.981, "identical_predictions": 0.994},
         "machine": {"onnxruntime": "1.0", "cpu": "x86_64", "cores": 2, "threads": [1, 2]}}))
     text = deploy_html(tmp_path)
-    assert "BitOpsCR 150.0× and CR 7.5× are theoretical" in text
+    assert "BitOpsCR 150× and CR 7.50× are theoretical" in text
     assert "1.23× at batch 1" in text and "2.83× smaller" in text and "99.40 %" in text
 
 
