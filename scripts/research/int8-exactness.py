@@ -3,7 +3,7 @@ to ±127, largest widening) vs the current one (±64 on full-range uint8 inputs,
 widening), in the graph, onnxruntime's int8 kernels and OpenVINO (docs/deploy.md, "Integer
 kernels that are exact on every x86").
 
-Run it once plain and once as `ONEDNN_MAX_CPU_ISA=AVX2 python scripts/int8-exactness.py`
+Run it once plain and once as `ONEDNN_MAX_CPU_ISA=AVX2 python scripts/research/int8-exactness.py`
 (OpenVINO's oneDNN limited to AVX2: the kernels of a CPU without VNNI). A ResNet-8 on 3,000
 MNIST-5k images at 16x16, one quantize stage per row; stages cached under OUT (argv[1],
 default /tmp/int8-exactness)."""

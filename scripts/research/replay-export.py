@@ -7,7 +7,7 @@ the re-run candidates with the runs confirm.json holds) by `search.bound`'s rule
 what was run counts: a re-run candidate of the committed export had one fresh seed (now two),
 so it is judged on that one run, and the extra rounds the new rule would confirm are not run.
 
-    PYTHONPATH=. python scripts/replay-export.py reports/vgg11-mnist5k [--confidence 0.9]
+    PYTHONPATH=. python scripts/research/replay-export.py reports/vgg11-mnist5k [--confidence 0.9]
 """
 
 from __future__ import annotations
