@@ -425,7 +425,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("nothing to export: run 'seqsearch probe' (and 'seqsearch tune') first")
         return 0
     print(f"exported {ex['exported']} from {ex['from']} {ex['id']}"
-          + ("" if ex["feasible"] else f" (INFEASIBLE: {ex['note']})")
+          + ("" if ex["feasible"] else f" (INFEASIBLE: {ex['note'].removeprefix('infeasible: ')})")
           + f": test BitOpsCR {ex['runs'][0]['bitops_cr']:.1f}x on the study seed, mean of two "
           f"seeds {ex['mean_bitops_cr']:.1f}x; {ex['chain']}, {ex['model']}"
           + (f", {ex['onnx']}" if ex.get("onnx") else ""))
@@ -481,8 +481,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ex = res["export"]
     if ex:
         drop = 100 * (ex["baseline_test_accuracy"] - ex["runs"][0]["test_accuracy"])
+        why = ex["note"].removeprefix("infeasible: ")
         print(f"exported {ex['exported']} (from {ex['from']} {ex['id']}"
-              + ("" if ex["feasible"] else ", INFEASIBLE: " + ex["note"]) + "): test accuracy "
+              + ("" if ex["feasible"] else ", INFEASIBLE: " + why) + "): test accuracy "
               f"{100 * ex['runs'][0]['test_accuracy']:.2f} % (drop {drop:+.2f} pts), BitOpsCR "
               f"{ex['runs'][0]['bitops_cr']:.1f}x; mean of {len(ex['runs'])} seeds: val drop "
               f"{100 * (ex['baseline_val_accuracy'] - ex['mean_val_accuracy']):+.2f} pts, "
