@@ -102,6 +102,13 @@ def preflight(study: StudyConfig) -> DataShape:
     process is not checked again."""
     params = check_fixed(study)
     resolve_device(study.device)
+    if study.tune.objective != "bitops":  # latency is timed on tune.runtime: is it installed?
+        from seqsearch.deploy.runtimes import resolve
+
+        try:
+            resolve(study.tune.runtime)
+        except SeqsearchError as exc:
+            raise SeqsearchError(f"tune.runtime: {exc}") from None
     d = study.data
     shape = describe_data(d.name, root=d.root, download=d.download, image_size=d.image_size)
     key = study.model_dump_json()

@@ -24,3 +24,11 @@ def run_cli(*args: str, cwd: str | None = None, check: bool = True
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def run_isolated(code: str, cwd: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    """`code` in an isolated interpreter (`python -I`, no PYTHONPATH): what a deployment that
+    has only the runtime and numpy sees; no seqsearch source or torch import slips in."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
+                          env=env, cwd=cwd)

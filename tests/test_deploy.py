@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_isolated
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -233,8 +233,6 @@ def test_without_the_extra_export_says_one_line_and_bench_refuses(monkeypatch, t
 
 def test_onnx_file_needs_no_seqsearch(deploy_setup, tmp_path):
     """The exported file loads in a Python without seqsearch or torch imported."""
-    import subprocess
-    import sys
 
     _, data, runner, _ = deploy_setup
     model = runner.run(plan([(c, dict(LIGHT.get(c, {}))) for c in "EQ"])).model
@@ -247,9 +245,7 @@ def test_onnx_file_needs_no_seqsearch(deploy_setup, tmp_path):
             "assert y.shape == (8, 10)\n"
             "assert not any(m.split('.')[0] in ('seqsearch', 'torch') for m in sys.modules)\n"
             "print('ok')\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                          env=env, cwd=tmp_path)
+    proc = run_isolated(code, tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 

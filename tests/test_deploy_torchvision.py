@@ -6,10 +6,7 @@ and that onnxruntime runs alone."""
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +46,7 @@ def fashion(tmp_path_factory):
 
 
 def test_torchvision_model_with_exits_exports_and_runs_in_onnxruntime_alone(fashion, tmp_path):
-    from helpers import TEST_MEMORY_FORMAT, TEST_PRECISION
+    from helpers import TEST_MEMORY_FORMAT, TEST_PRECISION, run_isolated
 
     from seqsearch.config import TrainSection
     from seqsearch.metrics import count_bitops, param_bits
@@ -99,9 +96,7 @@ def test_torchvision_model_with_exits_exports_and_runs_in_onnxruntime_alone(fash
             "assert not any(m.split('.')[0] in ('seqsearch', 'torch', 'torchvision')"
             " for m in sys.modules)\n"
             "print(' '.join(map(str, y.argmax(1))))\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True,
-                          env=env, cwd=tmp_path)
+    proc = run_isolated(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     alone = np.array(proc.stdout.split(), dtype=int)
     assert (alone == predictions(path, x[:8].numpy())).all()

@@ -116,3 +116,20 @@ def test_the_chance_test_is_scipys_binomial_tail(k, n, p):
 
     want = binomtest(k, n, p, alternative="greater").pvalue
     assert binomial_upper_tail(k, n, p) == pytest.approx(want, rel=1e-9, abs=1e-18)
+
+
+def test_a_latency_objective_on_a_runtime_not_installed_stops_before_training(tmp_path,
+                                                                              monkeypatch):
+    """openvino is an extra: `tune.objective: latency` on it, where it is missing, is one line
+    before the baseline trains."""
+    from seqsearch.config import parse_study
+    from seqsearch.preflight import preflight
+
+    monkeypatch.setattr("seqsearch.deploy.runtimes.available", lambda name: name != "openvino")
+    study = parse_study({"version": 1, "name": "ov", "model": {"name": "tiny"},
+                         "data": {"name": "digits", "limit": 200},
+                         "tune": {"objective": "latency", "runtime": "openvino"}})
+    with pytest.raises(SeqsearchError, match=r"tune\.runtime: openvino is not installed"):
+        preflight(study)
+    preflight(study.model_copy(update={"tune": study.tune.model_copy(
+        update={"runtime": "onnxruntime"})}))  # installed with the package: passes
