@@ -8,6 +8,10 @@ what was run counts: a re-run candidate of the committed export had one fresh se
 so it is judged on that one run, and the extra rounds the new rule would confirm are not run.
 
     PYTHONPATH=. python scripts/research/replay-export.py reports/vgg11-mnist5k [--confidence 0.9]
+        [--json reports/vgg11-mnist5k/export-replay.json]
+
+`--json` writes the same verdicts as data (atomically): the old export judged under the bound,
+and the candidate the bound exports, with the figures the page and reports/README.md quote.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--confidence", type=float, default=0.9)
     ap.add_argument("--images", type=int, nargs=2, default=(1800, 1000),
                     metavar=("VAL", "TEST"))
+    ap.add_argument("--json", type=Path, default=None, help="also write the verdicts here")
     args = ap.parse_args(argv)
     d = args.folder
     base = json.loads((d / "baseline.json").read_text())["metrics"]
@@ -81,16 +86,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    under the bound: {w['judging_runs']} judging run(s) (seeds "
               f"{w['judging_seeds']}), mean val drop {w['mean_val_drop']:+.2f}, bound "
               f"{w['bound']:.2f}, margin {w['margin']:+.2f}")
+    doc: dict[str, object] = {
+        "study": d.name, "budget": budget, "confidence": args.confidence,
+        "images": {"val": args.images[0], "test": args.images[1]},
+        "sigma_run": rule.sigma_run, "sigma_from": rule.sigma_from,
+        "old": {"chain": ex["chain"], "from": ex["from"], "id": ex["id"], "runs": n,
+                "mean_test_drop": old_test, "test_bitops_cr_geomean": old_cr,
+                "under_bound": judged(was) if was is not None and was.judging else None},
+        "candidates": len(measured) + len(rerun), "passing": len(passing),
+        "command": "PYTHONPATH=. python scripts/research/replay-export.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)}
     if best is None:
         print("  the bound passes no candidate the committed export ran: infeasible")
+        doc["new"] = None
+        _write(args.json, doc)
         return 0
     j = judged(best)
+    doc["new"] = {"chain": best.chain, "from": best.source, "id": best.ident,
+                  "test_bitops_cr_mean": cr(best), **j}
+    _write(args.json, doc)
     print(f"  bound exports {best.chain} ({best.source} {best.ident}): bound {j['bound']:.2f} "
           f"(mean val drop {j['mean_val_drop']:+.2f}, adjusted {j['adjusted_val_drop']:+.2f}, "
           f"noise margin {j['noise_margin']:.2f}), margin {j['margin']:+.2f}; mean test drop "
           f"{j['mean_test_drop']:+.2f} over {j['judging_runs']} runs, test BitOpsCR "
           f"{cr(best):.0f}x; {len(passing)} of {len(measured) + len(rerun)} candidates pass")
     return 0
+
+
+def _write(path: Path | None, doc: dict[str, object]) -> None:
+    if path is None:
+        return
+    from seqsearch import atomic
+
+    atomic.write_json(path, doc)
 
 
 if __name__ == "__main__":
