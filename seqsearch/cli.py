@@ -217,7 +217,7 @@ def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = Tru
     q = plan["sequential"]
     print(f"verdicts: {q['planned_looks']} planned look(s) "
           + (f"(seeds, then samples at {', '.join(map(str, q['sample_looks']))}) "
-             if q["sample_looks"] else "")
+             if q["sample_looks"] else "(one per seed) " if q["planned_looks"] > 1 else "")
           + f"from {q['samples']} to at most {q['max_samples']} samples per pair; "
           + (f"{q['looks_with_edge_alpha']} of them can decide an edge and share alpha; "
              if q["looks_with_edge_alpha"] < q["planned_looks"] else "")

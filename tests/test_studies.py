@@ -60,8 +60,11 @@ def test_study_dry_runs_shrunk(path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     n, k, s = len(doc["stages"]), 2, 2
-    assert plan["probe_stage_trainings"] == n * k * s + n * (n - 1) * k * s
-    assert plan["probe_stage_trainings_without_cache"] == n * k * s + 2 * n * (n - 1) * k * s
+    pairs = doc["probe"].get("pairs")  # probe.pairs: only those pairs, both orders each
+    firsts = len(set("".join(pairs))) if pairs else n  # each stage alone, the chains' prefixes
+    ordered = 2 * len(pairs) if pairs else n * (n - 1)
+    assert plan["probe_stage_trainings"] == firsts * k * s + ordered * k * s
+    assert plan["probe_stage_trainings_without_cache"] == firsts * k * s + 2 * ordered * k * s
     assert plan["tune_stage_trainings_at_most"] == 3 * n
     assert plan["baseline_macs"] > 0 and plan["estimated_tflops"] > 0
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
