@@ -426,8 +426,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     print(f"exported {ex['exported']} from {ex['from']} {ex['id']}"
           + ("" if ex["feasible"] else f" (INFEASIBLE: {ex['note'].removeprefix('infeasible: ')})")
-          + f": test BitOpsCR {ex['runs'][0]['bitops_cr']:.1f}x on the study seed, mean of two "
-          f"seeds {ex['mean_bitops_cr']:.1f}x; {ex['chain']}, {ex['model']}"
+          + f": test BitOpsCR {ex['runs'][0]['bitops_cr']:.1f}x on the study seed, mean of "
+          f"{len(ex['runs'])} seeds {ex['mean_bitops_cr']:.1f}x; {ex['chain']}, {ex['model']}"
           + (f", {ex['onnx']}" if ex.get("onnx") else ""))
     return 0
 

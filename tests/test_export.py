@@ -186,3 +186,31 @@ def test_confirm_ranks_by_measured_speed_for_the_latency_objective(tmp_path):
                    runners(), speed=speed, **NO_MARGIN)
     assert fast is not None and fast.feasible and fast.candidate.chain == "Q"
     assert sorted(timed) == ["PQ", "Q"] and sorted(fast.speedups.values()) == [1.2, 2.0]
+
+
+def _trial(number, chain, steps, val_bitops_cr, speedup):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(number=number, state=optuna.trial.TrialState.COMPLETE, user_attrs={
+        "chain": chain, "steps": steps, "val_accuracy": 0.979, "val_bitops_cr": val_bitops_cr,
+        "constraint": -0.1, "speedup": speedup})
+
+
+def test_latency_objective_confirms_the_fastest_trials_not_the_most_compressed(tmp_path):
+    """With one confirmation slot, tuning for latency re-runs its fastest feasible trial (P,
+    1.8x); ranking trials by BitOpsCR would re-run Q (200x BitOps, slower than the baseline)
+    and export it, though the study tuned for speed."""
+    trials = [_trial(0, "Q", [["quantize", SAMPLES["Q"][1]]], 200.0, 0.4),
+              _trial(1, "P", [["prune", SAMPLES["P"][0]]], 3.0, 1.8)]
+    accuracy = {"P": 0.979, "Q": 0.979}
+    runners = [_FakeRunner(0, accuracy), _FakeRunner(7919, accuracy),
+               _FakeRunner(15838, accuracy)]
+    plain = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", trials, 0.98, 1.0, 1,
+                    runners, **NO_MARGIN)
+    assert plain is not None and plain.candidate.chain == "Q"
+    runners = [_FakeRunner(0, accuracy), _FakeRunner(7919, accuracy),
+               _FakeRunner(15838, accuracy)]
+    fast = confirm(tmp_path / "runs.csv", tmp_path / "samples.json", trials, 0.98, 1.0, 1,
+                   runners, speed=lambda model: {"P": 1.8, "Q": 0.4}[model], **NO_MARGIN)
+    assert fast is not None and fast.feasible and fast.candidate.chain == "P"
+    assert runners[1].calls == ["P"]  # the fresh seed re-ran the fast trial only

@@ -113,8 +113,12 @@ def test_config_defaults_to_bitops_and_refuses_unknown_objectives(tmp_path):
 
 
 def test_tune_both_gives_a_pareto_front_of_bitops_and_speedup(tmp_path):
+    """Also a study tuned without a probe (`--chain`): export and report run, the page says no
+    pair was tested instead of empty verdict tables, and gives BitOpsCR against the measured
+    speed-up of every timed trial with its rank correlation."""
     path = tmp_path / "s.yaml"
-    path.write_text(TINY.format(name="lat", objective="both"))
+    path.write_text(TINY.format(name="lat", objective="both").replace(
+        "warm_start: 0,", "warm_start: 0, confirm: 1,"))
     out = tmp_path / "o"
     res = json.loads(run_cli("tune", str(path), "--out", str(out), "--chain", "PQ",
                              "--json").stdout)
@@ -125,3 +129,13 @@ def test_tune_both_gives_a_pareto_front_of_bitops_and_speedup(tmp_path):
                            storage=open_storage(None, out))
     assert len(st.directions) == 2
     assert (out / "tune" / "latency.json").is_file()
+    run_cli("export", str(path), "--out", str(out))
+    assert not (out / "runs.csv").exists()
+    run_cli("report", str(path), "--out", str(out))
+    summary = (out / "summary.md").read_text()
+    assert "## No probe" in summary and "## Pairwise verdicts" not in summary
+    assert "The paper's claims" not in summary
+    assert "Does BitOps predict speed?" in summary and "Spearman" in summary
+    speed = (out / "tables" / "speed_vs_bitops.csv").read_text().splitlines()
+    assert len(speed) >= 2 and speed[0].startswith("number,chain,val_bitops_cr,speedup")
+    assert (out / "index.html").is_file() and (out / "figures" / "speed_vs_bitops.png").is_file()

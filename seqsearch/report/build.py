@@ -63,8 +63,11 @@ def derive_tables(r: Results) -> Tables:
     budgets = sorted(set(r.study.probe.budgets) | set(C.GOAL_BUDGETS))
     budget = T.budget_table(r.runs, r.base["val_accuracy"], r.base["test_accuracy"], budgets,
                             extra=T.tuning_rows_as_runs(tuning))
-    claims, t1 = C.claims_table(r.order, budget, r.study.probe.tie_threshold, r.insert,
-                                r.repeat, r.brute)
+    if r.order.get("no_probe"):  # tuned without a probe: no verdict, so no paper claim
+        claims, t1 = pd.DataFrame(), pd.DataFrame()
+    else:
+        claims, t1 = C.claims_table(r.order, budget, r.study.probe.tie_threshold, r.insert,
+                                    r.repeat, r.brute)
     cost = C.cost_table(r.runs, r.order["letters"], r.study.probe.samples, r.study.probe.seeds,
                         r.best or None, r.timings)
     seed_means = T.best_seed_means(r.runs, r.base["val_accuracy"], r.base["test_accuracy"],
@@ -112,12 +115,13 @@ def make_figures(r: Results, t: Tables) -> list[Figure]:
                           "click the legend to hide one), each order's front, the baseline and "
                           "the budget lines; the star is the exported chain.",
                           F.pareto_figure(pts, a, b, verdict, base_val, budgets, exported)))
-    out.append(Figure("dag", "order DAG",
-                      "Decided pairs as arrows (p-value, effect in points); pairs shown "
-                      "equivalent as ≈; undecided pairs dotted.",
-                      F.dag_figure(r.order["letters"], t.edges, r.order["orders"],
-                                   r.order.get("undecided", []),
-                                   r.order.get("equivalent", []))))
+    if not r.order.get("no_probe"):
+        out.append(Figure("dag", "order DAG",
+                          "Decided pairs as arrows (p-value, effect in points); pairs shown "
+                          "equivalent as ≈; undecided pairs dotted.",
+                          F.dag_figure(r.order["letters"], t.edges, r.order["orders"],
+                                       r.order.get("undecided", []),
+                                       r.order.get("equivalent", []))))
     if r.brute and r.brute.get("ranking"):
         out.append(Figure("brute_ranking", "brute-force ranking",
                           "Every full order's mean per-unit validation hypervolume with its "
@@ -192,18 +196,25 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
              f"- val accuracy {100 * base['val_accuracy']:.2f} %, test accuracy "
              f"{100 * base['test_accuracy']:.2f} %",
              f"- MACs {base['macs']:,}, params {base['params']:,}, BitOps {base['bitops']:,}",
-             "", "## Pairwise verdicts (decided on the validation split)", "",
-             _verdict_rule(order),
-             "", f"Pairs: {counts(order)}.", "",
-             _md_table(D.verdicts(order)),
-             *_power_lines(order),
-             *_noise_lines(order, probe),
-             "## Order DAG", "",
-             "Stages: " + ", ".join(f"{k} ({v.kind}, {v.granularity})"
-                                    for k, v in kinds.items()),
-             "", "Edges: " + (", ".join(f"{e['from']}→{e['to']}" for e in order["edges"])
-                              or "none"),
              ""]
+    if order.get("no_probe"):
+        lines += ["## No probe", "",
+                  "This study was tuned without a probe: `tune.chains` names the orders, so no "
+                  "pair was tested and the page holds no verdict, DAG or claim of the paper.",
+                  ""]
+    else:
+        lines += ["## Pairwise verdicts (decided on the validation split)", "",
+                  _verdict_rule(order),
+                  "", f"Pairs: {counts(order)}.", "",
+                  _md_table(D.verdicts(order)),
+                  *_power_lines(order),
+                  *_noise_lines(order, probe),
+                  "## Order DAG", "",
+                  "Stages: " + ", ".join(f"{k} ({v.kind}, {v.granularity})"
+                                         for k, v in kinds.items()),
+                  "", "Edges: " + (", ".join(f"{e['from']}→{e['to']}" for e in order["edges"])
+                                   or "none"),
+                  ""]
     if order["cycles"]:
         lines += [f"Cycles: {', '.join(order['cycles'])}; broken at "
                   + ", ".join(b["edge"] for b in order["broken_edges"]), ""]
@@ -238,6 +249,7 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
         lines += ["", "Per-stage trajectory:", "", _md_table(D.trajectory(traj))]
     else:
         lines += ["No tuning trial met the budget (or tuning has not run).", ""]
+    lines += _speed_lines(t)
     lines += ["## Best BitOpsCR within accuracy-loss budgets (like the paper's Table 1)", "",
               "Per order: the point with the best validation BitOpsCR whose validation drop is "
               "within the budget; its test BitOpsCR is shown (test drop in tables/budgets.csv).",
@@ -259,10 +271,24 @@ def _write_summary(r: Results, t: Tables, notes: list[str]) -> None:
         if data:
             lines += ["", f"## {'Insertion' if extra == 'insert' else 'Repetition'} check", "",
                       _md_table(D.checks(data))]
-    lines += claims + _environment_lines(out_dir)
+    lines += ([] if order.get("no_probe") else claims) + _environment_lines(out_dir)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     atomic.write_bytes(out_dir / "summary.md", ("\n".join(lines) + "\n").encode())
+
+
+def _speed_lines(t: Tables) -> list[str]:
+    """Does BitOps predict speed? The rank correlation over the networks timed in tuning."""
+    speed = S.speed_table(t.tuning)
+    if speed.empty:
+        return []
+    corr = S.rank_correlation(speed)
+    rho = "not defined" if corr["spearman"] is None else f"{corr['spearman']:+.2f}"
+    runtime = ", ".join(map(str, speed["latency_runtime"].dropna().unique()))
+    return ["## Does BitOps predict speed? (tables/speed_vs_bitops.csv)", "",
+            f"Spearman rank correlation of validation BitOpsCR and the measured batch-1 "
+            f"speed-up over the {corr['n']} distinct networks timed in tuning ({runtime}): "
+            f"**{rho}**.", "", _md_table(speed), ""]
 
 
 def _environment_lines(out_dir: Path) -> list[str]:

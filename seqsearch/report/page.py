@@ -46,6 +46,10 @@ def _table(df: pd.DataFrame) -> str:
 def _verdicts(r: Results) -> str:
     from seqsearch.report.verdicts import counts, outcome, power_text, rule_text
 
+    if r.order.get("no_probe"):
+        return ("<p><b>No probe:</b> this study was tuned over the chains its "
+                "<code>tune.chains</code> names, so no pair was tested and no verdict, DAG or "
+                "claim of the paper is shown.</p>")
     shown = D.verdicts(r.order)
     head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns) + "<th>power line</th>"
     rows = []
@@ -196,9 +200,10 @@ def write_index(r: Results, t: Tables, figures: Sequence[Figure], js: Path,
               "<p>Per order, the point with the best validation BitOpsCR whose validation "
               "drop is within the budget (in accuracy points); its test BitOpsCR.</p>"
               + _table(D.budgets(t.budget))
-              + "<h3>The paper's claims</h3>" + _table(D.claims(t.claims))
-              + "<h3>Goal budgets</h3><p>Test BitOpsCR within each validation-drop budget; "
-                "the order picked in brackets.</p>" + _table(D.goals(t.goals))
+              + ("" if r.order.get("no_probe") else
+                 "<h3>The paper's claims</h3>" + _table(D.claims(t.claims))
+                 + "<h3>Goal budgets</h3><p>Test BitOpsCR within each validation-drop budget; "
+                   "the order picked in brackets.</p>" + _table(D.goals(t.goals)))
               + "<p>Every table is also a CSV in <code>tables/</code>; the full text is in "
                 "<a href='summary.md'>summary.md</a>.</p>")
     note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)

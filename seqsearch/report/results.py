@@ -60,20 +60,39 @@ class Figure:
 def load_results(study: StudyConfig, out_dir: Path) -> Results:
     base = baseline_metrics(study, out_dir)
     runs_path = out_dir / "runs.csv"
-    if not runs_path.is_file():
+    tune_only = not runs_path.is_file() and (out_dir / "tune" / "trials.csv").is_file()
+    if not runs_path.is_file() and not tune_only:
         raise SeqsearchError(f"{runs_path}: no probe results; run 'seqsearch run' first")
-    order = T.read_json(out_dir / "order.json")
+    order = T.read_json(out_dir / "order.json") if not tune_only else no_probe_order(study)
     if order is None:
         raise SeqsearchError(f"{out_dir / 'order.json'}: missing; run 'seqsearch order' first")
     if any("decided" not in p for p in order.get("pairs", [])):
         raise SeqsearchError(f"{out_dir / 'order.json'}: written by an older seqsearch (no "
                              "paired-test verdicts); run 'seqsearch order' again (no training)")
-    return Results(study, out_dir, base, pd.read_csv(runs_path), order,
+    runs = pd.read_csv(runs_path) if not tune_only else pd.DataFrame(columns=RUN_COLUMNS)
+    return Results(study, out_dir, base, runs, order,
                    T.read_json(out_dir / "tune" / "best.json") or {},
                    T.read_json(out_dir / "probe.json") or {},
                    T.read_json(out_dir / "timings.json") or {},
                    T.read_json(out_dir / "brute.json"), T.read_json(out_dir / "insert.json"),
                    T.read_json(out_dir / "repeat.json"), T.read_json(out_dir / "confirm.json"))
+
+
+# the columns a probe's runs.csv always has (a study tuned without a probe has no rows)
+RUN_COLUMNS = ["kind", "order", "sample", "seed", "tau", "val_accuracy", "test_accuracy",
+               "val_bitops", "val_bitops_cr", "bitops", "bitops_cr", "cr", "trained", "cached",
+               "from_cache", "epochs", "seconds"]
+
+
+def no_probe_order(study: StudyConfig) -> dict[str, Any]:
+    """What a study tuned without a probe (its `tune.chains` given) reports as its order: no
+    pair was tested, so no verdict, edge or front; the orders are the chains it was told."""
+    from seqsearch.search.scope import study_letters
+
+    return {"pairs": [], "edges": [], "undecided": [], "equivalent": [], "decided": [],
+            "letters": study_letters(study), "orders": list(study.tune.chains or []),
+            "cycles": [], "broken_edges": [], "fronts": {}, "noise": {}, "no_probe": True,
+            "criteria": {}}
 
 
 def exported_candidate(export: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -223,14 +223,15 @@ def measured_counts(runs: pd.DataFrame, measured: Sequence[Candidate]) -> dict[s
     return {"points": len(measured), "runs_csv_points": int((seeds >= 2).sum())}
 
 
-def tune_candidates(trials: Sequence[Any], budget: float | None, seed: int | None = None
-                    ) -> list[Candidate]:
-    """Completed tuning trials (feasible ones for a budget), best first; `seed`: the study
-    seed they ran (and were picked) on."""
+def tune_candidates(trials: Sequence[Any], budget: float | None, seed: int | None = None,
+                    by: str = "val_bitops_cr") -> list[Candidate]:
+    """Completed tuning trials (feasible ones for a budget), best first by `by` (the tuning
+    objective's figure: `val_bitops_cr`, or `speedup` where tuning timed each trial); `seed`:
+    the study seed they ran (and were picked) on."""
     done = [t for t in trials if t.state.name == "COMPLETE" and "steps" in t.user_attrs]
     if budget is not None:
         done = [t for t in done if t.user_attrs.get("constraint", 1.0) <= 0]
-        done.sort(key=lambda t: -float(t.user_attrs["val_bitops_cr"]))
+        done.sort(key=lambda t: -float(t.user_attrs.get(by, t.user_attrs["val_bitops_cr"])))
     else:
         done.sort(key=lambda t: (-float(t.user_attrs["val_accuracy"]),
                                  -float(t.user_attrs["val_bitops_cr"])))
@@ -439,7 +440,9 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         return ([c for c in probe_candidates(runs, samples, base_val, b) if c.key not in measured]
                 if have else [])
 
-    probe, tune = one_seed(budget), tune_candidates(trials, budget, study_seed)
+    # under a latency objective the fastest feasible trials are confirmed first
+    by = "speedup" if speed is not None else "val_bitops_cr"
+    probe, tune = one_seed(budget), tune_candidates(trials, budget, study_seed, by)
     chosen = pick(probe, tune, max(1, n))
     within = bool(chosen) or any(within_budget(base_val, float(r["val_accuracy"]), budget)
                                  for c in measured.values() for r in c.runs)
