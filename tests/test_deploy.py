@@ -275,3 +275,26 @@ def test_summary_carries_the_real_cost_paragraph(tmp_path):
     text = deploy_text(tmp_path)
     assert text.startswith("Measured") and "2.00× at batch 1" in text
     assert "<" not in text and text in html.unescape(deploy_html(tmp_path))
+
+
+@pytest.mark.parametrize("head", ["linear", "conv"])
+def test_nested_exits_with_quantized_heads_run_in_onnxruntime(deploy_setup, head):
+    """QE with three exits: the second and third exits' heads sit in `If` branches nested in
+    an outer branch. onnxruntime's Q/DQ fusion looks a DequantizeLinear's weight up in the
+    graph of the node, so an int8 head weight kept in the main graph failed to load ("Missing
+    required weight: heads.1.3.w_int"); the export keeps each weight in the branch that uses it."""
+    _base, data, runner, folder = deploy_setup
+    steps = plan([("Q", _light("Q", "lsq")),
+                  ("E", {"exits": 3, "threshold": 0.8, "head": head})])
+    model = runner.run(steps).model.cpu().float().eval()
+    path = folder / f"QE3-{head}.onnx"
+    info = export_compressed(model, data.train.x[:256].cpu().float(), path)
+    assert info.exits_as_if
+    x = data.test.x.cpu().float()
+    want = _fake_quant_predictions(model, x)
+    got = predictions(path, x.numpy())  # onnxruntime with its integer kernels: loads and runs
+    assert (got == want).mean() >= 0.97, f"{(got == want).mean():.3f} identical"
+    proto = onnx.load(str(path))
+    main = {i.name for i in proto.graph.initializer}
+    assert not any(n.startswith("heads.1.") or n.startswith("heads.2.") for n in main
+                   if n.endswith("w_int"))

@@ -1,5 +1,6 @@
 """ONNX graph passes on the exported file: drop an output requantisation the next layer makes
-redundant, and count the operators onnxruntime runs after its own optimisation."""
+redundant, keep each weight in the `If` branch that uses it, and count the operators
+onnxruntime runs after its own optimisation."""
 
 from __future__ import annotations
 
@@ -51,6 +52,46 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def _is_zero_u8(name: str, consts: dict[str, np.ndarray]) -> bool:
     v = consts.get(name)
     return v is not None and v.dtype == np.uint8 and bool(np.all(v == 0))
+
+
+def _reads(graph: onnx.GraphProto) -> set[str]:
+    """Names read by `graph`'s own nodes and outputs (not its subgraphs')."""
+    names = {i for n in graph.node for i in n.input}
+    return names | {o.name for o in graph.output}
+
+
+def sink_initializers(model: onnx.ModelProto) -> int:
+    """Move every initializer that only nodes inside one `If` branch read (at any depth) into
+    the deepest branch that holds all its reads. The exporter keeps every weight in the main
+    graph, which ONNX allows (outer-scope names), but onnxruntime's Q/DQ fusions look a
+    DequantizeLinear's weight up in the node's own graph: an int8 exit-head weight read from
+    two branches deep made a file fail to load ("Missing required weight: heads.1.3.w_int").
+    Returns how many moved."""
+    moved = 0
+
+    def sink(graph: onnx.GraphProto) -> None:
+        nonlocal moved
+        subs = list(_subgraphs(graph))
+        if not subs:
+            return
+        here = _reads(graph)
+        below = [set().union(*(_reads(g) for g in all_graphs(sub))) for sub in subs]
+        keep = []
+        for init in graph.initializer:
+            users = [k for k, names in enumerate(below) if init.name in names]
+            if init.name in here or len(users) != 1:
+                keep.append(init)
+                continue
+            subs[users[0]].initializer.append(init)
+            moved += 1
+        if len(keep) != len(graph.initializer):
+            del graph.initializer[:]
+            graph.initializer.extend(keep)
+        for sub in subs:
+            sink(sub)
+
+    sink(model.graph)
+    return moved
 
 
 def drop_redundant_requant(model: onnx.ModelProto) -> int:

@@ -21,7 +21,7 @@ from torch import nn
 
 from seqsearch import atomic
 from seqsearch.deploy.exits import exit_net
-from seqsearch.deploy.graph_pass import all_graphs, drop_redundant_requant
+from seqsearch.deploy.graph_pass import all_graphs, drop_redundant_requant, sink_initializers
 from seqsearch.deploy.lower import calibrate_outputs, lower
 from seqsearch.deploy.qdq import Emit
 from seqsearch.models.multi_exit import MultiExit, confidence
@@ -120,6 +120,7 @@ def export_compressed(model: nn.Module, calibration: torch.Tensor, path: Path, *
     net, info = deployable(model, calibration, requant=requant)
     proto = to_onnx(net, tuple(calibration.shape[1:]))
     info.requant_dropped = drop_redundant_requant(proto)
+    sink_initializers(proto)
     info.path = path
     _save(proto, path, info.notes)
     return info
