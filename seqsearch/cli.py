@@ -191,11 +191,11 @@ def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = Tru
           f"(input {','.join(map(str, plan['input']))}, {plan['classes']} classes, "
           f"{plan['train_images']:,} training images), stages {plan['stages']}")
     print(f"baseline: {plan['epochs']['baseline']} epochs, {plan['baseline_macs']:,} MACs")
-    print(f"probe: {plan['probe_runs']} runs, {plan['probe_stage_trainings']} stage trainings "
-          f"({plan['probe_stage_trainings_without_cache']} without the prefix cache), "
-          f"{plan['epochs']['probe']} epochs")
-    print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']} "
-          f"stage trainings, {plan['epochs']['tune_at_most']} epochs")
+    print(f"probe: {plan['probe_runs']:,} runs, {plan['probe_stage_trainings']:,} stage trainings "
+          f"({plan['probe_stage_trainings_without_cache']:,} without the prefix cache), "
+          f"{plan['epochs']['probe']:,} epochs")
+    print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']:,} "
+          f"stage trainings, {plan['epochs']['tune_at_most']:,} epochs")
     print(f"estimated compute: {plan['estimated_tflops']:,.1f} TFLOPs (upper bound)")
     wall = plan["wall_time"]
     if wall is not None:
@@ -211,8 +211,8 @@ def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = Tru
               f"per epoch): " + ", ".join(f"{k} {span(v)}" for k, v in wall["steps"].items())
               + f"; total {span(wall['total'])}, the report adds seconds")
     b = plan["brute_force"]
-    print(f"brute force (--brute-force): {b['orders']} orders, {b['stage_trainings']} stage "
-          f"trainings ({b['times_the_probe']:.1f}x the probe's), {b['epochs']} epochs, "
+    print(f"brute force (--brute-force): {b['orders']} orders, {b['stage_trainings']:,} stage "
+          f"trainings ({b['times_the_probe']:.1f}x the probe's), {b['epochs']:,} epochs, "
           f"{b['estimated_tflops']:,.1f} TFLOPs")
     q = plan["sequential"]
     print(f"verdicts: {q['planned_looks']} planned look(s) "
