@@ -277,7 +277,7 @@ def test_summary_carries_the_real_cost_paragraph(tmp_path):
     assert "<" not in text and text in html.unescape(deploy_html(tmp_path))
 
 
-@pytest.mark.parametrize("head", ["linear", "conv"])
+@pytest.mark.parametrize("head", ["conv"])  # the head of the failing VGG-11 trials
 def test_nested_exits_with_quantized_heads_run_in_onnxruntime(deploy_setup, head):
     """QE with three exits: the second and third exits' heads sit in `If` branches nested in
     an outer branch. onnxruntime's Q/DQ fusion looks a DequantizeLinear's weight up in the
