@@ -11,6 +11,8 @@ os.environ.setdefault("SEQSEARCH_QUIET", "1")
 os.environ.setdefault("SEQSEARCH_ALLOW_CHANCE_BASELINE", "1")
 # Under pytest-xdist the two workers share the two cores: one torch thread each.
 _THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+if os.environ.get("PYTEST_XDIST_WORKER"):  # and so does every process a test starts
+    os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(max(1, min(_THREADS, torch.get_num_threads())))
 
 

@@ -13,13 +13,31 @@ TEST_PRECISION = os.environ.get("SEQSEARCH_TEST_PRECISION", "auto")
 TEST_MEMORY_FORMAT = os.environ.get("SEQSEARCH_TEST_MEMORY_FORMAT", "auto")
 
 
+# Under pytest-xdist two test workers share the two cores: every process a test starts runs
+# one torch thread (conftest.py also sets OMP_NUM_THREADS=1 for them). Two OpenMP threads per
+# process on shared cores spin at each barrier for a descheduled partner: the suite ran 2-4x
+# slower that way on a 2-core AMD EPYC (test_report's study 144 s under xdist, 38 s alone).
+UNDER_XDIST = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+THREADS = "1" if UNDER_XDIST else "2"
+
+
+def capped(args: tuple[str, ...] | list[str]) -> list[str]:
+    """`args` with every `--threads N` at most THREADS."""
+    out = list(args)
+    for i in range(len(out) - 1):
+        if out[i] == "--threads" and int(out[i + 1]) > int(THREADS):
+            out[i + 1] = THREADS
+    return out
+
+
 def run_cli(*args: str, cwd: str | None = None, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
-    """`python -m seqsearch ARGS` quietly in a subprocess; with `check`, it must succeed."""
+    """`python -m seqsearch ARGS` quietly in a subprocess; with `check`, it must succeed.
+    Under xdist its `--threads` is capped at one (see THREADS)."""
     env = {**os.environ, "SEQSEARCH_QUIET": "1"}
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share two cores
+    if UNDER_XDIST:
         env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run([sys.executable, "-m", "seqsearch", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", *capped(args)], capture_output=True,
                           text=True, env=env, cwd=cwd)
     if check:
         assert proc.returncode == 0, proc.stderr

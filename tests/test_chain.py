@@ -127,7 +127,7 @@ def test_apply_json_and_reproducible(tmp_path, capsys):
               "  - {stage: quantize, params: {weight_bits: 4, act_bits: 8}}\n"
               "  - {stage: early_exit, params: {exits: 1}}\n")
     path = _chain(tmp_path, stages)
-    assert main(["apply", str(path), "--json"]) == 0
+    assert main(["apply", str(path), "--json", "--no-onnx"]) == 0  # ONNX: tests/test_deploy*.py
     out = json.loads(capsys.readouterr().out)
     assert set(out["final"]) >= {"accuracy", "bitops", "bitops_cr", "cr"}
     assert [s["letter"] for s in out["stages"]] == list("DPQE")
@@ -136,7 +136,7 @@ def test_apply_json_and_reproducible(tmp_path, capsys):
     # rebuilt from the baseline in a fresh folder: the same metrics, exactly
     path2 = tmp_path / "again.yaml"
     path2.write_text(path.read_text().replace(str(tmp_path / "run"), str(tmp_path / "run2")))
-    assert main(["apply", str(path2), "--json", "--out", str(tmp_path / "m2.pt")]) == 0
+    assert main(["apply", str(path2), "--json", "--no-onnx", "--out", str(tmp_path / "m2.pt")]) == 0
     out2 = json.loads(capsys.readouterr().out)
     assert out2["final"] == out["final"]
     a, b = load_model(tmp_path / "c.pt"), load_model(tmp_path / "m2.pt")

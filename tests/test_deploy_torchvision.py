@@ -52,13 +52,16 @@ def test_torchvision_model_with_exits_exports_and_runs_in_onnxruntime_alone(fash
     from seqsearch.metrics import count_bitops, param_bits
     from seqsearch.models import build_model
     from seqsearch.stages import StageContext
-    from seqsearch.train import evaluate
+    from seqsearch.train import TrainSettings, evaluate, fit
 
     data = fashion
     assert data.input_shape[0] == 1
     torch.manual_seed(0)
     base = build_model(SPEC, input_shape=data.input_shape, num_classes=data.num_classes)
     assert base._forward_pre_hooks  # the grayscale repeat: what the exit path used to lose
+    # a few epochs for the base (under a second): from random weights nearly every prediction
+    # is a tie (top-2 softmax margins below 0.02 on 36-38 of the 43 test images)
+    fit(base, data, TrainSettings(epochs=3, lr=0.05, batch_size=32), progress=False)
     train = TrainSection(epochs=1, stage_epochs=1, student_epochs=1, batch_size=64, lr=0.05,
                          precision=TEST_PRECISION, memory_format=TEST_MEMORY_FORMAT)
     ctx = StageContext(data, train, 0, (8, 8), progress=False)
@@ -76,13 +79,22 @@ def test_torchvision_model_with_exits_exports_and_runs_in_onnxruntime_alone(fash
     x = data.test.x.cpu().float()
     with torch.no_grad():
         out = model(x)
-    want = exit_decisions(out, model.policy.threshold, model.policy.criterion)[1].numpy()
+    taken, want_t = exit_decisions(out, model.policy.threshold, model.policy.criterion)
+    want = want_t.numpy()
     graph = predictions(path, x.numpy(), fuse_qdq=False)
     # the graph's float arithmetic is torch's up to rounding: a sample whose exit confidence
     # sits within that rounding of τ may leave at another exit (seen: 1 of 43 images when the
     # model trained in fp32 under ONEDNN_MAX_CPU_ISA=AVX2), so at most 1 % or one image differs
     assert (graph != want).sum() <= max(1, len(want) // 100), (graph == want).mean()
-    assert (predictions(path, x.numpy()) == want).mean() >= 0.9
+    # integer kernels round activations their own way, and this barely trained model's near
+    # ties flip under any rounding (seen from random weights: 5 of 43 images, top-2 softmax
+    # margins 0.000-0.004, on an AVX2 EPYC at one thread). The decided ones must agree.
+    probs = torch.stack(list(out)).softmax(-1)[taken, torch.arange(len(want))]
+    top2 = probs.topk(2, dim=1).values
+    decided = ((top2[:, 0] - top2[:, 1]) > 0.02).numpy()
+    assert decided.sum() >= len(want) // 3, decided.sum()
+    ints = predictions(path, x.numpy())
+    assert (ints[decided] == want[decided]).mean() >= 0.9, (ints == want).mean()
 
     # onnxruntime and numpy only: no seqsearch, no torch, no model source
     np.save(tmp_path / "x.npy", x[:8].numpy())

@@ -77,7 +77,8 @@ def test_exported_chain_is_reproduced_by_apply(finished, tmp_path):
     threads = doc["policy"]["threads"]
     per_step = threads if isinstance(threads, list) else [threads] * (1 + len(doc["stages"]))
     other = 3 - min(per_step)
-    proc = subprocess.run([sys.executable, "-m", "seqsearch", "apply", str(chain), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "seqsearch", "apply", str(chain), "--json",
+                           "--no-onnx"],
                           capture_output=True, text=True,
                           env={**os.environ, "SEQSEARCH_QUIET": "1",
                                "OMP_NUM_THREADS": str(other)})

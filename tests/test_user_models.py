@@ -155,12 +155,15 @@ def test_grouped_dense_user_model_through_apply(tmp_path, order):
     chain.write_text(CHAIN.format(
         name=f"gd{order}", out=tmp_path / "out", spec=f"{ZOO / 'grouped_dense.py'}:grouped_dense",
         stages="\n".join(f"  - {{stage: {STEPS[c]}, params: {PARAMS[c]}}}" for c in order)))
-    first = json.loads(run_cli("apply", str(chain), "--json").stdout)
+    # the ONNX export (torch.export: about 15 s here) once, for DPQE's first run
+    onnx = [] if order == "DPQE" else ["--no-onnx"]
+    first = json.loads(run_cli("apply", str(chain), "--json", *onnx).stdout)
     assert [s["letter"] for s in first["stages"]] == list(order)
+    assert bool(first.get("onnx_file")) == (order == "DPQE")
     assert first["final"]["bitops_cr"] > 1.0
     bitops = [first["baseline"]["bitops"]] + [s["bitops"] for s in first["stages"]]
     assert all(b <= a * (1 + 1e-9) for a, b in zip(bitops, bitops[1:], strict=False))
-    again = json.loads(run_cli("apply", str(chain), "--json").stdout)
+    again = json.loads(run_cli("apply", str(chain), "--json", "--no-onnx").stdout)
     assert again["cached"] == len(order) and again["final"] == first["final"]
     # its classes live in the user's file: a fresh process must resolve the spec first
     code = f"from seqsearch.chain import load_model; load_model({first['model_file']!r})"
