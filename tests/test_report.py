@@ -220,6 +220,12 @@ def test_overview_puts_studies_side_by_side(finished, tmp_path):
     first = readme.read_text()
     assert first.startswith("# Results\n\nhand-written findings\n")
     assert "| pair DP |" not in first  # this study has no distillation stage
+    # the methods each study's verdicts were measured with, from its samples.json
+    row = next(line for line in first.splitlines() if line.startswith("| _verdicts measured"))
+    assert row.endswith("| quantize.method dorefa, early_exit.training heads |"), row
+    assert overview.probe_methods({"Q": [{"method": "lsq"}] * 2, "D": [{"init": "teacher"}],
+                                   "E": [{"exits": 1}, {"training": "joint"}]}) == (
+        "distill.init teacher, quantize.method lsq, early_exit.training sampled")
     assert "| pair PQ | PQ |" in first and "### out: search cost" in first
     # the exported chain next to the best single stage and pair the same rule picks
     assert "### out: the exported chain against what the study measured" in first

@@ -41,7 +41,10 @@ def _load(folder: Path) -> dict[str, Any]:
     confirm = folder / "confirm.json"
     budgets = tables / "budgets.csv"
     seed_means = tables / "seed_means.csv"
+    samples = folder / "samples.json"
     return {"name": folder.name,
+            "methods": probe_methods(json.loads(samples.read_text())) if samples.is_file()
+            else None,
             "confirm": json.loads(confirm.read_text()) if confirm.is_file() else None,
             "budgets": pd.read_csv(budgets) if budgets.is_file() else None,
             "seed_means": pd.read_csv(seed_means) if seed_means.is_file() else None,
@@ -52,13 +55,38 @@ def _load(folder: Path) -> dict[str, Any]:
             "brute": json.loads(brute.read_text()) if brute.is_file() else None}
 
 
+# The method choices a verdict depends on, and the stages' defaults where a sample does not
+# name them (an E sample before early_exit.training existed trained its heads on a frozen body)
+METHOD_KEYS = {"D": {"init": "scratch"}, "Q": {"method": "dorefa"}, "E": {"training": "heads"}}
+METHOD_NAMES = {"D": "distill", "Q": "quantize", "E": "early_exit"}
+
+
+def probe_methods(samples: dict[str, list[dict[str, Any]]]) -> str:
+    """The probe's method choices from its samples (`samples.json`), e.g. 'distill.init scratch,
+    quantize.method dorefa, early_exit.training heads'; a choice that varies between samples
+    reads 'sampled'."""
+    parts = []
+    for letter, keys in METHOD_KEYS.items():
+        rows = samples.get(letter) or []
+        for key, default in keys.items():
+            values = {str(r.get(key, default)) for r in rows}
+            if not rows:
+                continue
+            value = values.pop() if len(values) == 1 else "sampled"
+            parts.append(f"{METHOD_NAMES[letter]}.{key} {value}")
+    return ", ".join(parts) or "–"
+
+
 def claims_section(studies: Sequence[dict[str, Any]]) -> list[str]:
     names = [s["name"] for s in studies]
     order: list[str] = []
     for s in studies:
         order += [c for c in s["claims"]["claim"] if c not in order]
     lines = ["| claim | paper | " + " | ".join(names) + " |",
-             "|---|---|" + "---|" * len(names)]
+             "|---|---|" + "---|" * len(names),
+             "| _verdicts measured with_ | the design's reading of §2: distill.init scratch, "
+             "quantize.method dorefa, early_exit.training heads | "
+             + " | ".join(s.get("methods") or "not recorded" for s in studies) + " |"]
     for claim in order:
         paper, cells = "", []
         for s in studies:
