@@ -25,7 +25,7 @@ def capped(args: tuple[str, ...] | list[str]) -> list[str]:
     """`args` with every `--threads N` at most THREADS."""
     out = list(args)
     for i in range(len(out) - 1):
-        if out[i] == "--threads" and int(out[i + 1]) > int(THREADS):
+        if out[i] == "--threads" and out[i + 1].isdigit() and int(out[i + 1]) > int(THREADS):
             out[i + 1] = THREADS
     return out
 

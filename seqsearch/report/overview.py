@@ -68,10 +68,10 @@ def probe_methods(samples: dict[str, list[dict[str, Any]]]) -> str:
     parts = []
     for letter, keys in METHOD_KEYS.items():
         rows = samples.get(letter) or []
+        if not rows:  # the study has no such stage
+            continue
         for key, default in keys.items():
             values = {str(r.get(key, default)) for r in rows}
-            if not rows:
-                continue
             value = values.pop() if len(values) == 1 else "sampled"
             parts.append(f"{METHOD_NAMES[letter]}.{key} {value}")
     return ", ".join(parts) or "–"
