@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from seqsearch.models import create_model
-from seqsearch.train import DivergedError, TrainSettings, evaluate, fit, lr_at, resolve_device
+from seqsearch.train import (
+    DivergedError,
+    TrainSettings,
+    collapsed,
+    evaluate,
+    fit,
+    lr_at,
+    resolve_device,
+)
 
 FAST = TrainSettings(epochs=1, lr=0.05, batch_size=32, seed=0)
 
@@ -52,6 +60,45 @@ def test_loss_hook_is_used_and_nan_fails(digits_small):
     with pytest.raises(DivergedError):
         fit(_tiny(), digits_small, FAST, loss_fn=hook, progress=False)
     assert seen
+
+
+def _rising_loss():
+    """Cross-entropy plus a term that grows with every batch: the loss rises whatever the model."""
+    calls = []
+
+    def hook(outputs, targets, inputs):
+        calls.append(1)
+        return torch.nn.functional.cross_entropy(outputs, targets) + 0.1 * len(calls)
+
+    return hook
+
+
+def test_a_fit_that_ends_at_chance_with_a_rising_loss_fails(digits_small):
+    # a finite loss that rises while the model predicts one class (a zero layer that
+    # cannot learn at lr 0): the NaN guard lets it through, the collapse guard does not
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    model(digits_small.train.x[:2])
+    torch.nn.init.zeros_(model[1].weight)
+    torch.nn.init.zeros_(model[1].bias)
+    settings = TrainSettings(epochs=2, lr=0.0, batch_size=32, seed=0)
+    with pytest.raises(DivergedError, match="collapsed: loss rose from .* in epoch 1 to .* in "
+                       "epoch 2 .* training accuracy is .*chance 10.0%"):
+        fit(model, digits_small, settings, loss_fn=_rising_loss(), progress=False)
+
+
+def test_a_fit_that_learns_is_not_collapsed_by_a_rising_loss(digits_small):
+    result = fit(_tiny(), digits_small, TrainSettings(epochs=3, lr=0.1, batch_size=32),
+                 loss_fn=_rising_loss(), progress=False)
+    assert result.epoch_losses[-1] > result.epoch_losses[0]
+    assert result.train_accuracy > 0.3  # learning, far above the 15 % the rule calls chance
+
+
+def test_collapse_rule():
+    assert collapsed([6.60, 8.06, 8.06], 0.10, 10)
+    assert not collapsed([8.06, 6.60], 0.10, 10)  # at chance, but learning
+    assert not collapsed([1.0, 1.2], 0.40, 10)  # worse loss, but far above chance
+    assert not collapsed([1.0], 0.10, 10)  # one epoch: nothing to compare
+    assert not collapsed([1.0, 1.2], float("nan"), 10)  # no class scores
 
 
 def test_lr_schedules():
