@@ -286,6 +286,32 @@ def test_looks_that_cannot_reject_get_no_alpha_for_edges():
     assert plan["sequential"]["looks_with_edge_alpha"] == 1
 
 
+def test_a_pair_that_lost_a_unit_to_failed_runs_still_reaches_its_final_look():
+    """Both orders of one sample failed on different seeds (collapsed fits fail their unit):
+    the pair ran 16 samples but has 15 units. Its look is the one with alpha for edges; it
+    used to get level 0 there, so one failed fit made a pair undecidable."""
+    from seqsearch.config import load_study
+    from seqsearch.pipeline import criteria
+    from seqsearch.search.order import family
+
+    crit = criteria(load_study("seqsearch/studies/vgg11-mnist5k.yaml"), {"val_accuracy": BASE},
+                    1800)
+    lost = dict(_verdict("DQ", 0.00012, 1.7), units=15, informative_units=15, samples=16)
+    early = dict(_verdict("QE", 0.0078, 1.0), units=8, informative_units=8, samples=8)
+    pairs = [lost, early, *(_verdict(p, 0.5, 0.1) for p in ("DP", "DE", "PQ", "PE"))]
+    got = {v["pair"]: v for v in family(pairs, crit)}
+    assert got["DQ"]["outcome"] == "order" and got["DQ"]["alpha"] == pytest.approx(0.1 / 6)
+    assert got["QE"]["outcome"] == "undecided" and got["QE"]["alpha"] == 0.0
+
+
+def test_decide_counts_the_samples_a_pair_ran_beside_its_units():
+    rng = random.Random(5)
+    table = planted_rows(rng, 0.02)
+    one = table[(table["order"] == "AB") & (table["sample"] == 0)].index
+    pair = decide(table.drop(one), ["A", "B"], CRIT)["pairs"][0]
+    assert pair["samples"] == pair["units"] + 1
+
+
 def test_decide_judges_only_the_pairs_probed():
     """A re-probe of a subset (probe.pairs) in a folder that holds other pairs' rows: the
     family is the subset, so the others neither appear nor dilute its Holm levels."""

@@ -228,6 +228,8 @@ def compare(ab: pd.DataFrame, ba: pd.DataFrame, crit: Criteria, *, first: str = 
         "equivalence_p": eq_p,
         "min_effect": crit.min_effect,
         "units": n,
+        # the samples the pair ran (either order): the look it reached, whatever failed in it
+        "samples": len({int(x) for rows in (ab, ba) if len(rows) for x in rows["sample"]}),
         "informative_units": informative,
         "seeds": seeds,
         "crosses": wins[first] > 0 and wins[second] > 0,
@@ -348,7 +350,9 @@ def family(verdicts: list[dict[str, Any]], crit: Criteria,
     rest = [v for v in verdicts if v["pair"] not in kept]
 
     def spent(v: dict[str, Any]) -> bool:  # is the pair at a look with alpha for edges?
-        return int(v["units"]) >= crit.edge_units
+        # the look is the samples it ran: a unit lost to failed runs (a diverged or collapsed
+        # fit, no common seed left) must not keep a pair from its final look's alpha forever
+        return int(v.get("samples", v["units"])) >= crit.edge_units
 
     levels = dict(zip((id(v) for v in rest),
                       holm([v["p_value"] if spent(v) else 1.0 for v in rest],
