@@ -243,6 +243,38 @@ def test_the_bound_rejects_what_the_old_rule_took_and_more_candidates_are_confir
     assert fresh[0].calls == ["QP", "PQ"]  # round 2 ran PQ before falling back to P
 
 
+class _Collapsing(_Runner):
+    """A fresh seed on which `chain`'s re-run collapses (the fit's guard raises)."""
+
+    def __init__(self, seed, accuracy, chain):
+        super().__init__(seed, accuracy)
+        self.chain = chain
+
+    def run(self, steps):
+        from seqsearch.train import DivergedError
+
+        got = super().run(steps)
+        if self.calls[-1] == self.chain:
+            raise DivergedError(f"{self.chain}: collapsed: loss rose")
+        return got
+
+
+def test_a_candidate_whose_rerun_collapses_is_left_out_and_the_export_goes_on(tmp_path):
+    """QP's first fresh seed collapses: the export does not stop; QP is left out (named in
+    `failed`), the next candidate is confirmed and exported."""
+    runs_csv, samples_json = _write(tmp_path, [("single", "P", 0, s, 0.979 - 0.004 * (s % 2))
+                                               for s in range(2, 40)])
+    study = _Runner(0, {"QP": 0.978, "PQ": 0.978, "P": 0.979})
+    fresh = [_Collapsing(FRESH_SEED_OFFSET, {"QP": 0.978, "PQ": 0.978}, "QP"),
+             _Runner(2 * FRESH_SEED_OFFSET, {"QP": 0.978, "PQ": 0.978})]
+    got = confirm(runs_csv, samples_json, [_trial(3, "QP", 1, 0.978), _trial(4, "PQ", 0, 0.978)],
+                  BASE, 1.0, 1, [study, *fresh], confidence=0.9, images=(1800, 1000),
+                  base_test=BASE)
+    assert got is not None and got.feasible and got.candidate.chain == "PQ"
+    assert [f["chain"] for f in got.failed] == ["QP"] and "collapsed" in got.failed[0]["error"]
+    assert all(c.chain != "QP" for c in got.considered)
+
+
 def test_the_page_states_the_bound(tmp_path):
     from seqsearch.report.page import bound_text
 

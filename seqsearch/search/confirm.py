@@ -57,12 +57,14 @@ from typing import Any
 import pandas as pd
 
 from seqsearch.chain import ChainRunner, plan, with_policy_value
+from seqsearch.errors import SeqsearchError
 from seqsearch.progress import note
 from seqsearch.search.bound import EdgePrior, ExportRule, binomial_drop_sd, pooled_sd
 from seqsearch.search.pareto import within_budget
 from seqsearch.search.points import point_rows, tau_value
 from seqsearch.search.tune import MEASURED_KINDS, measured_points
 from seqsearch.stages import get_stage
+from seqsearch.train import DivergedError
 
 FRESH_SEED_OFFSET = 7919  # the k-th fresh confirmation seed is the study's + k times this
 FRESH_SEEDS = 2  # fresh seeds a re-run candidate gets: its judging runs
@@ -328,6 +330,8 @@ class Confirmed:
     # probe and brute-force points on two or more seeds, and how many of them pass the rule
     measured: dict[str, int] = field(default_factory=dict)
     speedups: dict[str, float] = field(default_factory=dict)  # by candidate key, when timed
+    # candidates left out because a re-run diverged or collapsed: chain, from, id, error
+    failed: list[dict[str, str]] = field(default_factory=list)
 
     def judgement(self, c: Candidate) -> dict[str, Any]:
         """The bound's figures for a candidate (chain.yaml's `confirmation`, confirm.json)."""
@@ -452,16 +456,31 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         return None
     models: dict[str, Any] = {}
 
-    def run_round(batch: list[Candidate], label: str) -> None:
+    def run_round(batch: list[Candidate], label: str) -> list[Candidate]:
+        """The candidates re-run; one whose re-run diverged or collapsed is left out (a chain
+        that fails on a fresh seed cannot keep a promise), the others go on."""
+        done = []
+        tried.update(c.key for c in batch)
         for i, c in enumerate(batch, start=1):
             note(f"[confirm] {label}{i}/{len(batch)}: {c.chain} from {c.source} {c.ident} on "
                  f"the study seed and {len(runners) - 1} fresh one(s)")
-            models[c.key] = run_candidate(c, runners)[0]
+            try:
+                models[c.key] = run_candidate(c, runners)[0]
+            except DivergedError as exc:
+                note(f"[confirm] {c.chain} {c.ident} left out: a re-run failed ({exc})")
+                failed.append({"chain": c.chain, "from": c.source, "id": c.ident,
+                               "error": str(exc)})
+                measured.pop(c.key, None)
+                continue
             pool(c, measured.pop(c.key, None))
             rerun.append(c)
+            done.append(c)
         current[0] = rule()  # the re-runs are repeats too where nothing else is
+        return done
 
-    run_round(chosen, "")
+    failed: list[dict[str, str]] = []
+    tried: set[str] = set()
+    chosen = run_round(chosen, "")
     ok = [c for c in chosen if passes(c)]
     fresh = max(1, len(runners) - 1)
     for extra in range(2, ROUNDS + 1) if within else ():
@@ -474,7 +493,7 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         shrink = optimism(chosen)
         bar = max((c.mean("val_bitops_cr") for c in measured.values() if passes(c)),
                   default=-math.inf)
-        seen = {c.key for c in chosen}
+        seen = tried
         rest = [c for c in pick_all(probe, tune) if c.key not in seen and c.val_bitops_cr > bar
                 and c.val_bitops_cr > 0 and current[0].passes(
                     100 * (base_val - c.val_accuracy + shrink), fresh,
@@ -485,7 +504,7 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
         note(f"[confirm] none passed the bound; round {extra}/{ROUNDS}: {len(batch)} candidates "
              f"with their validation accuracy lowered by the optimism seen, "
              f"{100 * shrink:.2f} pts")
-        run_round(batch, f"round {extra}: ")
+        batch = run_round(batch, f"round {extra}: ")
         chosen += batch
         ok = [c for c in batch if passes(c)]
 
@@ -519,8 +538,11 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
                          f"bound {b['bound']:.2f} <= {budget:g} points at confidence "
                          f"{confidence:g} on the mean of {b['judging_runs']} judging runs "
                          f"({settled.confirmed_by()})", current[0], (base_val, base_test),
-                         counts, speeds)
+                         counts, speeds, failed)
     pool_all = chosen + list(measured.values())
+    if not pool_all:
+        raise SeqsearchError(f"export: every candidate's re-run failed ({failed[0]['error']}); "
+                             "nothing measured to export")
     best = max(pool_all, key=lambda c: (c.mean("val_accuracy"), c.mean("val_bitops_cr")))
     if best.key not in models:
         models[best.key] = study_seed_run(best, runners[0])
@@ -528,7 +550,7 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
            else "no measured chain was within the budget")
     return Confirmed(best, False, models[best.key], considered(best),
                      f"infeasible: {why}; exported the most accurate chain found", current[0],
-                     (base_val, base_test), counts)
+                     (base_val, base_test), counts, failed=failed)
 
 
 def _settle(ok: list[Candidate], rank: Callable[[Candidate], tuple[float, float]],
@@ -542,7 +564,13 @@ def _settle(ok: list[Candidate], rank: Callable[[Candidate], tuple[float, float]
         best = max(ok, key=rank)
         if best.key in models:
             return best
-        models[best.key] = study_seed_run(best, runner)
+        try:
+            models[best.key] = study_seed_run(best, runner)
+        except DivergedError as exc:
+            note(f"[confirm] {best.chain} {best.ident}: the study-seed run for export failed "
+                 f"({exc}); the next best instead")
+            ok.remove(best)
+            continue
         if not passes(best):
             note(f"[confirm] {best.chain} {best.ident}: the study-seed run for export takes its "
                  f"bound over the budget ({best.confirmed_by()}); the next best instead")
