@@ -604,9 +604,10 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
         "budget": opts.budget,
         "rule": {"confidence": rule.confidence, "z": rule.z, "sigma_run": rule.sigma_run,
                  "sigma_run_from": rule.sigma_from, "val_images": rule.n_val,
-                 "test_images": rule.n_test,
+                 "test_images": rule.n_test, "baseline_runs": rule.baseline_runs,
                  "formula": "mean val drop (judging runs, winner's curse priced in) + z * "
-                            "sigma_run * sqrt((1 + val_images / test_images) / judging runs)"},
+                            "sigma_run * sqrt((1 + val_images / test_images) * "
+                            "(1 / judging runs + 1 / baseline_runs))"},
         "exported": {"chain": c.chain, "from": c.source, "id": c.ident,
                      "candidate": got.considered.index(c),
                      "feasible": got.feasible, "note": got.why, **evidence},

@@ -222,13 +222,14 @@ def test_the_bound_rejects_what_the_old_rule_took_and_more_candidates_are_confir
     """QP (300×) was picked on its study-seed run (drop 0.5); its two fresh seeds land at 0.8.
     The old rule took it (mean of the three, 0.7, within 1 point); the bound judges it on the
     fresh runs alone (the selection run is shown, not counted) with σ_run 0.2 from P's
-    repeats: 0.8 + 0.30 > 1. Before settling for P (5×) a second round confirms PQ (100×),
-    which holds."""
+    repeats and the baseline's run counted: 0.8 + 0.52 > 1. Before settling for P (5×) a
+    second round confirms PQ (100×; 0.1 on its study seed, raised by QP's 0.3 of optimism,
+    could pass), which holds at 0.2 + 0.52."""
     runs_csv, samples_json = _write(tmp_path, [("single", "P", 0, s, 0.979 - 0.004 * (s % 2))
                                                for s in range(2, 40)])
-    study = _Runner(0, {"QP": 0.975, "PQ": 0.978, "P": 0.979})
-    fresh = [_Runner(k * FRESH_SEED_OFFSET, {"QP": 0.972, "PQ": 0.977}) for k in (1, 2)]
-    got = confirm(runs_csv, samples_json, [_trial(3, "QP", 1, 0.975), _trial(4, "PQ", 0, 0.978)],
+    study = _Runner(0, {"QP": 0.975, "PQ": 0.979, "P": 0.979})
+    fresh = [_Runner(k * FRESH_SEED_OFFSET, {"QP": 0.972, "PQ": 0.978}) for k in (1, 2)]
+    got = confirm(runs_csv, samples_json, [_trial(3, "QP", 1, 0.975), _trial(4, "PQ", 0, 0.979)],
                   BASE, 1.0, 1, [study, *fresh], confidence=0.9, images=(1800, 1000),
                   base_test=BASE)
     assert got is not None and got.feasible and got.candidate.chain == "PQ"
@@ -239,7 +240,7 @@ def test_the_bound_rejects_what_the_old_rule_took_and_more_candidates_are_confir
     assert j["selection_seed"] == 0 and j["mean_val_drop"] == pytest.approx(0.8)
     assert j["sigma_run"] == pytest.approx(0.2, abs=0.01) and j["bound"] > 1.0 and j["margin"] < 0
     ok = got.judgement(got.candidate)
-    assert ok["margin"] >= 0 and ok["mean_test_drop"] == pytest.approx(1.3)  # test: 1 pt lower
+    assert ok["margin"] >= 0 and ok["mean_test_drop"] == pytest.approx(1.2)  # test: 1 pt lower
     assert fresh[0].calls == ["QP", "PQ"]  # round 2 ran PQ before falling back to P
 
 
@@ -280,9 +281,11 @@ def test_the_page_states_the_bound(tmp_path):
 
     c = {"bound": 0.93, "margin": 0.07, "confidence": 0.9, "z": 1.28, "sigma_run": 0.34,
          "sigma_run_from": "40 models", "judging_runs": 2, "mean_val_drop": 0.4,
-         "adjusted_val_drop": 0.45, "noise_margin": 0.48, "mean_test_drop": 0.5}
+         "adjusted_val_drop": 0.45, "noise_margin": 0.48, "mean_test_drop": 0.5,
+         "baseline_runs": 1.0}
     text = bound_text(c, 1.0)
-    for part in ("confidence 0.9", "σ_run 0.34", "= 0.93", "margin +0.07", "0.05 winner's curse"):
+    for part in ("confidence 0.9", "σ_run 0.34", "= 0.93", "margin +0.07", "0.05 winner's curse",
+                 "over 2 runs and 1 baseline run,"):
         assert part in text
     assert "old rule" in bound_text({"runs": []}, 1.0)
 

@@ -129,9 +129,13 @@ def bound_text(c: dict[str, Any], budget: float | None) -> str:
     curse = f" + {adj:.2f} winner's curse" if adj > 1e-9 else ""
     test = (f"; the judging runs' mean test drop {c['mean_test_drop']:+.2f} points"
             if c.get("mean_test_drop") is not None else "")
+    base = c.get("baseline_runs")
+    runs = (f"{c['judging_runs']} runs and {base:g} baseline run{'s' if base != 1 else ''}"
+            if base is not None else f"{c['judging_runs']} runs")
     return (f"Predictive bound at confidence {c['confidence']:g}: mean validation drop "
             f"{c['mean_val_drop']:+.2f} over {c['judging_runs']} judging runs{curse} + "
-            f"{c['noise_margin']:.2f} (z {c['z']:.2f} × σ_run {c['sigma_run']:.2f} points, "
+            f"{c['noise_margin']:.2f} (z {c['z']:.2f} × σ_run {c['sigma_run']:.2f} points "
+            f"over {runs}, "
             f"σ_run from {c['sigma_run_from']}) = {c['bound']:.2f} against the budget "
             f"{budget if budget is not None else '?'}: margin {c['margin']:+.2f}{test}.")
 

@@ -26,9 +26,10 @@ the tuning trial's params to be the probe point's: it happens where `tune.fixed`
 `probe.fixed` agree on the stages of the chain.)
 
 The rule: a candidate is accepted when its bound — mean validation drop over its judging runs,
-raised for the winner's curse, plus z · σ_run · sqrt((1 + n_val / n_test) / n) — is within the
-budget; the exported chain is the accepted one with the best mean validation BitOpsCR over its
-judging runs. σ_run is pooled from the measured points (each model once), else from the
+raised for the winner's curse, plus z · σ_run · sqrt((1 + n_val / n_test) · (1 / n + 1)), the
+last 1 for the baseline run every drop is measured against — is within the budget; the
+exported chain is the accepted one with the best mean validation BitOpsCR over its judging
+runs. σ_run is pooled from the measured points (each model once), else from the
 confirmation runs, else the validation split's binomial noise.
 
 When no re-run candidate of a round is accepted (the picks sat at the budget's edge), up to
