@@ -244,6 +244,25 @@ def test_the_bound_rejects_what_the_old_rule_took_and_more_candidates_are_confir
     assert fresh[0].calls == ["QP", "PQ"]  # round 2 ran PQ before falling back to P
 
 
+def test_with_nothing_within_the_bound_the_most_accurate_by_its_judging_runs_is_exported(
+        tmp_path):
+    """No candidate holds the bound. QP's study-seed run (the one it was picked on) was lucky,
+    0.1 point below the baseline, its fresh seeds 1.4; PQ's fresh seeds 1.2. With the selection
+    run counted QP would look the more accurate (1.0 against 1.2); judged on the runs that
+    judge it, PQ is, and PQ is what the infeasible export takes."""
+    runs_csv, samples_json = _write(tmp_path, [("single", "P", 0, s, 0.95 - 0.004 * (s % 2))
+                                               for s in range(2, 40)])
+    study = _Runner(0, {"QP": 0.979, "PQ": 0.970, "P": 0.95})
+    fresh = [_Runner(k * FRESH_SEED_OFFSET, {"QP": 0.966, "PQ": 0.968}) for k in (1, 2)]
+    got = confirm(runs_csv, samples_json, [_trial(3, "QP", 1, 0.979), _trial(4, "PQ", 0, 0.970)],
+                  BASE, 1.0, 2, [study, *fresh], confidence=0.9, images=(1800, 1000),
+                  base_test=BASE)
+    assert got is not None and not got.feasible
+    qp = next(c for c in got.considered if c.chain == "QP")
+    assert qp.mean("val_accuracy") > got.candidate.mean("val_accuracy")  # the old ranking
+    assert got.candidate.chain == "PQ"
+
+
 class _Collapsing(_Runner):
     """A fresh seed on which `chain`'s re-run collapses (the fit's guard raises)."""
 

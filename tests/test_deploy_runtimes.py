@@ -158,3 +158,25 @@ def test_bench_folder_writes_a_block_per_runtime(study):
 
     para = deploy_text(study)
     assert f"best runtime, {result['runtime']}" in para and m["cpu"] in para
+
+
+@pytest.mark.skipif(not HAS_OV, reason="openvino not installed (pip install 'seqsearch[openvino]')")
+def test_a_file_openvino_cannot_run_at_avx2_is_reported_not_a_crash(study, monkeypatch):
+    """OpenVINO 2026.4 limited to AVX2 returned an empty batch for a Fashion-MNIST export (and
+    a static batch failed to build its inner product): bench-model used to stop with a numpy
+    broadcast error after the export. Now deploy.json says why, and the rest is measured."""
+    from seqsearch.deploy.cli_command import _folder_lines
+    from seqsearch.deploy.command import bench_folder
+    from seqsearch.deploy.measure import BenchSettings
+
+    why = "could not create a primitive descriptor for the inner product"
+    monkeypatch.setattr(runtimes, "ov_predictions_at_isa",
+                        lambda *a, **k: runtimes.IsaRun(None, [], why))
+    result = bench_folder(study, BenchSettings(threads=(1,), batch1_runs=3, batch64_runs=3,
+                                               rounds=1), runtime="openvino")
+    acc = result["runtimes"]["openvino"]["accuracy"]
+    assert acc["avx2_mode"] == why and "identical_predictions_avx2_kernels" not in acc
+    assert 0.9 <= acc["identical_predictions"] <= 1.0
+    assert f"did not run: {why}" in _folder_lines(result, study)
+    assert json.loads((study / "deploy.json").read_text())["runtimes"]["openvino"][
+        "accuracy"]["avx2_mode"] == why

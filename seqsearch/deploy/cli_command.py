@@ -132,10 +132,14 @@ def _folder_lines(r: dict[str, Any], folder: Path) -> str:
         if "identical_predictions_without_int8_kernels" in a:
             lines.append("  same file without int8 kernels: identical predictions "
                          f"{100 * a['identical_predictions_without_int8_kernels']:.2f} %")
+        mode = a.get("avx2_mode") or "dynamic"
+        how = "" if mode == "dynamic" else f"; batch {mode}"
         if "identical_predictions_avx2_kernels" in a:
             lines.append("  with oneDNN limited to AVX2 (a CPU without VNNI; int8 kernels "
-                         f"{', '.join(a['avx2_kernels']) or 'none'}): identical predictions "
-                         f"{100 * a['identical_predictions_avx2_kernels']:.2f} %")
+                         f"{', '.join(a['avx2_kernels']) or 'none'}{how}): identical "
+                         f"predictions {100 * a['identical_predictions_avx2_kernels']:.2f} %")
+        elif "avx2_mode" in a:
+            lines.append(f"  with oneDNN limited to AVX2 (a CPU without VNNI): did not run: {mode}")
         lines.append(f"  executed: integer {g['integer'] or 'none'}, float conv/matmul "
                      f"{g['float'] or 'none'}"
                      + (f", kernels {g['kernels']}" if g.get("kernels") else ""))

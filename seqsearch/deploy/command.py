@@ -202,9 +202,11 @@ def bench_folder(folder: Path, settings: BenchSettings, *, runtime: str = "all",
         if r == "openvino":
             # as on a CPU without VNNI: oneDNN limited to AVX2 (saturating u8 x s8 pairs)
             low = runtimes.ov_predictions_at_isa(onnx_path, images, "AVX2")
-            if low is not None:
-                acc["identical_predictions_avx2_kernels"] = float((low[0] == fq_pred).mean())
-                acc["avx2_kernels"] = low[1]
+            acc["avx2_mode"] = low.mode
+            if low.predictions is not None:
+                acc["identical_predictions_avx2_kernels"] = float(
+                    (low.predictions == fq_pred).mean())
+                acc["avx2_kernels"] = low.kernels
         per[r] = {"version": runtimes.version(r), "accuracy": acc,
                   "graph": runtimes.executed(r, onnx_path, deploy_dir / "model.optimized.onnx")}
     entries = [Entry(r, label, path) for r in names

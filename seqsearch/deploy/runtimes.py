@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,28 +184,71 @@ path, src, dst, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]
 core = ov.Core()
 cfg = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32",
        "ENABLE_CPU_PINNING": False}
-compiled = core.compile_model(core.read_model(path), "CPU", cfg)
-request = compiled.create_infer_request()
 x = np.load(src)
-out = []
-for i in range(0, len(x), 256):
-    request.infer({0: np.ascontiguousarray(x[i:i + 256])})
-    out.append(np.array(request.get_output_tensor(0).data).argmax(axis=1))
-np.save(dst, np.concatenate(out))
+CHUNK = 256
+
+
+def compiled(batch=None):
+    model = core.read_model(path)
+    if batch is not None:
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = batch
+        model.reshape({model.inputs[0]: shape})
+    return core.compile_model(model, "CPU", cfg)
+
+
+def predict(batch_static):
+    out, last = [], None
+    for i in range(0, len(x), CHUNK):
+        chunk = np.ascontiguousarray(x[i:i + CHUNK])
+        if last is None or (batch_static and len(chunk) != last[1]):
+            c = compiled(len(chunk) if batch_static else None)
+            last = (c, len(chunk), c.create_infer_request())
+        last[2].infer({0: chunk})
+        logits = np.array(last[2].get_output_tensor(0).data)
+        if len(logits) != len(chunk):
+            return None, last[0], logits.shape
+        out.append(logits.argmax(axis=1))
+    return np.concatenate(out), last[0], None
+
+
+got, comp, bad = predict(False)
+mode = "dynamic"
+if got is None:  # the dynamic batch returned the wrong number of rows: say so, try a static one
+    mode = "static (the dynamic batch returned logits of shape %s)" % (tuple(bad),)
+    got, comp, bad = predict(True)
+    if got is None:
+        print("MODE wrong rows with a static batch too: logits of shape %s" % (tuple(bad),))
+        sys.exit(3)
+np.save(dst, got)
 kernels = sorted({str(op.get_rt_info()["primitiveType"].astype(str))
-                  for op in compiled.get_runtime_model().get_ordered_ops()
+                  for op in comp.get_runtime_model().get_ordered_ops()
                   if "primitiveType" in op.get_rt_info()
                   and "I8" in op.get_rt_info()["primitiveType"].astype(str)})
-print(" ".join(kernels))
+print("MODE " + mode)
+print("KERNELS " + " ".join(kernels))
 """
 
 
-def ov_predictions_at_isa(path: Path, images: np.ndarray, isa: str = "AVX2"
-                          ) -> tuple[np.ndarray, list[str]] | None:
+@dataclass(frozen=True)
+class IsaRun:
+    """`path` in OpenVINO at a limited ISA: its predictions (None where it could not run),
+    the int8 kernels chosen, and how it ran: "dynamic" (the file as written), "static (…)"
+    (the dynamic batch gave the wrong number of rows, a fixed batch did not), or why it
+    failed."""
+
+    predictions: np.ndarray | None
+    kernels: list[str]
+    mode: str
+
+
+def ov_predictions_at_isa(path: Path, images: np.ndarray, isa: str = "AVX2") -> IsaRun:
     """Predictions of `path` in OpenVINO with its oneDNN kernels limited to `isa`
     (`ONEDNN_MAX_CPU_ISA`, read when the CPU plugin loads: a child process), i.e. as on a CPU
     without VNNI, where u8 × s8 pairs are summed into a saturating int16; and the int8
-    kernels it chose (e.g. `jit_avx2_I8`: the limit took). None where it cannot run."""
+    kernels it chose (e.g. `jit_avx2_I8`: the limit took). OpenVINO 2026.4 at AVX2 returns
+    an empty batch for some files with a dynamic batch (a ResNet-20 with an exit and float
+    activations): that is reported in `mode`, and a static batch tried instead."""
     import os
     import subprocess
     import sys
@@ -216,7 +260,10 @@ def ov_predictions_at_isa(path: Path, images: np.ndarray, isa: str = "AVX2"
         env = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa}
         proc = subprocess.run([sys.executable, "-c", _OV_ISA_SCRIPT, str(path), str(src),
                                str(dst), "1"], capture_output=True, text=True, env=env)
+        lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+                     if line.startswith(("MODE ", "KERNELS ")))
         if proc.returncode != 0 or not dst.is_file():
-            return None
-        kernels = proc.stdout.split()
-        return np.load(dst), kernels
+            err = proc.stderr.strip().splitlines()
+            return IsaRun(None, [], lines.get("MODE") or (err[-1] if err else
+                                                          f"exit {proc.returncode}"))
+        return IsaRun(np.load(dst), lines.get("KERNELS", "").split(), lines.get("MODE", ""))

@@ -37,7 +37,8 @@ ROUNDS - 1 more rounds take the next best one-seed candidates whose validation d
 the mean regression seen so far (the optimism), would pass the bound on the fresh runs, and
 whose BitOpsCR could beat the best accepted measured point: confirm more before falling back.
 When none is accepted, or nothing was within the budget at all, the most accurate candidate
-(by the mean) is exported, marked infeasible — never nothing.
+(by the mean of its judging runs: not its selection run) is exported, marked infeasible —
+never nothing.
 
 The exported model is the study-seed run, first in the candidate's runs, so `seqsearch apply`
 on the exported chain rebuilds it. A measured candidate gets it from the prefix cache when the
@@ -544,7 +545,13 @@ def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val:
     if not pool_all:
         raise SeqsearchError(f"export: every candidate's re-run failed ({failed[0]['error']}); "
                              "nothing measured to export")
-    best = max(pool_all, key=lambda c: (c.mean("val_accuracy"), c.mean("val_bitops_cr")))
+    # the most accurate by the runs that judge it: a tuning trial's selection run is the lucky
+    # draw that made it a candidate, here as in the bound
+    def accuracy(c: Candidate) -> tuple[float, float]:
+        acc = c.judged_mean("val_accuracy")
+        return (-math.inf if math.isnan(acc) else acc), c.mean("val_bitops_cr")
+
+    best = max(pool_all, key=accuracy)
     if best.key not in models:
         models[best.key] = study_seed_run(best, runners[0])
     why = ("no candidate's bound was within the budget" if within
