@@ -216,16 +216,18 @@ got, comp, bad = predict(False)
 mode = "dynamic"
 if got is None:  # the dynamic batch returned the wrong number of rows: say so, try a static one
     mode = "static (the dynamic batch returned logits of shape %s)" % (tuple(bad),)
+    print("MODE " + mode, flush=True)
     got, comp, bad = predict(True)
     if got is None:
-        print("MODE wrong rows with a static batch too: logits of shape %s" % (tuple(bad),))
+        print("ERROR a static batch too returned logits of shape %s" % (tuple(bad),))
         sys.exit(3)
 np.save(dst, got)
 kernels = sorted({str(op.get_rt_info()["primitiveType"].astype(str))
                   for op in comp.get_runtime_model().get_ordered_ops()
                   if "primitiveType" in op.get_rt_info()
                   and "I8" in op.get_rt_info()["primitiveType"].astype(str)})
-print("MODE " + mode)
+if mode == "dynamic":
+    print("MODE " + mode)
 print("KERNELS " + " ".join(kernels))
 """
 
@@ -261,9 +263,10 @@ def ov_predictions_at_isa(path: Path, images: np.ndarray, isa: str = "AVX2") -> 
         proc = subprocess.run([sys.executable, "-c", _OV_ISA_SCRIPT, str(path), str(src),
                                str(dst), "1"], capture_output=True, text=True, env=env)
         lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
-                     if line.startswith(("MODE ", "KERNELS ")))
+                     if line.startswith(("MODE ", "KERNELS ", "ERROR ")))
         if proc.returncode != 0 or not dst.is_file():
             err = proc.stderr.strip().splitlines()
-            return IsaRun(None, [], lines.get("MODE") or (err[-1] if err else
-                                                          f"exit {proc.returncode}"))
+            why = lines.get("ERROR") or (err[-1] if err else f"exit {proc.returncode}")
+            tried = lines.get("MODE")
+            return IsaRun(None, [], f"{tried}; then: {why}" if tried else why)
         return IsaRun(np.load(dst), lines.get("KERNELS", "").split(), lines.get("MODE", ""))
