@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-HEADER = ("| folder | exported chain (from) | mean test BitOpsCR (seeds) | mean test drop (judging runs) | "
-          "bound at confidence (margin) | batch 1 | batch 64 | identical predictions | file |\n"
+HEADER = ("| folder | exported chain (from) | mean test BitOpsCR (seeds) | "
+          "mean test drop (judging runs) | bound at confidence (margin) | batch 1 | batch 64 | "
+          "identical predictions | file |\n"
           "|---|---|---|---|---|---|---|---|---|")
 
 
@@ -36,7 +37,8 @@ def row(folder: Path) -> str:
         f"{sp['runtime_batch1']} vs {sp['baseline_runtime_batch1']}"
     ident = min(r["accuracy"]["identical_predictions"] for r in deploy["runtimes"].values())
     return (f"| `{folder.name}` | {src['chain']} ({src['from']} {src['id']}) | "
-            f"{c['mean_bitops_cr']:,.0f}× ({seeds}) | {c['mean_test_drop']:+.2f} ({len(c['judging_seeds'])}) | "
+            f"{c['mean_bitops_cr']:,.0f}× ({seeds}) | "
+            f"{c['mean_test_drop']:+.2f} ({len(c['judging_seeds'])}) | "
             f"{c['bound']:.2f} at {c['confidence']} ({c['margin']:+.2f}){feasible} | "
             f"{sp['batch1']:.2f}× ({b1_rt}) | {sp['batch64']:.2f}× ({b64_rt}) | "
             f"{ident:.1%} (worst runtime) | {deploy['size']['ratio']:.1f}× smaller |")

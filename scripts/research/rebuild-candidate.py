@@ -13,7 +13,8 @@ candidate's. Nothing is trained here:
 
     python scripts/research/rebuild-candidate.py reports/vgg11-mnist5k EQP \\
         "sample 5 seeds 0, 1 tau 0.9" reports/vgg11-mnist5k/rebuilt
-    seqsearch apply reports/vgg11-mnist5k/rebuilt/chain.yaml --out reports/vgg11-mnist5k/rebuilt/model.pt
+    seqsearch apply reports/vgg11-mnist5k/rebuilt/chain.yaml \\
+        --out reports/vgg11-mnist5k/rebuilt/model.pt
     seqsearch bench-model reports/vgg11-mnist5k/rebuilt --threads 1 --runtime all
 """
 

@@ -179,22 +179,20 @@ def executed(name: str, path: Path, optimized_path: Path) -> dict[str, Any]:
 
 
 _OV_ISA_SCRIPT = """
-import sys, numpy as np, openvino as ov
-path, src, dst, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-core = ov.Core()
-cfg = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "INFERENCE_PRECISION_HINT": "f32",
-       "ENABLE_CPU_PINNING": False}
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from seqsearch.deploy.runtimes import _ov_compiled
+
+path, src, dst, threads = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 x = np.load(src)
 CHUNK = 256
 
 
 def compiled(batch=None):
-    model = core.read_model(path)
-    if batch is not None:
-        shape = model.inputs[0].get_partial_shape()
-        shape[0] = batch
-        model.reshape({model.inputs[0]: shape})
-    return core.compile_model(model, "CPU", cfg)
+    return _ov_compiled(path, threads, batch)
 
 
 def predict(batch_static):
