@@ -273,6 +273,9 @@ class StudyConfig(RunSection):
     stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), min_length=1)
     probe: ProbeSection = Field(default_factory=ProbeSection)
     tune: TuneSection = Field(default_factory=TuneSection)
+    # a stage's search space narrowed for this study (search.space): `stage.param: [choices]`
+    # or `stage.param: {low: .., high: ..}`; the probe's samples and tuning draw from it
+    space: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("stages")
     @classmethod

@@ -201,12 +201,28 @@ def interim_edges(out_dir: Path) -> dict[str, dict[str, Any]]:
     return dict(seeds.get("kept") or {})
 
 
+def check_same_samples(path: Path, samples: dict[str, list[dict[str, Any]]]) -> None:
+    """A resumed probe draws the samples it started with: a changed `probe.fixed`, `space`
+    or `probe.sampler_seed` would give its units new params under old names."""
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(samples))
+    for letter, rows in before.items():
+        if letter in now and any(a != b for a, b in zip(rows, now[letter], strict=False)):
+            raise SeqsearchError(
+                f"{path}: the probe started with other {letter} samples; a changed probe.fixed, "
+                "space or probe.sampler_seed would mix two designs: restore them, or give the "
+                "study a new output folder")
+
+
 def make_prober(study: StudyConfig, out_dir: Path, storage: str | None,
                 base: Baseline) -> Prober:
     # every sample a contested pair may reach: Sobol points are a sequence, so the first K
     # are the same whatever the total
     samples = make_samples(study.stages, study.probe.most_samples(), study.probe.sampler_seed,
-                           study.probe_fixed())
+                           study.probe_fixed(), study.space)
+    check_same_samples(out_dir / "samples.json", samples)
     atomic.write_json(out_dir / "samples.json", samples)
     executor = ChainExecutor(study, base, out_dir / "cache", study.probe.thresholds)
     return Prober(out_dir, open_storage(storage, out_dir), f"{study.name}-probe", executor,
@@ -357,7 +373,7 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
         base_val = float(baseline_metrics(study, out_dir)["val_accuracy"])
         initial = warm_start(pd.read_csv(out_dir / "runs.csv"),
                              json.loads((out_dir / "samples.json").read_text()), fixed,
-                             base_val, b, t.warm_start)
+                             base_val, b, t.warm_start, study.space)
     choices = subchains(chains)
     extra = tuple(dict.fromkeys(p["chain"] for p in initial if p["chain"] not in choices))
     if multi_objective and t.objective != "bitops":
@@ -366,7 +382,7 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
                              "BitOpsCR and measured speed-up")
     return TuneOptions(chains=choices + extra, orders=chains, trials=n, budget=b,
                        multi_objective=multi_objective, objective=t.objective,
-                       runtime=t.runtime,
+                       runtime=t.runtime, space=tuple(study.space.items()),
                        initial=initial,
                        pruner=t.pruner if pruner is None else pruner,
                        prune_slack=t.prune_slack, seed=study.seed,

@@ -5,6 +5,7 @@ the Python API) run these, so a typo or a model the stages cannot handle is one 
 in seconds, not a failure after the baseline trained:
 
 - `probe.fixed` and `tune.fixed`: names and values, by the stages' own validation;
+- `space`: each key a searched param of an enabled stage, narrowed within its own space;
 - `tune.chains`: each a chain of known stages without a forbidden repeat;
 - `device`: a device name this machine has (`gpu` is none; `cuda` needs a GPU);
 - the data: the root exists, and the real class count and image size (an image folder's own);
@@ -23,6 +24,7 @@ from seqsearch.config import StudyConfig
 from seqsearch.data import DataBundle, DataShape, Split, describe_data
 from seqsearch.errors import SeqsearchError
 from seqsearch.models import build_model
+from seqsearch.search.space import check_space
 from seqsearch.stages import StageContext, behaviour, get_stage, resolve_params
 from seqsearch.train import resolve_device
 
@@ -76,6 +78,7 @@ def check_fixed(study: StudyConfig) -> dict[str, dict[str, Any]]:
     tune_names = tune_stages(study)
     split_fixed("tune.fixed", study.tune.fixed, tune_names)
     merged = split_fixed("tune.fixed", {**study.probe.fixed, **study.tune.fixed}, tune_names)
+    check_space(study.space, tune_names)
     return {n: merged.get(n, resolve_params(get_stage(n).info, {})) for n in tune_names}
 
 

@@ -112,7 +112,7 @@ def choose_samples(study: StudyConfig, stages: Sequence[str], sample: int | None
         if sample < 0:
             raise SeqsearchError(f"--sample {sample}: must be 0 or more (a probe sample index)")
         drawn = make_samples(stages, max(study.probe.samples, sample + 1),
-                             study.probe.sampler_seed, study.probe_fixed())
+                             study.probe.sampler_seed, study.probe_fixed(), study.space)
     for name in stages:
         info = get_stage(name).info
         if sample is not None:

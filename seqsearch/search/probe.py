@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import bitops_cr
 from seqsearch.progress import note
 from seqsearch.search.sampling import stage_samples
+from seqsearch.search.space import stage_space
 from seqsearch.search.storage import claim, reap_dead_trials
 from seqsearch.stages import behaviour, get_stage
 from seqsearch.train import DivergedError
@@ -59,16 +60,18 @@ Executor = Callable[[list[tuple[str, dict[str, Any]]], int], UnitResult]
 """(steps as (stage name, params), seed) -> rows of evaluated points."""
 
 
-def make_samples(stage_names: Sequence[str], k: int, seed: int,
-                 fixed: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """K samples per stage letter, policy params (τ) left out: they are swept instead."""
+def make_samples(stage_names: Sequence[str], k: int, seed: int, fixed: dict[str, Any],
+                 space: Mapping[str, Any] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """K samples per stage letter, policy params (τ) left out: they are swept instead;
+    `space`: the study's narrowed params (search.space)."""
     out = {}
     for name in stage_names:
         stage = get_stage(name)
         info = stage.info
         own = {info.short(k2): v for k2, v in fixed.items() if k2.startswith(f"{info.name}.")}
         skip = behaviour.policy_params(stage)
-        out[info.letter] = stage_samples(info, k, seed, fixed=own, skip=skip)
+        out[info.letter] = stage_samples(info, k, seed, fixed=own, skip=skip,
+                                           space=stage_space(info, space))
     return out
 
 

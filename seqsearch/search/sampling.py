@@ -42,12 +42,14 @@ def from_unit(dist: BaseDistribution, u: float) -> Any:
 
 def stage_samples(
     info: StageInfo, k: int, seed: int, *, fixed: Mapping[str, Any] | None = None,
-    skip: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (), space: Mapping[str, BaseDistribution] | None = None,
 ) -> list[dict[str, Any]]:
     """K param dicts (short names) for a stage; `fixed` (short names) are held constant and
-    `skip` params are left to the stage's defaults (E's τ, swept after training instead)."""
+    `skip` params are left to the stage's defaults (E's τ, swept after training instead).
+    `space`: the stage's space as the study narrowed it (search.space; default its own)."""
     fixed = dict(fixed or {})
-    free = [key for key in info.space if info.short(key) not in fixed and
+    dists = dict(info.space if space is None else space)
+    free = [key for key in dists if info.short(key) not in fixed and
             info.short(key) not in skip]
     rows: list[dict[str, Any]] = [dict(fixed) for _ in range(k)]
     if free:
@@ -58,5 +60,5 @@ def stage_samples(
             units = sobol.random(k)
         for row, u in zip(rows, units, strict=True):
             for key, value in zip(free, u, strict=True):
-                row[info.short(key)] = from_unit(info.space[key], float(value))
+                row[info.short(key)] = from_unit(dists[key], float(value))
     return rows

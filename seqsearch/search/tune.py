@@ -21,7 +21,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import bitops_cr
 from seqsearch.progress import note
 from seqsearch.search.pareto import BUDGET_TOLERANCE, within_budget
+from seqsearch.search.space import contains, stage_space
 from seqsearch.search.storage import claim, reap_dead_trials, unclaimed
 from seqsearch.stages import behaviour, get_stage
 from seqsearch.train import DivergedError
@@ -60,6 +61,7 @@ class TuneOptions:
     orders: tuple[str, ...] = ()  # the candidate full orders the sub-chains come from
     objective: str = "bitops"  # bitops | latency | both (tune.objective)
     runtime: str = "onnxruntime"  # where `latency` is measured (tune.runtime)
+    space: tuple[tuple[str, Any], ...] = ()  # the study's narrowed params (search.space)
 
     def study_name(self, name: str) -> str:
         mode = "-mo" if self.multi_objective else ""
@@ -100,14 +102,16 @@ def check_chain(letters: str) -> str:
     return letters
 
 
-def search_space(chains: Sequence[str], fixed: dict[str, Any]) -> dict[str, BaseDistribution]:
-    """Union of the chains' stage spaces (prefixed names), without fixed and policy params."""
+def search_space(chains: Sequence[str], fixed: dict[str, Any],
+                 narrowed: Mapping[str, Any] | None = None) -> dict[str, BaseDistribution]:
+    """Union of the chains' stage spaces (prefixed names), without fixed and policy params;
+    `narrowed`: the study's `space` entries (search.space)."""
     space: dict[str, BaseDistribution] = {}
     for chain in chains:
         for letter in chain:
             stage = get_stage(letter)
             policy = set(behaviour.policy_params(stage))
-            for key, dist in stage.info.space.items():
+            for key, dist in stage_space(stage.info, narrowed).items():
                 if key not in fixed and stage.info.short(key) not in policy:
                     space[key] = dist
     return space
@@ -182,7 +186,7 @@ class Objective:
             raise ValueError(f"tune.objective {opts.objective!r} needs a latency meter")
         self.meter = meter  # search.latency.LatencyMeter for objective latency | both
         self.fixed = dict(opts.fixed)
-        self.space = search_space(opts.chains, self.fixed)
+        self.space = search_space(opts.chains, self.fixed, dict(opts.space))
 
     def steps_for(self, trial: optuna.Trial | optuna.trial.FixedTrial
                   ) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
@@ -315,11 +319,13 @@ def measured_points(runs: Any, base_acc: float, budget: float | None) -> Any:
 
 
 def warm_start(runs: Any, samples: dict[str, list[dict[str, Any]]], fixed: dict[str, Any],
-               base_acc: float, budget: float, limit: int) -> tuple[dict[str, Any], ...]:
+               base_acc: float, budget: float, limit: int,
+               narrowed: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], ...]:
     """The best measured points within the budget on validation (probe and brute-force runs
     of `runs`), deduplicated by chain and sample, best validation BitOpsCR first, as trials of
     their own chain: a pair or a single is queued as that sub-chain. Their stages are in the
-    prefix cache, so these trials cost little training."""
+    prefix cache, so these trials cost little training. A point with a value the study's
+    `space` (`narrowed`) no longer allows is left out: tuning could not suggest it."""
     if runs is None or len(runs) == 0:
         return ()
     rows = measured_points(runs, base_acc, budget)
@@ -330,14 +336,18 @@ def warm_start(runs: Any, samples: dict[str, list[dict[str, Any]]], fixed: dict[
         if key in seen or any(key[1] >= len(samples.get(c, [])) for c in key[0]):
             continue  # seen, or a sample samples.json does not hold
         seen.add(key)
-        params: dict[str, Any] = {"chain": key[0]}
+        params: dict[str, Any] | None = {"chain": key[0]}
         for letter in key[0]:
             info = get_stage(letter).info
+            dists = stage_space(info, narrowed)
             policy = set(behaviour.policy_params(letter))
             for short, value in samples.get(info.letter, [])[key[1]].items():
                 full = info.prefixed(short)
-                if full in info.space and full not in fixed and short not in policy:
-                    params[full] = value
+                if full in dists and full not in fixed and short not in policy \
+                        and params is not None:
+                    params = {**params, full: value} if contains(dists[full], value) else None
+        if params is None:
+            continue
         out.append(params)
         if len(out) >= limit:
             break
