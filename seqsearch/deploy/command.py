@@ -16,7 +16,14 @@ from torch import nn
 
 from seqsearch import atomic
 from seqsearch.deploy import missing_line
-from seqsearch.deploy.measure import BenchSettings, Entry, best, measure_alternately, times
+from seqsearch.deploy.measure import (
+    BenchSettings,
+    Entry,
+    batch1_inputs,
+    best,
+    measure_alternately,
+    times,
+)
 from seqsearch.deploy.runtimes import session
 from seqsearch.errors import SeqsearchError
 from seqsearch.progress import note
@@ -29,7 +36,9 @@ MEANING = {
           "bits",
     "latency": "measured: this CPU, the named runtime's CPU kernels (int8 where the runtime "
                "runs integer ops, float elsewhere; nothing on x86 runs below 8 bits), median "
-               "of repeated runs in one process, the files timed alternately",
+               "of repeated runs in one process, the files timed alternately; batch 1 cycles "
+               "over test images spread over the split (machine.batch1_images), so a model "
+               "with exits is timed on its mix of exits (exits: each path alone)",
     "size": "bytes of the ONNX file; sub-8-bit weights are carried in int8, so the file is "
             "at best 4x smaller than fp32 whatever the bits",
 }
@@ -227,7 +236,8 @@ def bench_folder(folder: Path, settings: BenchSettings, *, runtime: str = "all",
     result: dict[str, Any] = {
         "files": {"model": _rel(onnx_path, folder), "baseline": _rel(base_path, folder)},
         "machine": {**machine.describe({r: runtimes.version(r) for r in runtimes.RUNTIMES}),
-                    "threads": list(settings.threads), "rounds": settings.rounds},
+                    "threads": list(settings.threads), "rounds": settings.rounds,
+                    "batch1_images": len(batch1_inputs(images, settings.batch1_images))},
         "runtime": top["runtime"],
         "best": top,
         # the model on its best runtime against the baseline on its best runtime
@@ -331,7 +341,9 @@ def bench_file(path: Path, baseline: Path | None, settings: BenchSettings, *,
             r["speedup"] = _speedups(r["runs"], big)
     result = {"machine": {**machine.describe({r: runtimes.version(r)
                                               for r in runtimes.RUNTIMES}),
-                          "threads": list(settings.threads), "rounds": settings.rounds},
+                          "threads": list(settings.threads), "rounds": settings.rounds,
+                          "batch1_images": len(batch1_inputs(images,
+                                                             settings.batch1_images))},
               "runtimes": per, "meaning": MEANING,
               **({"best": best_of(per, big)} if baseline is not None else {}),
               "note": "random inputs: latency and size only (no data to measure accuracy)"}
