@@ -212,6 +212,10 @@ class TuneSection(_Strict):
     confirm: int = Field(default=4, ge=0, le=1_000)  # candidates re-run on fresh seeds
     # the chance the exported chain's mean test drop is within the budget (search.bound)
     confidence: float = Field(default=0.9, ge=0.5, lt=1.0)
+    # the validation drop trials are held to (None: the budget). The export's bound adds a
+    # margin for noise, so trials at the budget's edge are mostly refused: aim at the budget
+    # less that margin (`seqsearch export` prints it) to tune among chains it can accept
+    aim: float | None = Field(default=None, ge=0.0, le=100.0)
     # what a trial maximises: log BitOpsCR (the paper's), the measured batch-1 speed-up of its
     # lowered ONNX on `runtime`, or both (a multi-objective study and its Pareto front)
     objective: Literal["bitops", "latency", "both"] = "bitops"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,9 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
     b = t.budget if budget is None else budget
     if not 0 <= b <= 100:
         raise SeqsearchError(f"--budget {b}: must lie in [0, 100] (accuracy-drop points)")
+    if t.aim is not None and t.aim > b:
+        raise SeqsearchError(f"tune.aim {t.aim:g} is above the budget {b:g}: aim at the budget "
+                             "less the export's margin (export prints it), or leave aim out")
     n = t.trials if trials is None else trials
     if n < 1:
         raise SeqsearchError(f"--n-trials {n}: must be at least 1")
@@ -373,7 +377,8 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
         base_val = float(baseline_metrics(study, out_dir)["val_accuracy"])
         initial = warm_start(pd.read_csv(out_dir / "runs.csv"),
                              json.loads((out_dir / "samples.json").read_text()), fixed,
-                             base_val, b, t.warm_start, study.space)
+                             base_val, b if t.aim is None else t.aim, t.warm_start,
+                             study.space)
     choices = subchains(chains)
     extra = tuple(dict.fromkeys(p["chain"] for p in initial if p["chain"] not in choices))
     if multi_objective and t.objective != "bitops":
@@ -382,7 +387,7 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
                              "BitOpsCR and measured speed-up")
     return TuneOptions(chains=choices + extra, orders=chains, trials=n, budget=b,
                        multi_objective=multi_objective, objective=t.objective,
-                       runtime=t.runtime, space=tuple(study.space.items()),
+                       runtime=t.runtime, space=tuple(study.space.items()), aim=t.aim,
                        initial=initial,
                        pruner=t.pruner if pruner is None else pruner,
                        prune_slack=t.prune_slack, seed=study.seed,
@@ -456,7 +461,7 @@ def trials_frame(trials: Sequence[Any]) -> Any:
 def tune_counts(name: str, opts: Any, trials: Sequence[Any]) -> dict[str, Any]:
     states = [t.state.name for t in trials]
     return {
-        "study": name, "budget": opts.budget, "chains": list(opts.chains),
+        "study": name, "budget": opts.budget, "aim": opts.aim, "chains": list(opts.chains),
         "trials": len(trials),
         "warm_start_trials": sum(1 for t in trials if t.user_attrs.get("warm_start")),
         "sampler_trials": sum(1 for t in trials if not t.user_attrs.get("warm_start")),
@@ -638,6 +643,11 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                        for x in got.considered]})
     if not got.feasible:
         note(f"[export] {c.chain} exported, but {got.why}")
+        noise = confirmation.get("noise_margin")
+        if noise is not None and math.isfinite(noise) and study.tune.aim is None:
+            note(f"[export] the bound adds {noise:.2f} points of noise to a candidate's mean "
+                 f"validation drop: `tune.aim: {max(opts.budget - noise, 0.0):.2f}` tunes "
+                 "among chains it can accept (a new tuning study; docs/study-files.md)")
     return {"chain": str(chain_path), "model": str(model_path),
             "onnx": str(onnx_path) if onnx_path else None, "exported": c.chain,
             "from": c.source, "id": c.ident, "feasible": got.feasible, **confirmation}

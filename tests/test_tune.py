@@ -247,3 +247,29 @@ def test_a_slot_taken_but_never_claimed_is_queued_again(tmp_path, monkeypatch):
     assert again.user_attrs == {"slot": 3, "warm_start": True}
     assert again.system_attrs["fixed_params"] == {"x": 0.25}
     assert not unclaimed(st)
+
+
+def test_a_trial_is_held_to_the_aim_and_the_study_keeps_the_budget(stage_setup):
+    model, data, ctx, ref = stage_setup
+    runner = ChainRunner(model, data, ctx, ref, None, "k")
+    plain = TuneOptions(chains=("PQ",), trials=1, budget=100.0)
+    aimed = TuneOptions(chains=("PQ",), trials=1, budget=100.0, aim=40.0)
+    a, b = FixedTrial(dict(PARAMS)), FixedTrial(dict(PARAMS))
+    Objective(runner, plain)(a)
+    Objective(runner, aimed)(b)
+    assert a.user_attrs["drop"] == b.user_attrs["drop"]
+    assert b.user_attrs["constraint"] == pytest.approx(b.user_attrs["drop"] - 40.0, abs=1e-3)
+    assert aimed.study_name("s") != plain.study_name("s")  # never mixed with the plain study
+    assert aimed.target == 40.0 and plain.target == 100.0
+
+
+def test_an_aim_above_the_budget_is_refused():
+    from seqsearch.config import parse_study
+    from seqsearch.errors import SeqsearchError
+    from seqsearch.pipeline import tune_options
+
+    study = parse_study({"version": 1, "name": "t", "model": {"name": "tiny"},
+                         "tune": {"budget": 1.0, "aim": 1.5}})
+    with pytest.raises(SeqsearchError, match="tune.aim 1.5 is above the budget 1"):
+        tune_options(study, ("PQ",), trials=None, budget=None, multi_objective=False,
+                     pruner=None)

@@ -49,7 +49,7 @@ from seqsearch.train import DivergedError
 class TuneOptions:
     chains: tuple[str, ...]  # the choices of the `chain` param: sub-chains and warm starts
     trials: int  # the sampler's own trials; the warm start comes on top
-    budget: float  # accuracy-drop budget, percentage points
+    budget: float  # accuracy-drop budget, percentage points (the export's promise)
     multi_objective: bool = False
     pruner: bool = True
     prune_slack: float = 1.0
@@ -62,11 +62,20 @@ class TuneOptions:
     objective: str = "bitops"  # bitops | latency | both (tune.objective)
     runtime: str = "onnxruntime"  # where `latency` is measured (tune.runtime)
     space: tuple[tuple[str, Any], ...] = ()  # the study's narrowed params (search.space)
+    aim: float | None = None  # the drop trials are held to (tune.aim); None: the budget
+
+    @property
+    def target(self) -> float:
+        """The validation drop a trial must keep to count as feasible: `aim` where set (the
+        budget less the export's margin, so the trials are the chains the bound accepts),
+        else the budget."""
+        return self.budget if self.aim is None else self.aim
 
     def study_name(self, name: str) -> str:
         mode = "-mo" if self.multi_objective else ""
         goal = "" if self.objective == "bitops" else f"-{self.objective}-{self.runtime}"
-        return f"{name}-tune-b{self.budget:g}{mode}{goal}"
+        aim = "" if self.aim is None else f"-aim{self.aim:g}"
+        return f"{name}-tune-b{self.budget:g}{aim}{mode}{goal}"
 
     @property
     def directions(self) -> int:
@@ -234,12 +243,12 @@ class Objective:
                 trial.report(math.log(bitops_cr(ref.bitops, rec["val_bitops"])), k - 1)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_after", chain[:k])
-                    excess = drop - self.opts.budget - BUDGET_TOLERANCE
+                    excess = drop - self.opts.target - BUDGET_TOLERANCE
                     trial.set_user_attr("constraint", excess)
                     trial.set_constraint("accuracy_drop", excess)
                     raise optuna.TrialPruned(f"val drop {drop:.2f} after {chain[:k]}")
         assert result is not None
-        point = choose_point(points, base_acc, self.opts.budget)
+        point = choose_point(points, base_acc, self.opts.target)
         val_acc, val_bitops = point["val_accuracy"], point["val_bitops"]
         test_acc, test_bitops = point["test_accuracy"], point["bitops"]
         attrs: dict[str, Any] = {"chain": chain, "trained": trained,
@@ -255,7 +264,7 @@ class Objective:
                      bitops_cr=bitops_cr(ref.bitops, test_bitops),
                      cr=result.records[-1]["cr"], drop=drop,
                      test_drop=100 * (ref.test_accuracy - test_acc),
-                     constraint=drop - self.opts.budget - BUDGET_TOLERANCE)  # ≤ 0: feasible
+                     constraint=drop - self.opts.target - BUDGET_TOLERANCE)  # ≤ 0: feasible
         log_cr = math.log(bitops_cr(ref.bitops, val_bitops))
         log_speed = None
         if self.meter is not None:
@@ -289,13 +298,15 @@ def create_study(storage: optuna.storages.BaseStorage, name: str, opts: TuneOpti
     sampler = optuna.samplers.TPESampler(
         seed=opts.seed + 1000 * worker, multivariate=True, n_startup_trials=opts.startup_trials)
     pruner: optuna.pruners.BasePruner = (
-        BudgetPruner(opts.budget, opts.prune_slack) if opts.pruner and opts.directions == 1
+        BudgetPruner(opts.target, opts.prune_slack) if opts.pruner and opts.directions == 1
         else optuna.pruners.NopPruner())
     kwargs: dict[str, Any] = ({"directions": ["maximize", "maximize"]}
                               if opts.directions == 2 else {"direction": "maximize"})
     study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                 pruner=pruner, load_if_exists=True, **kwargs)
     study.set_user_attr("budget", opts.budget)
+    if opts.aim is not None:
+        study.set_user_attr("aim", opts.aim)
     study.set_user_attr("chains", list(opts.chains))
     # named, so optuna-dashboard shows these instead of "Objective 0"; the API is stable
     # since Optuna 3.2 but still flagged experimental, which users need not read every run
