@@ -9,7 +9,8 @@ two control arms share units (same sample, both seeds), it also gives the per-un
 statistic from heads to joint, with a sign-flip p-value over those units: whether joint training
 moves the effect, on the very same parameter samples.
 
-    PYTHONPATH=. python scripts/research/e-control.py [--json reports/vgg11-mnist5k-ejoint/e-control.json]
+    PYTHONPATH=. python scripts/research/e-control.py \
+        [--json reports/vgg11-mnist5k-ejoint/e-control.json]
 """
 
 from __future__ import annotations
