@@ -37,3 +37,17 @@ def test_every_file_is_timed_at_batch_1_on_the_same_images_in_the_same_order(tmp
     measure_alternately(files, images, settings)
     assert seen["baseline.onnx"] == seen["model.onnx"]
     assert len(set(seen["model.onnx"])) == 8  # one model call per image, cycling
+
+
+def test_best_pairs_report_the_mean_beside_the_median():
+    from seqsearch.deploy.command import best_of
+
+    def runs(median: float, mean: float, ips: float) -> dict:
+        return {"by_threads": {"1": {"batch1_median_ms": median, "batch1_mean_ms": mean,
+                                     "batch64_images_per_s": ips}}}
+
+    per = {"onnxruntime": {"runs": {"baseline": runs(0.2, 0.2, 100.0),
+                                    "model": runs(0.1, 0.16, 150.0)}}}
+    b1 = best_of(per, "batch64_images_per_s")["batch1"]
+    assert b1["speedup"] == 2.0  # the median: most images leave at the first exit
+    assert b1["speedup_mean"] == 1.25  # the mean weighs the late exits in

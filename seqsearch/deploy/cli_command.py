@@ -100,7 +100,9 @@ def _best_line(b: dict[str, Any]) -> str:
     b1, b64 = b["batch1"], b["batch64"]
     return (f"best: model on {b1['model']['runtime']} ({b1['model']['threads']} thr) vs fp32 "
             f"baseline on {b1['baseline']['runtime']} ({b1['baseline']['threads']} thr) batch 1 "
-            f"{b1['speedup']:.2f}x; batch 64: model on {b64['model']['runtime']} vs baseline on "
+            f"{b1['speedup']:.2f}x"
+            + (f" (mean latency {b1['speedup_mean']:.2f}x)" if "speedup_mean" in b1 else "")
+            + f"; batch 64: model on {b64['model']['runtime']} vs baseline on "
             f"{b64['baseline']['runtime']} {b64['speedup']:.2f}x")
 
 

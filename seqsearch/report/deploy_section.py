@@ -61,9 +61,11 @@ def deploy_text(out_dir: Path) -> str:
     if d.get("bitops_cr") is not None and d.get("cr") is not None:
         theory = (f"BitOpsCR {ratio(d['bitops_cr'])} and CR {ratio(d['cr'])} are "
                   "theoretical: BitOps and parameter bits at the chosen bits. ")
+    mean = (f", {float(s['batch1_mean']):.2f}× on the mean over its exits' mix"
+            if "batch1_mean" in s and d["runtimes"].get(d["runtime"], {}).get("exits") else "")
     text = (
         f"{theory}Measured ({_where(d)}): speedup {float(s['batch1']):.2f}× at batch 1 "
-        f"(latency), {float(s['batch64']):.2f}× at batch 64 (images/s); file "
+        f"(median latency{mean}), {float(s['batch64']):.2f}× at batch 64 (images/s); file "
         f"{float(z['ratio']):.2f}× smaller ({int(z['model_bytes']):,} bytes); test accuracy "
         f"{100 * a['onnx']:.2f} % in ONNX vs {100 * a['fake_quant']:.2f} % fake-quant, "
         f"{100 * a['identical_predictions']:.2f} % identical predictions."
