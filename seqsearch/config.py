@@ -204,6 +204,9 @@ class TuneSection(_Strict):
     trials: int = Field(default=20, ge=1, le=100_000)
     budget: float = Field(default=1.0, ge=0.0, le=100.0)
     chains: list[str] | None = None
+    # [true] tune every sub-chain of the candidate orders (each stage on or off); false: the
+    # full orders only, every stage present (the paper tunes the whole chain)
+    subchains: bool = True
     fixed: dict[str, Any] = Field(default_factory=dict)
     pruner: bool = True
     prune_slack: float = Field(default=1.0, ge=0.0, le=100.0)

@@ -379,7 +379,9 @@ def tune_options(study: StudyConfig, chains: tuple[str, ...], *, trials: int | N
                              json.loads((out_dir / "samples.json").read_text()), fixed,
                              base_val, b if t.aim is None else t.aim, t.warm_start,
                              study.space)
-    choices = subchains(chains)
+    choices = subchains(chains) if t.subchains else tuple(dict.fromkeys(chains))
+    if not t.subchains:  # a warm start is a probe pair or single: not a full order
+        initial = tuple(p for p in initial if p["chain"] in choices)
     extra = tuple(dict.fromkeys(p["chain"] for p in initial if p["chain"] not in choices))
     if multi_objective and t.objective != "bitops":
         raise SeqsearchError(f"--multi-objective (accuracy and BitOpsCR) with tune.objective "

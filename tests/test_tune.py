@@ -273,3 +273,18 @@ def test_an_aim_above_the_budget_is_refused():
     with pytest.raises(SeqsearchError, match="tune.aim 1.5 is above the budget 1"):
         tune_options(study, ("PQ",), trials=None, budget=None, multi_objective=False,
                      pruner=None)
+
+
+def test_subchains_false_tunes_the_full_orders_only():
+    from seqsearch.config import parse_study
+    from seqsearch.pipeline import tune_options
+
+    raw = {"version": 1, "name": "t", "model": {"name": "tiny"},
+           "tune": {"chains": ["PQ", "QP"], "subchains": False}}
+    opts = tune_options(parse_study(raw), ("PQ", "QP"), trials=None, budget=None,
+                        multi_objective=False, pruner=None)
+    assert opts.chains == ("PQ", "QP")
+    raw["tune"]["subchains"] = True
+    every = tune_options(parse_study(raw), ("PQ", "QP"), trials=None, budget=None,
+                         multi_objective=False, pruner=None)
+    assert set(every.chains) == {"PQ", "QP", "P", "Q"}
