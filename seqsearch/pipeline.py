@@ -590,7 +590,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                  for k in range(1, FRESH_SEEDS + 1))]
     meter = latency_meter(base, out_dir, opts) if opts.objective == "latency" else None
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
-                  float(base.metrics["val_accuracy"]), opts.budget, study.tune.confirm, runners,
+                  float(base.metrics["val_accuracy"]), opts.budget,
+                  study.tune.confirm_count((out_dir / "runs.csv").is_file()), runners,
                   confidence=study.tune.confidence,
                   images=(len(base.data.val), len(base.data.test)),
                   base_test=float(base.metrics["test_accuracy"]),

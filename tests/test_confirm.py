@@ -101,12 +101,15 @@ def test_a_two_seed_probe_point_beats_the_tune_trials_and_is_exported_without_a_
     assert got.measured == {"points": 1, "runs_csv_points": 1, "within_budget": 1}
 
 
+# P's sample 0 on 10 seeds (mean 0.978): σ_run from 9 dof, so the bound's quantile (Student's t
+# at σ_run's dof) is near the normal one; with 2 seeds (1 dof) it would be 3.08
+P_SEEDS = [("single", "P", 0, s, 0.979 - 0.002 * (s % 2)) for s in range(10)]
+
+
 def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
     """One seed is no confirmation: QP (seed 0 only) is re-run on the fresh seed, regresses and
     is not exported; the two-seed P point is."""
-    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
-                                               ("single", "P", 0, 0, 0.979),
-                                               ("single", "P", 0, 1, 0.977)])
+    runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975)] + P_SEEDS)
     assert [c.chain for c in measured_candidates(pd.read_csv(runs_csv), SAMPLES)] == ["P"]
     study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
     fresh = _fresh({"QP": 0.95})
@@ -142,9 +145,7 @@ def test_a_tune_trial_of_a_measured_point_is_judged_on_all_its_seeds(tmp_path):
     two seeds: seeds 0 and 1 alone would pass (mean drop 0.55), the three do not (1.2), so
     the chain is not exported on its luckier pair of seeds."""
     runs_csv, samples_json = _write(tmp_path, [("pair", "QP", 1, 0, 0.975),
-                                               ("pair", "QP", 1, 1, 0.974),
-                                               ("single", "P", 0, 0, 0.979),
-                                               ("single", "P", 0, 1, 0.977)])
+                                               ("pair", "QP", 1, 1, 0.974)] + P_SEEDS)
     study = _Runner(0, {"QP": 0.975, "P": 0.979}, cached={"QP", "P"})
     fresh = _fresh({"QP": 0.955})
     got = confirm(runs_csv, samples_json, [_trial(0, "QP", 1, 0.975)], BASE, 1.0, 2,

@@ -392,7 +392,7 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
         sd, dof = pooled_sd([drops(c) for c in confirmed])
         where = f"the confirmation runs of {len(confirmed)} candidates ({dof:.0f} dof)"
     if sd is None:
-        sd = binomial_drop_sd(base_val, images[0])
+        sd, dof = binomial_drop_sd(base_val, images[0]), math.inf
         where = f"binomial image noise of {images[0]} validation images (no repeated point)"
     xs, ys, vs = [], [], []
     if len(runs):
@@ -407,7 +407,7 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
         ys.append(100 * (base_val - t.val_accuracy))
         vs.append(sd ** 2)
     return ExportRule(budget, confidence, sd, where, images[0], images[1],
-                      EdgePrior.fit(xs, ys, vs))
+                      EdgePrior.fit(xs, ys, vs), sigma_dof=dof)
 
 
 def confirm(runs_csv: Path, samples_json: Path, trials: Sequence[Any], base_val: float,
