@@ -132,9 +132,11 @@ def bound_text(c: dict[str, Any], budget: float | None) -> str:
     base = c.get("baseline_runs")
     runs = (f"{c['judging_runs']} runs and {base:g} baseline run{'s' if base != 1 else ''}"
             if base is not None else f"{c['judging_runs']} runs")
+    dof = c.get("sigma_run_dof")
+    quantile = f"t({dof:.0f})" if dof is not None else "z"  # Student's t at σ_run's dof
     return (f"Predictive bound at confidence {c['confidence']:g}: mean validation drop "
             f"{c['mean_val_drop']:+.2f} over {c['judging_runs']} judging runs{curse} + "
-            f"{c['noise_margin']:.2f} (z {c['z']:.2f} × σ_run {c['sigma_run']:.2f} points "
+            f"{c['noise_margin']:.2f} ({quantile} {c['z']:.2f} × σ_run {c['sigma_run']:.2f} points "
             f"over {runs}, "
             f"σ_run from {c['sigma_run_from']}) = {c['bound']:.2f} against the budget "
             f"{budget if budget is not None else '?'}: margin {c['margin']:+.2f}{test}.")
