@@ -216,10 +216,6 @@ class TuneSection(_Strict):
     # (σ_run from them), 8 without a probe (σ_run from these runs alone: with 4 the promise
     # at 0.9 held in 0.88 of synthetic studies, with 8 in 0.94; tests/test_bound.py)
     confirm: int | None = Field(default=None, ge=0, le=1_000)
-
-    def confirm_count(self, probed: bool) -> int:
-        """The candidates the export re-runs: `confirm`, else 4 with a probe, 8 without."""
-        return self.confirm if self.confirm is not None else (4 if probed else 8)
     # the chance the exported chain's mean test drop is within the budget (search.bound)
     confidence: float = Field(default=0.9, ge=0.5, lt=1.0)
     # the validation drop trials are held to (None: the budget). The export's bound adds a
@@ -230,6 +226,10 @@ class TuneSection(_Strict):
     # lowered ONNX on `runtime`, or both (a multi-objective study and its Pareto front)
     objective: Literal["bitops", "latency", "both"] = "bitops"
     runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
+
+    def confirm_count(self, probed: bool) -> int:
+        """The candidates the export re-runs: `confirm`, else 4 with a probe, 8 without."""
+        return self.confirm if self.confirm is not None else (4 if probed else 8)
 
 
 class RunSection(_Strict):
