@@ -212,8 +212,8 @@ class TuneSection(_Strict):
     prune_slack: float = Field(default=1.0, ge=0.0, le=100.0)
     startup_trials: int = Field(default=5, ge=1, le=10_000)
     warm_start: int = Field(default=8, ge=0, le=10_000)  # measured points queued on top
-    # candidates re-run on fresh seeds; None: 4 where the probe measured points on two seeds
-    # (σ_run from them), 8 without a probe (σ_run from these runs alone: with 4 the promise
+    # candidates re-run on fresh seeds; None: 4 where the probe's points measured on two seeds
+    # give σ_run 10 dof or more, else 8 (σ_run from these runs alone: with 4 the promise
     # at 0.9 held in 0.88 of synthetic studies, with 8 in 0.94; tests/test_bound.py)
     confirm: int | None = Field(default=None, ge=0, le=1_000)
     # the chance the exported chain's mean test drop is within the budget (search.bound)
@@ -228,7 +228,8 @@ class TuneSection(_Strict):
     runtime: Literal["onnxruntime", "openvino"] = "onnxruntime"
 
     def confirm_count(self, probed: bool) -> int:
-        """The candidates the export re-runs: `confirm`, else 4 with a probe, 8 without."""
+        """The candidates the export re-runs: `confirm`, else 4 where the probe's repeated
+        points price σ_run (`probed`), 8 where they do not."""
         return self.confirm if self.confirm is not None else (4 if probed else 8)
 
 

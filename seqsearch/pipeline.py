@@ -572,7 +572,13 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     from seqsearch.chain import plan, runner_for, save_model
     from seqsearch.deploy.command import write_model_onnx
     from seqsearch.report.export import chain_document, pinned_policy, write_chain
-    from seqsearch.search.confirm import FRESH_SEED_OFFSET, FRESH_SEEDS, confirm
+    from seqsearch.search.confirm import (
+        FRESH_SEED_OFFSET,
+        FRESH_SEEDS,
+        MIN_DOF,
+        confirm,
+        measured_dof,
+    )
     from seqsearch.search.tune import slot_trials
 
     preflight(study)
@@ -589,9 +595,11 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                             seed=study.seed + k * FRESH_SEED_OFFSET)
                  for k in range(1, FRESH_SEEDS + 1))]
     meter = latency_meter(base, out_dir, opts) if opts.objective == "latency" else None
+    # 4 candidates where the probe's repeated points price σ_run, 8 where only they will
+    probed = measured_dof(out_dir / "runs.csv", out_dir / "samples.json") >= MIN_DOF
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
                   float(base.metrics["val_accuracy"]), opts.budget,
-                  study.tune.confirm_count((out_dir / "runs.csv").is_file()), runners,
+                  study.tune.confirm_count(probed), runners,
                   confidence=study.tune.confidence,
                   images=(len(base.data.val), len(base.data.test)),
                   base_test=float(base.metrics["test_accuracy"]),

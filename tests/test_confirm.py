@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 from seqsearch.chain import plan
-from seqsearch.search.confirm import FRESH_SEED_OFFSET, confirm, measured_candidates
+from seqsearch.config import TuneSection
+from seqsearch.search.confirm import (
+    FRESH_SEED_OFFSET,
+    MIN_DOF,
+    confirm,
+    measured_candidates,
+    measured_dof,
+)
 from seqsearch.stages import get_stage
 
 SAMPLES = {"P": [{"ratio": 0.3, "importance": "magnitude", "global_pruning": False},
@@ -119,6 +126,27 @@ def test_a_point_measured_on_one_seed_is_not_taken_as_confirmed(tmp_path):
     assert fresh.calls == ["QP"]  # the one-seed point re-run; the two-seed one not
     qp = next(c for c in got.considered if c.chain == "QP")
     assert qp.seeds == [0, FRESH_SEED_OFFSET] and qp.confirmed_by().startswith("confirmation")
+
+
+def test_the_export_confirms_four_only_where_the_probe_prices_sigma_run(tmp_path):
+    """A probe on one seed (the default) measures no point twice: σ_run then comes from the
+    confirmation runs alone, so the export re-runs 8 candidates, as without a probe; 4 once
+    the probe's repeated points give σ_run MIN_DOF degrees of freedom."""
+    assert measured_dof(tmp_path / "runs.csv", tmp_path / "samples.json") == 0  # no probe
+    one_seed = [("single", "P", 0, 0, 0.979), ("single", "Q", 0, 0, 0.978),
+                ("pair", "QP", 1, 0, 0.975)]
+    _write(tmp_path, one_seed)
+    assert measured_dof(tmp_path / "runs.csv", tmp_path / "samples.json") == 0
+    _write(tmp_path, one_seed + P_SEEDS[1:])  # P sample 0 on 10 seeds: 9 dof
+    dof = measured_dof(tmp_path / "runs.csv", tmp_path / "samples.json")
+    assert dof == 9 < MIN_DOF
+    _write(tmp_path, one_seed + P_SEEDS[1:] + [("single", "Q", 0, 1, 0.977),
+                                               ("pair", "QP", 1, 1, 0.974)])
+    dof = measured_dof(tmp_path / "runs.csv", tmp_path / "samples.json")
+    assert dof == 11 >= MIN_DOF
+    tune = TuneSection()
+    assert tune.confirm_count(False) == 8 and tune.confirm_count(True) == 4
+    assert TuneSection(confirm=2).confirm_count(False) == 2
 
 
 def test_a_two_seed_point_whose_mean_is_over_the_budget_is_not_taken(tmp_path):

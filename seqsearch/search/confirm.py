@@ -218,6 +218,18 @@ def measured_candidates(runs: pd.DataFrame, samples: dict[str, list[dict[str, An
     return sorted(out, key=lambda c: (-c.val_bitops_cr, -c.val_accuracy))
 
 
+def measured_dof(runs_csv: Path, samples_json: Path) -> float:
+    """The degrees of freedom σ_run gets from the study's measured points (each model counted
+    once, as `make_rule` pools them): 0 without a probe or where it ran one seed only."""
+    if not (runs_csv.is_file() and samples_json.is_file()):
+        return 0.0
+    measured = measured_candidates(pd.read_csv(runs_csv), json.loads(samples_json.read_text()))
+    per_model: dict[str, int] = {}
+    for c in measured:
+        per_model[c.model] = per_model.get(c.model, 0) + 1
+    return sum((len(c.judging) - 1) / per_model[c.model] for c in measured)
+
+
 def measured_counts(runs: pd.DataFrame, measured: Sequence[Candidate]) -> dict[str, int]:
     """How the measured points count: distinct chains and params on two or more seeds
     (`points`) beside runs.csv's (order, sample, τ) points on two or more seeds
