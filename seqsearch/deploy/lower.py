@@ -391,9 +391,9 @@ def _lower_layer(name: str, layer: nn.Conv2d | nn.Linear, bn: nn.Module | None,
         if bool((peak > 127).any()) and not integer_kernel:
             weight = ints * scales.view(view)
             ints = scales = None
-            out.notes.append(f"{name}: 8-bit weights kept as exact float values (int8 holds "
-                             "127 levels a side, DoReFa's 8 bits use 255; this layer runs "
-                             "as a float op anyway)")
+            out.notes.append(f"{name}: 8-bit weights kept as exact float values (they reach "
+                             f"{float(peak.max()):.0f} levels a side, int8 holds 127; this "
+                             "layer runs as a float op anyway)")
         elif bool(over.any()):
             exact = False
             factor = torch.where(over, peak / limit, torch.ones_like(peak))
