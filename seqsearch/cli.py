@@ -174,11 +174,12 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = True) -> int:
     from seqsearch.preflight import check_fixed, preflight
-    from seqsearch.search.plan import dry_run, pilot_power
+    from seqsearch.search.plan import done_runs, dry_run, pilot_power
 
     shape = preflight(study)  # every check a real run makes before it trains
     plan = dry_run(study)
     plan["pilot_power"] = None if out is None else pilot_power(out)
+    plan["done"] = None if out is None else done_runs(out)
     plan["wall_time"] = None
     if timed:
         from seqsearch.search.estimate import estimate
@@ -194,6 +195,10 @@ def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = Tru
     print(f"probe: {plan['probe_runs']:,} runs, {plan['probe_stage_trainings']:,} stage trainings "
           f"({plan['probe_stage_trainings_without_cache']:,} without the prefix cache), "
           f"{plan['epochs']['probe']:,} epochs")
+    done = plan["done"]
+    if done is not None:
+        print(f"probe done in {out}: {done['single'] + done['pair']:,} runs ({done['single']} "
+              f"single, {done['pair']} pair; the same command goes on from them)")
     print(f"tune: {plan['tune_trials']} trials, at most {plan['tune_stage_trainings_at_most']:,} "
           f"stage trainings, {plan['epochs']['tune_at_most']:,} epochs")
     print(f"estimated compute: {plan['estimated_tflops']:,.1f} TFLOPs (upper bound)")

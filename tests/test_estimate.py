@@ -66,3 +66,22 @@ def test_dry_run_states_wall_time_per_step(tmp_path, capsys):
                                            (3 * 86400, "3.0 days")])
 def test_human(seconds, text):
     assert E.human(seconds) == text
+
+
+def test_dry_run_counts_the_probe_runs_already_done(tmp_path, capsys):
+    """A resumed study's plan says how many probe runs its units/ hold: what the same command
+    skips. Units of other kinds (insertion, brute force) are not probe runs."""
+    study = tmp_path / "s.yaml"
+    study.write_text(json.dumps(STUDY))
+    out = tmp_path / "out"
+    argv = ["run", str(study), "--out", str(out), "--dry-run", "--no-estimate"]
+    assert main(argv) == 0
+    assert "probe done" not in capsys.readouterr().out
+    (out / "units").mkdir(parents=True)
+    for key in ("single-D-k0-s0", "single-P-k0-s0", "pair-DP-k0-s0", "brute-DP-k0-s0"):
+        (out / "units" / f"{key}.json").write_text("{}")
+    assert main(argv) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "probe done" in ln)
+    assert "3 runs (2 single, 1 pair;" in line
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["done"] == {"single": 2, "pair": 1}

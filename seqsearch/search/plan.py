@@ -108,6 +108,20 @@ def min_units(alpha: float, looks: int, pairs: int = 1) -> int:
     return min_units_for(look_alpha(alpha, looks) / max(1, pairs))
 
 
+def done_runs(out_dir: Path) -> dict[str, int] | None:
+    """The probe runs (single and pair units) already done in `out_dir`, by kind, or None
+    where none is: what a run of the same command skips."""
+    units = out_dir / "units"
+    if not units.is_dir():
+        return None
+    counts = {"single": 0, "pair": 0}
+    for path in units.glob("*.json"):
+        kind = path.name.split("-", 1)[0]
+        if kind in counts:
+            counts[kind] += 1
+    return counts if sum(counts.values()) else None
+
+
 def pilot_power(out_dir: Path) -> list[dict[str, Any]] | None:
     """Each pair's power line from a probe already run in `out_dir` (its order.json), or None
     where none ran: before a pilot the noise, hence the power, is unknown."""
