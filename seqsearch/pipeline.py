@@ -595,7 +595,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
                             seed=study.seed + k * FRESH_SEED_OFFSET)
                  for k in range(1, FRESH_SEEDS + 1))]
     meter = latency_meter(base, out_dir, opts) if opts.objective == "latency" else None
-    # 4 candidates where the probe's repeated points price σ_run, 8 where only they will
+    # 4 candidates where the probe's repeated points price σ_run, 8 where it comes from the
+    # confirmation runs alone (no probe, or a one-seed one)
     probed = measured_dof(out_dir / "runs.csv", out_dir / "samples.json") >= MIN_DOF
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
                   float(base.metrics["val_accuracy"]), opts.budget,

@@ -224,10 +224,17 @@ def measured_dof(runs_csv: Path, samples_json: Path) -> float:
     if not (runs_csv.is_file() and samples_json.is_file()):
         return 0.0
     measured = measured_candidates(pd.read_csv(runs_csv), json.loads(samples_json.read_text()))
+    return sum((len(c.judging) - 1) * w for c, w in zip(measured, model_weights(measured),
+                                                         strict=True))
+
+
+def model_weights(cands: Sequence[Candidate]) -> list[float]:
+    """Each candidate's weight in σ_run's pool: 1 / (candidates of its model), so an E
+    model's τ rows, one model measured at several τ, count once."""
     per_model: dict[str, int] = {}
-    for c in measured:
+    for c in cands:
         per_model[c.model] = per_model.get(c.model, 0) + 1
-    return sum((len(c.judging) - 1) / per_model[c.model] for c in measured)
+    return [1 / per_model[c.model] for c in cands]
 
 
 def measured_counts(runs: pd.DataFrame, measured: Sequence[Candidate]) -> dict[str, int]:
@@ -393,12 +400,9 @@ def make_rule(measured: Sequence[Candidate], confirmed: Sequence[Candidate], run
     edge = max(1.0, EDGE_WINDOW * budget)
     near = [c for c in measured if sum(drops(c)) / max(1, len(drops(c))) <= edge]
     pool_of = near if sum(len(c.judging) - 1 for c in near) >= MIN_DOF else list(measured)
-    per_model: dict[str, int] = {}
-    for c in pool_of:
-        per_model[c.model] = per_model.get(c.model, 0) + 1
-    sd, dof = pooled_sd([drops(c) for c in pool_of],
-                        [1 / per_model[c.model] for c in pool_of])
-    where = (f"{len(per_model)} models measured on two or more seeds ({dof:.0f} dof"
+    sd, dof = pooled_sd([drops(c) for c in pool_of], model_weights(pool_of))
+    models = len({c.model for c in pool_of})
+    where = (f"{models} models measured on two or more seeds ({dof:.0f} dof"
              + (f", mean drop within {edge:g} points)" if pool_of is near else ")"))
     if sd is None:
         sd, dof = pooled_sd([drops(c) for c in confirmed])
