@@ -575,9 +575,8 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     from seqsearch.search.confirm import (
         FRESH_SEED_OFFSET,
         FRESH_SEEDS,
-        MIN_DOF,
         confirm,
-        measured_dof,
+        probe_prices_sigma,
     )
     from seqsearch.search.tune import slot_trials
 
@@ -597,7 +596,7 @@ def export_chain(study: StudyConfig, out_dir: Path, opts: Any, *,
     meter = latency_meter(base, out_dir, opts) if opts.objective == "latency" else None
     # 4 candidates where the probe's repeated points price σ_run, 8 where it comes from the
     # confirmation runs alone (no probe, or a one-seed one)
-    probed = measured_dof(out_dir / "runs.csv", out_dir / "samples.json") >= MIN_DOF
+    probed = probe_prices_sigma(out_dir / "runs.csv", out_dir / "samples.json")
     got = confirm(out_dir / "runs.csv", out_dir / "samples.json", trials,
                   float(base.metrics["val_accuracy"]), opts.budget,
                   study.tune.confirm_count(probed), runners,

@@ -19,6 +19,7 @@ from seqsearch.search.confirm import (
     confirm,
     measured_candidates,
     measured_dof,
+    probe_prices_sigma,
 )
 from seqsearch.stages import get_stage
 
@@ -140,10 +141,12 @@ def test_the_export_confirms_four_only_where_the_probe_prices_sigma_run(tmp_path
     _write(tmp_path, one_seed + P_SEEDS[1:])  # P sample 0 on 10 seeds: 9 dof
     dof = measured_dof(tmp_path / "runs.csv", tmp_path / "samples.json")
     assert dof == 9 < MIN_DOF
+    assert not probe_prices_sigma(tmp_path / "runs.csv", tmp_path / "samples.json")
     _write(tmp_path, one_seed + P_SEEDS[1:] + [("single", "Q", 0, 1, 0.977),
                                                ("pair", "QP", 1, 1, 0.974)])
     dof = measured_dof(tmp_path / "runs.csv", tmp_path / "samples.json")
     assert dof == 11 >= MIN_DOF
+    assert probe_prices_sigma(tmp_path / "runs.csv", tmp_path / "samples.json")
     tune = TuneSection()
     assert tune.confirm_count(False) == 8 and tune.confirm_count(True) == 4
     assert TuneSection(confirm=2).confirm_count(False) == 2

@@ -53,7 +53,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     study = load_study(Path(args.study))
-    out_dir = Path(study.output or f"runs/{study.name}")
+    out_dir = study.output_dir()
     base = study_baseline(study, out_dir)
     x = base.data.test.x.float().cpu()[:args.images]
     y = base.data.test.y.cpu().numpy()[:args.images]

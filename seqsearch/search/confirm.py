@@ -228,6 +228,12 @@ def measured_dof(runs_csv: Path, samples_json: Path) -> float:
                                                          strict=True))
 
 
+def probe_prices_sigma(runs_csv: Path, samples_json: Path) -> bool:
+    """Whether the probe's repeated points give σ_run MIN_DOF dof or more: the export then
+    confirms 4 candidates by default, else 8 (`TuneSection.confirm_count`)."""
+    return measured_dof(runs_csv, samples_json) >= MIN_DOF
+
+
 def model_weights(cands: Sequence[Candidate]) -> list[float]:
     """Each candidate's weight in σ_run's pool: 1 / (candidates of its model), so an E
     model's τ rows, one model measured at several τ, count once."""
