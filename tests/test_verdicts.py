@@ -356,3 +356,13 @@ def test_insertion_checks_are_one_look_whatever_the_probe_planned():
     decided = {(c["pair"], c["inserted"]) for c in checks if c["decided"]}
     assert decided == {("AB", "C"), ("AB", "D")}
     assert min(c["alpha"] for c in checks) == pytest.approx(0.1 / 6)
+
+
+def test_power_text_names_a_vanishing_effect_instead_of_its_units():
+    from seqsearch.report.verdicts import power_text
+    pair = {"units": 16, "orders": ["DQ", "QD"], "alpha": 0.05, "effect": 0.0004,
+            "power": {"detectable": 1.68, "sd": 1.65, "units_needed": 59224748104581}}
+    assert "under 0.01 pt" in power_text(pair)
+    pair["effect"] = 2.34
+    pair["power"]["units_needed"] = 1054
+    assert "the 2.34-pt effect seen would need 1054 units" in power_text(pair)

@@ -33,8 +33,11 @@ def power_text(p: dict[str, Any]) -> str:
         return f"{p['units']} unit(s): too few to estimate the noise"
     first = p["orders"][0]
     need = pw.get("units_needed")
-    seen = (f"the {abs(effect(p)):.2f}-pt effect seen would need {need} units"
-            if need is not None else "no effect seen")
+    size = abs(effect(p))
+    if need is None or size < 0.005:  # would print "the 0.00-pt effect … 59224748104581 units"
+        seen = "no effect seen" if need is None else "the effect seen is under 0.01 pt"
+    else:
+        seen = f"the {size:.2f}-pt effect seen would need {need} units"
     at_max = (f"; {pw['max_samples']} units would detect {pw['detectable_at_max_samples']:.2f}"
               if pw.get("detectable_at_max_samples") is not None
               and pw["max_samples"] > p["units"] else "")
