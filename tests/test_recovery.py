@@ -55,7 +55,7 @@ def test_lsq_layer_levels_hold_under_bf16_autocast():
         xq, wq = conv.quantized(x)
     assert xq.dtype == torch.float32 and wq.dtype == torch.float32
     assert len(torch.unique(xq)) <= 4 and len(torch.unique(wq[0])) <= 4
-    ints = wq / conv.weight_step
+    ints = (wq / conv.weight_step).detach()
     assert torch.allclose(ints, ints.round(), atol=1e-4)
     assert float(ints.min()) >= -2 and float(ints.max()) <= 1
     # 1-bit weights are BWN: sign(w)·mean|w|, not LSQ's empty signed grid
