@@ -175,6 +175,7 @@ def _study_and_dir(args: argparse.Namespace) -> tuple[Any, Any]:
 def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = True) -> int:
     from seqsearch.preflight import check_fixed, preflight
     from seqsearch.search.plan import done_runs, dry_run, pilot_power
+    from seqsearch.search.stats import units_needed_text
 
     shape = preflight(study)  # every check a real run makes before it trains
     plan = dry_run(study)
@@ -235,10 +236,11 @@ def _print_plan(study: Any, as_json: bool, out: Any = None, *, timed: bool = Tru
     else:
         for p in pilot:
             if p.get("detectable") is not None:
+                need = units_needed_text(p)
+                seen = ("no effect is seen" if need is None else
+                        f"the {abs(p['effect'] or 0):.2f}-pt effect seen needs {need} units")
                 print(f"power from the probe already run: {p['pair']}: {p['units']} units "
-                      f"detect {p['detectable']:.2f} pts with 80 % power; the "
-                      f"{abs(p['effect'] or 0):.2f}-pt effect seen needs "
-                      f"{p.get('units_needed')} units")
+                      f"detect {p['detectable']:.2f} pts with 80 % power; {seen}")
     k, need = q["max_samples"], plan["min_samples_to_decide"]
     if k < need:
         print(f"note: at most {k} samples cannot decide any pair (the paired test needs at "

@@ -64,6 +64,9 @@ def test_verdict_table_has_no_confidence_column():
         "pair": "DE", "verdict": "ED first", "effect (points)": "-0.64", "p-value": "0.0063",
         "Holm level": "0.0083", "units": "16", "seeds": "2", "detectable (points)": "0.76",
         "units needed": "23"}
+    order["pairs"][0]["power"] = {"detectable": 0.7612, "units_needed": None,
+                                  "units_needed_over": 100_000}
+    assert D.verdicts(order).iloc[0]["units needed"] == "over 100,000"
 
 
 def test_budget_and_goal_tables_show_ratios():

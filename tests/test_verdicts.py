@@ -358,11 +358,32 @@ def test_insertion_checks_are_one_look_whatever_the_probe_planned():
     assert min(c["alpha"] for c in checks) == pytest.approx(0.1 / 6)
 
 
+def test_power_line_caps_the_units_needed_instead_of_printing_the_normal_approximation():
+    """A vanishing effect once gave the normal approximation's 59,224,748,104,581 units: the
+    search now stops at UNITS_CAP and says so."""
+    from seqsearch.search.stats import UNITS_CAP, units_needed_text
+
+    diffs = [1.65, -1.65] * 8 + [0.0064]  # sd 1.6, mean 0.0004
+    pw = power_line(diffs, 0.05)
+    assert pw["units_needed"] is None and pw["units_needed_over"] == UNITS_CAP
+    assert units_needed_text(pw) == "over 100,000"
+    # just under the cap the exact search still answers, and the answer holds
+    pw = power_line([1.0, 2.0, 3.0], 0.05, effect=0.5)
+    assert units_needed_text(pw) == f"{pw['units_needed']:,}" and "units_needed_over" not in pw
+    assert units_needed_text({"units_needed": None}) is None  # no effect seen
+    # an order.json written before the cap keeps its raw figure: it reads as over the cap
+    assert units_needed_text({"units_needed": 59224748104581}) == "over 100,000"
+
+
 def test_power_text_names_a_vanishing_effect_instead_of_its_units():
     from seqsearch.report.verdicts import power_text
     pair = {"units": 16, "orders": ["DQ", "QD"], "alpha": 0.05, "effect": 0.0004,
-            "power": {"detectable": 1.68, "sd": 1.65, "units_needed": 59224748104581}}
-    assert "under 0.01 pt" in power_text(pair)
+            "power": {"detectable": 1.68, "sd": 1.65, "units_needed": None,
+                      "units_needed_over": 100_000}}
+    assert "the effect seen is under 0.01 pt (it would need over 100,000 units)" in \
+        power_text(pair)
+    pair["power"] = {"detectable": 1.68, "sd": 1.65, "units_needed": 59224748104581}
+    assert "over 100,000 units" in power_text(pair)  # an older order.json
     pair["effect"] = 2.34
     pair["power"]["units_needed"] = 1054
-    assert "the 2.34-pt effect seen would need 1054 units" in power_text(pair)
+    assert "the 2.34-pt effect seen would need 1,054 units" in power_text(pair)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from seqsearch.report.verdicts import effect, verdict_word
+from seqsearch.search.stats import units_needed_text
 
 MISSING = "–"
 
@@ -98,7 +99,7 @@ def verdicts(order: dict[str, Any]) -> pd.DataFrame:
             p["pair"], verdict_word(p), points(effect(p)), p_value(p["p_value"]),
             p_value(p.get("alpha")), count(p["units"]), count(len(p["seeds"])),
             MISSING if _missing(pw.get("detectable")) else f"{float(pw['detectable']):.2f}",
-            count(pw.get("units_needed"))], strict=True)))
+            units_needed_text(pw) or MISSING], strict=True)))
     return _frame(rows, VERDICT_COLUMNS)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from seqsearch.search.stats import units_needed_text
+
 
 def outcome(p: dict[str, Any]) -> str:
     """`order` (a winner), `equivalent` or `undecided` (order.json of an older seqsearch:
@@ -32,10 +34,12 @@ def power_text(p: dict[str, Any]) -> str:
     if pw.get("detectable") is None:
         return f"{p['units']} unit(s): too few to estimate the noise"
     first = p["orders"][0]
-    need = pw.get("units_needed")
+    need = units_needed_text(pw)
     size = abs(effect(p))
-    if need is None or size < 0.005:  # would print "the 0.00-pt effect … 59224748104581 units"
-        seen = "no effect seen" if need is None else "the effect seen is under 0.01 pt"
+    if need is None:
+        seen = "no effect seen"
+    elif size < 0.005:  # "the 0.00-pt effect seen" reads as no effect; say how small it is
+        seen = f"the effect seen is under 0.01 pt (it would need {need} units)"
     else:
         seen = f"the {size:.2f}-pt effect seen would need {need} units"
     at_max = (f"; {pw['max_samples']} units would detect {pw['detectable_at_max_samples']:.2f}"

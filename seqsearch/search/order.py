@@ -279,7 +279,10 @@ def settle(v: dict[str, Any], level: float, eq_level: float, crit: Criteria,
     at = level if power_level is None else power_level
     power = power_line(diffs, at)
     power["level"] = at
-    power["min_effect_units_needed"] = power_line(diffs, at, crit.min_effect)["units_needed"]
+    at_min = power_line(diffs, at, crit.min_effect)
+    power["min_effect_units_needed"] = at_min["units_needed"]
+    if "units_needed_over" in at_min:
+        power["min_effect_units_needed_over"] = at_min["units_needed_over"]
     if crit.max_samples and power["detectable"] is not None and v["units"]:
         # what the design's largest K could detect at this noise
         power["max_samples"] = crit.max_samples

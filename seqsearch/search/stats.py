@@ -28,6 +28,7 @@ import numpy as np
 
 EXACT_UP_TO = 16
 MONTE_CARLO = 20_000
+UNITS_CAP = 100_000  # power_line searches no further: "over 100,000 units" is answer enough
 
 
 def sign_flip_p(diffs: Sequence[float], *, seed: int = 0) -> float:
@@ -150,7 +151,8 @@ def power_line(diffs: Sequence[float], level: float, effect: float | None = None
     """What a paired sign-flip test of these units could detect: the smallest mean difference
     found with 80 % power at two-sided `level` with this many units (`detectable_effect`), and
     the units needed to find `effect` (default: the observed mean) so. None where the spread
-    is unknown (fewer than 2 units) or the test cannot reach the level with these units."""
+    is unknown (fewer than 2 units) or no effect is seen; where more than UNITS_CAP units
+    would be needed, `units_needed` is None and `units_needed_over` is UNITS_CAP."""
     d = [float(x) for x in diffs if math.isfinite(x)]
     n = len(d)
     if n < 2:
@@ -160,19 +162,38 @@ def power_line(diffs: Sequence[float], level: float, effect: float | None = None
     sd = stdev(d)
     target = abs(sum(d) / n) if effect is None else abs(effect)
     need: int | None = None
+    over: int | None = None
     if sd == 0:
         need = min_units_for(level)
     elif target > 0:
         # the normal approximation undershoots: start there and step up until the test holds
         z = NormalDist().inv_cdf(1 - level / 2) + NormalDist().inv_cdf(POWER)
-        need = max(min_units_for(level), math.ceil((z * sd / target) ** 2))
-        while need < 100_000:
+        start = (z * sd / target) ** 2
+        need = max(min_units_for(level), math.ceil(start)) if start < UNITS_CAP else UNITS_CAP
+        while need < UNITS_CAP:
             found = detectable_effect(need, sd, level)
             if found is not None and found <= target:
                 break
             need += max(1, need // 20)
-    return {"units": n, "sd": sd, "detectable": detectable_effect(n, sd, level),
-            "power": POWER, "units_needed": need}
+        if need >= UNITS_CAP:
+            need, over = None, UNITS_CAP
+    line: dict[str, float | int | None] = {
+        "units": n, "sd": sd, "detectable": detectable_effect(n, sd, level), "power": POWER,
+        "units_needed": need}
+    if over is not None:
+        line["units_needed_over"] = over
+    return line
+
+
+def units_needed_text(power: dict[str, object]) -> str | None:
+    """How power_line's units needed read: a count, "over 100,000" (also for an older
+    order.json that stored the uncapped normal approximation), or None where none applies."""
+    need, over = power.get("units_needed"), power.get("units_needed_over")
+    if isinstance(need, (int, float)) and need >= UNITS_CAP:
+        over = UNITS_CAP
+    elif isinstance(need, (int, float)):
+        return f"{int(need):,}"
+    return f"over {int(over):,}" if isinstance(over, (int, float)) else None
 
 
 def min_units_for(level: float) -> int:
