@@ -11,7 +11,8 @@ import sys
 import time
 
 
-def _fmt(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """h:mm:ss."""
     seconds = max(0, int(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
@@ -32,7 +33,7 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         eta = elapsed / done * (total - done) if done else 0.0
         return (f"[{self.label}] epoch {epoch}/{self.epochs} batch {step}/{self.steps} "
-                f"loss {loss:.4f} elapsed {_fmt(elapsed)} ETA {_fmt(eta)}")
+                f"loss {loss:.4f} elapsed {clock(elapsed)} ETA {clock(eta)}")
 
     def step(self, epoch: int, step: int, loss: float) -> None:
         if not (self.enabled and self.tty):

@@ -423,3 +423,34 @@ def test_a_lower_copy_waits_for_a_higher_one_that_already_looked(tmp_path):
         assert not _taken_elsewhere(study, c, "v")
     finally:
         drop.join()
+
+
+def test_two_workers_count_their_runs_over_the_whole_set(tmp_path, capsys, monkeypatch):
+    """Each worker's progress line counts every worker's runs: k of n over the set, so the
+    last unit taken reads n of n (each worker used to count only its own, to about n / 2)."""
+    import re
+    import threading
+
+    monkeypatch.delenv("SEQSEARCH_QUIET", raising=False)
+    samples = make_samples(STAGES, 3, 0, {})
+    units = pair_units("DPQE", 3, [0])
+    execute = synthetic(set())
+
+    def slow(steps, seed):
+        time.sleep(0.02)
+        return execute(steps, seed)
+
+    probers = [Prober(tmp_path, open_storage(None, tmp_path), "shared", slow, samples)
+               for _ in range(2)]
+    threads = [threading.Thread(target=p.run, args=(units,)) for p in probers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = re.findall(r"\[probe\] run (\d+)/(\d+)(?: on (\d) workers)?:.*?(ETA [0-9:]+)?$",
+                       capsys.readouterr().err, flags=re.M)
+    assert len(lines) == len(units)
+    ks = [int(k) for k, *_ in lines]
+    assert {int(n) for _, n, *_ in lines} == {len(units)}
+    assert max(ks) == len(units) and min(ks) >= 1
+    assert sum(1 for *_, eta in lines if eta) >= len(units) - 2  # all but each first run

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from seqsearch import atomic
 from seqsearch.errors import SeqsearchError
 from seqsearch.metrics import bitops_cr
-from seqsearch.progress import note
+from seqsearch.progress import clock, note
 from seqsearch.search.sampling import stage_samples
 from seqsearch.search.space import stage_space
 from seqsearch.search.storage import claim, reap_dead_trials
@@ -167,7 +167,6 @@ class Prober:
         by_key = {u.key: u for u in units}
         self._queue_missing(study, units)
         counts = {"units": 0, "trained": 0, "cached": 0, "failed": 0}
-        todo = sum(1 for u in units if not self.unit_path(u).is_file())
         start = time.perf_counter()
         while True:
             waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
@@ -201,11 +200,8 @@ class Prober:
                 continue
             trial.set_user_attr("confirmed", True)
             counts["units"] += 1
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (counts["units"] - 1) * (todo - counts["units"] + 1) \
-                if counts["units"] > 1 else 0.0
-            note(f"[probe] run {counts['units']}/{todo}: {unit.kind} {unit.order} "
-                 f"sample {unit.sample} seed {unit.seed} (ETA {eta:.0f} s)")
+            note(self._progress(unit, units, study, counts["units"],
+                                time.perf_counter() - start))
             try:
                 result = self.executor(unit_steps(unit, self.samples), unit.seed)
             except (DivergedError, SeqsearchError) as exc:
@@ -227,6 +223,26 @@ class Prober:
             self.write_table()
         self.write_table()
         return counts
+
+    def _progress(self, unit: Unit, units: Sequence[Unit], study: optuna.Study, mine: int,
+                  elapsed: float) -> str:
+        """One line per unit taken, counted over the whole set, not per worker: run k of n
+        where k counts every worker's finished and running units (this one included), and an
+        ETA from this worker's pace per unit, shared among the workers running now. With
+        several workers each used to print its own k of the set and the whole set's ETA."""
+        finished = {u.key for u in units if self.unit_path(u).is_file()}
+        pending = {u.key for u in units} - finished
+        running = max(1, len({t.user_attrs.get("unit") for t in study.get_trials(
+            deepcopy=False, states=(TrialState.RUNNING,))} & pending))
+        done = len(finished)
+        left = len(units) - done - running  # not yet started by anyone
+        eta = ""
+        if mine > 1:
+            pace = elapsed / (mine - 1)
+            eta = f", ETA {clock(pace * (left + running) / running)}"
+        workers = f" on {running} workers" if running > 1 else ""
+        return (f"[probe] run {done + running}/{len(units)}{workers}: {unit.kind} "
+                f"{unit.order} sample {unit.sample} seed {unit.seed}{eta}")
 
     def _queue_missing(self, study: optuna.Study, units: Sequence[Unit]) -> None:
         """Queue every unit that has no result and no live trial (waiting, running or done)."""
@@ -338,3 +354,4 @@ def _taken_elsewhere(study: optuna.Study, trial: optuna.Trial, key: str) -> bool
 
 
 CLAIM_WAIT_S = 30.0  # a higher copy decides in milliseconds; one that never does is dead
+
