@@ -228,8 +228,7 @@ class Prober:
                   elapsed: float) -> str:
         """One line per unit taken, counted over the whole set, not per worker: run k of n
         where k counts every worker's finished and running units (this one included), and an
-        ETA from this worker's pace per unit, shared among the workers running now. With
-        several workers each used to print its own k of the set and the whole set's ETA."""
+        ETA from this worker's pace per unit, shared among the workers running now."""
         finished = {u.key for u in units if self.unit_path(u).is_file()}
         pending = {u.key for u in units} - finished
         running = max(1, len({t.user_attrs.get("unit") for t in study.get_trials(
@@ -354,4 +353,3 @@ def _taken_elsewhere(study: optuna.Study, trial: optuna.Trial, key: str) -> bool
 
 
 CLAIM_WAIT_S = 30.0  # a higher copy decides in milliseconds; one that never does is dead
-
