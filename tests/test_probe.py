@@ -454,3 +454,21 @@ def test_two_workers_count_their_runs_over_the_whole_set(tmp_path, capsys, monke
     assert {int(n) for _, n, *_ in lines} == {len(units)}
     assert max(ks) == len(units) and min(ks) >= 1
     assert sum(1 for *_, eta in lines if eta) >= len(units) - 2  # all but each first run
+
+
+def test_pair_units_queue_each_samples_singles_one_sample_ahead_of_its_pairs():
+    """Every pair finds both its stages' singles queued before it, and the next sample's too
+    (a worker never waits for a prefix still training); the singles of the sample after that
+    wait for this sample's pairs, so a stopped probe leaves few singles without their pairs."""
+    units = pair_units("DPQE", 11, [0, 1], start=8)
+    assert len(units) == len(set(units)) == 2 * 3 * (4 + 12)
+    groups = [(seed, s) for seed in (0, 1) for s in (8, 9, 10)]
+    at = {(u.order, u.sample, u.seed): i for i, u in enumerate(units)}
+    for u in (u for u in units if u.kind == "pair"):
+        g = groups.index((u.seed, u.sample))
+        ahead = groups[g:g + 2]
+        assert all(at[(a, s, seed)] < at[(u.order, u.sample, u.seed)]
+                   for seed, s in ahead for a in "DPQE")
+        if g + 2 < len(groups):
+            seed, s = groups[g + 2]
+            assert at[("D", s, seed)] > at[(u.order, u.sample, u.seed)]

@@ -77,18 +77,27 @@ def make_samples(stage_names: Sequence[str], k: int, seed: int, fixed: dict[str,
 
 def pair_units(letters: Sequence[str], k: int, seeds: Sequence[int],
                pairs: Sequence[str] | None = None, start: int = 0) -> list[Unit]:
-    """Singles (free: their models are the pairs' cached prefixes) then both orders of every
-    pair (or of `pairs` only, with the singles of their stages), interleaved sample by sample
-    so a partial probe already covers every pair; samples `start` to k − 1."""
+    """Singles (free: their models are the pairs' cached prefixes) and both orders of every
+    pair (or of `pairs` only, with the singles of their stages), for samples `start` to k − 1,
+    sample by sample so a partial probe already covers every pair. A sample's singles are
+    queued one sample ahead of its pairs: a pair's first stage is then a finished single
+    (workers do not wait for a prefix another one is still training), and a probe stopped at
+    any point has trained at most one sample's singles ahead of the pairs it reached (the
+    prefix cache is this machine's: another machine trains those first stages again)."""
     chosen = [a + b for a, b in itertools.combinations(letters, 2)
               if pairs is None or a + b in pairs or b + a in pairs]
     used = [a for a in letters if any(a in p for p in chosen)]
-    units = [Unit(a, s, seed, "single") for seed in seeds for s in range(start, k)
-             for a in used]
-    for seed in seeds:
-        for s in range(start, k):
-            for ab in chosen:
-                units += [Unit(ab, s, seed), Unit(ab[::-1], s, seed)]
+    groups = [(seed, s) for seed in seeds for s in range(start, k)]
+
+    def singles(i: int) -> list[Unit]:
+        return [Unit(a, groups[i][1], groups[i][0], "single") for a in used] \
+            if i < len(groups) else []
+
+    units = singles(0)
+    for i, (seed, s) in enumerate(groups):
+        units += singles(i + 1)
+        for ab in chosen:
+            units += [Unit(ab, s, seed), Unit(ab[::-1], s, seed)]
     return units
 
 
