@@ -177,6 +177,7 @@ class Prober:
         self._queue_missing(study, units)
         counts = {"units": 0, "trained": 0, "cached": 0, "failed": 0}
         start = time.perf_counter()
+        done_at_start = sum(1 for u in units if self.unit_path(u).is_file())
         while True:
             waiting = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                        if t.user_attrs.get("unit") in by_key]
@@ -209,7 +210,7 @@ class Prober:
                 continue
             trial.set_user_attr("confirmed", True)
             counts["units"] += 1
-            note(self._progress(unit, units, study, counts["units"],
+            note(self._progress(unit, units, study, done_at_start,
                                 time.perf_counter() - start))
             try:
                 result = self.executor(unit_steps(unit, self.samples), unit.seed)
@@ -233,21 +234,19 @@ class Prober:
         self.write_table()
         return counts
 
-    def _progress(self, unit: Unit, units: Sequence[Unit], study: optuna.Study, mine: int,
-                  elapsed: float) -> str:
+    def _progress(self, unit: Unit, units: Sequence[Unit], study: optuna.Study,
+                  done_at_start: int, elapsed: float) -> str:
         """One line per unit taken, counted over the whole set, not per worker: run k of n
         where k counts every worker's finished and running units (this one included), and an
-        ETA from this worker's pace per unit, shared among the workers running now."""
+        ETA from the rate at which all workers finished units since this one started."""
         finished = {u.key for u in units if self.unit_path(u).is_file()}
         pending = {u.key for u in units} - finished
         running = max(1, len({t.user_attrs.get("unit") for t in study.get_trials(
             deepcopy=False, states=(TrialState.RUNNING,))} & pending))
         done = len(finished)
-        left = len(units) - done - running  # not yet started by anyone
         eta = ""
-        if mine > 1:
-            pace = elapsed / (mine - 1)
-            eta = f", ETA {clock(pace * (left + running) / running)}"
+        if done > done_at_start:
+            eta = f", ETA {clock(elapsed / (done - done_at_start) * (len(units) - done))}"
         workers = f" on {running} workers" if running > 1 else ""
         return (f"[probe] run {done + running}/{len(units)}{workers}: {unit.kind} "
                 f"{unit.order} sample {unit.sample} seed {unit.seed}{eta}")
