@@ -63,6 +63,17 @@ def probe_synthetic(tmp_path, preferences, *, k=8, stop_after=None):
     return prober
 
 
+def run_side_by_side(probers, units):
+    """Each prober in its own thread on the same units, as workers on one storage."""
+    import threading
+
+    threads = [threading.Thread(target=p.run, args=(units,)) for p in probers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 CRIT = Criteria(baseline_accuracy=0.99, max_drop=5.0, tie_threshold=0.05, bootstrap=50)
 
 
@@ -311,7 +322,6 @@ def test_a_unit_queued_twice_runs_once(tmp_path):
     """Two processes that start on an empty study each queue every unit; their workers then
     take the two copies of a unit. Planted here: every unit queued twice, two probers in
     threads on one storage. Each unit still runs exactly once, and none is lost."""
-    import threading
     from collections import Counter
 
     import optuna
@@ -333,11 +343,7 @@ def test_a_unit_queued_twice_runs_once(tmp_path):
 
     probers = [Prober(tmp_path, open_storage(None, tmp_path), "twice", counted, samples)
                for _ in range(2)]
-    threads = [threading.Thread(target=p.run, args=(units,)) for p in probers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_side_by_side(probers, units)
     assert sum(ran.values()) == len(units) and max(ran.values()) == 1
     assert len(list((tmp_path / "units").glob("*.json"))) == len(units)
 
@@ -429,7 +435,6 @@ def test_two_workers_count_their_runs_over_the_whole_set(tmp_path, capsys, monke
     """Each worker's progress line counts every worker's runs: k of n over the set, so the
     last unit taken reads n of n (each worker used to count only its own, to about n / 2)."""
     import re
-    import threading
 
     monkeypatch.delenv("SEQSEARCH_QUIET", raising=False)
     samples = make_samples(STAGES, 3, 0, {})
@@ -442,11 +447,7 @@ def test_two_workers_count_their_runs_over_the_whole_set(tmp_path, capsys, monke
 
     probers = [Prober(tmp_path, open_storage(None, tmp_path), "shared", slow, samples)
                for _ in range(2)]
-    threads = [threading.Thread(target=p.run, args=(units,)) for p in probers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_side_by_side(probers, units)
     lines = re.findall(r"\[probe\] run (\d+)/(\d+)(?: on (\d) workers)?:.*?(ETA [0-9:]+)?$",
                        capsys.readouterr().err, flags=re.M)
     assert len(lines) == len(units)

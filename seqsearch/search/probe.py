@@ -90,8 +90,10 @@ def pair_units(letters: Sequence[str], k: int, seeds: Sequence[int],
     groups = [(seed, s) for seed in seeds for s in range(start, k)]
 
     def singles(i: int) -> list[Unit]:
-        return [Unit(a, groups[i][1], groups[i][0], "single") for a in used] \
-            if i < len(groups) else []
+        if i >= len(groups):
+            return []
+        seed, s = groups[i]
+        return [Unit(a, s, seed, "single") for a in used]
 
     units = singles(0)
     for i, (seed, s) in enumerate(groups):
